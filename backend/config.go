@@ -1,0 +1,75 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Config is the mount's settings (config path).
+type Config struct {
+	// MaxParallel bounds the scheduled rotations that run at once.
+	MaxParallel int `json:"max_parallel"`
+	// HistoryLimit bounds the history kept per role.
+	HistoryLimit int `json:"history_limit"`
+	// RetryBase and RetryMax bound the exponential backoff of failed scheduled rotations.
+	RetryBase time.Duration `json:"retry_base"`
+	RetryMax  time.Duration `json:"retry_max"`
+	// MaxFailures consecutive failures park a role as failing.
+	MaxFailures int `json:"max_failures"`
+}
+
+// DefaultConfig is what a new mount uses.
+func DefaultConfig() Config {
+	return Config{MaxParallel: 4, HistoryLimit: 100, RetryBase: 10 * time.Second, RetryMax: 5 * time.Minute, MaxFailures: 5}
+}
+
+// Validate checks the settings together.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxParallel < 1 || c.MaxParallel > 256:
+		return fmt.Errorf("max_parallel: must be between 1 and 256")
+	case c.HistoryLimit < 1 || c.HistoryLimit > 10000:
+		return fmt.Errorf("history_limit: must be between 1 and 10000")
+	case c.RetryBase <= 0:
+		return fmt.Errorf("retry_base: must be positive")
+	case c.RetryMax < c.RetryBase:
+		return fmt.Errorf("retry_max: must be at least retry_base")
+	case c.MaxFailures < 1:
+		return fmt.Errorf("max_failures: must be at least 1")
+	}
+	return nil
+}
+
+// Config returns the mount's current settings.
+func (e *Engine) Config() Config {
+	e.cfgMu.RLock()
+	defer e.cfgMu.RUnlock()
+	return e.cfg
+}
+
+// SetConfig validates, stores and applies new settings.
+func (e *Engine) SetConfig(ctx context.Context, c Config) error {
+	if err := c.Validate(); err != nil {
+		return userError(err)
+	}
+	if err := putJSON(ctx, e.storage, configPath, c); err != nil {
+		return err
+	}
+	e.cfgMu.Lock()
+	e.cfg = c
+	e.cfgMu.Unlock()
+	e.workers.resize(c.MaxParallel)
+	return nil
+}
+
+func (e *Engine) loadConfig(ctx context.Context) error {
+	c := DefaultConfig()
+	if _, err := getJSON(ctx, e.storage, configPath, &c); err != nil {
+		return err
+	}
+	e.cfgMu.Lock()
+	e.cfg = c
+	e.cfgMu.Unlock()
+	return nil
+}

@@ -1,0 +1,213 @@
+// Package backend is the rotation engine: roles and their storage, the rotation protocol,
+// pending-record recovery, kept versions, history and the scheduler. It knows Vault only
+// through logical.Storage and logical.SystemView; the API paths live in package paths.
+package backend
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// PluginVersion is the plugin's version, as registered in Vault's catalog.
+const PluginVersion = "v0.1.0"
+
+// Clock tells the time; tests replace it instead of sleeping.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now().UTC() }
+
+// Engine rotates the roles of one mount.
+type Engine struct {
+	logger  hclog.Logger
+	storage logical.Storage
+	system  logical.SystemView
+	clock   Clock
+
+	cfgMu sync.RWMutex
+	cfg   Config
+
+	locks   roleLocks
+	queue   *dueQueue
+	pending pendingSet
+	workers *workerPool
+
+	ctx    context.Context // outlives requests; cancelled by Close
+	cancel context.CancelFunc
+}
+
+// New returns an engine over the mount's storage view. Call Initialize before use.
+func New(conf *logical.BackendConfig) *Engine {
+	ctx, cancel := context.WithCancel(context.Background())
+	logger := conf.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	e := &Engine{
+		logger:  logger,
+		storage: conf.StorageView,
+		system:  conf.System,
+		clock:   systemClock{},
+		cfg:     DefaultConfig(),
+		queue:   newDueQueue(),
+		pending: pendingSet{names: map[string]bool{}},
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	e.workers = newWorkerPool(ctx, e.runJob)
+	return e
+}
+
+// SetClock replaces the clock (tests).
+func (e *Engine) SetClock(c Clock) { e.clock = c }
+
+func (e *Engine) now() time.Time { return e.clock.Now().UTC() }
+
+// Initialize loads the config, rebuilds the schedule from storage, and queues the recovery of
+// every pending record left by an interrupted rotation.
+func (e *Engine) Initialize(ctx context.Context) error {
+	if err := e.loadConfig(ctx); err != nil {
+		return err
+	}
+	names, err := e.storage.List(ctx, rolePrefix)
+	if err != nil {
+		return fmt.Errorf("list roles: %w", err)
+	}
+	now := e.now()
+	for _, name := range names {
+		role, err := e.loadRole(ctx, name)
+		if err != nil {
+			return err
+		}
+		if role == nil {
+			continue
+		}
+		st, err := e.loadState(ctx, name)
+		if err != nil {
+			return err
+		}
+		e.queue.set(name, role.NextRotation(st, now))
+	}
+	pendings, err := e.storage.List(ctx, pendingPrefix)
+	if err != nil {
+		return fmt.Errorf("list pending: %w", err)
+	}
+	e.workers.resize(e.Config().MaxParallel)
+	for _, name := range pendings {
+		e.pending.add(name)
+		if e.writeSafe() {
+			e.workers.submit(job{name: name, recover: true})
+		}
+	}
+	e.logger.Info("rotation engine started", "roles", len(names), "pending", len(pendings))
+	return nil
+}
+
+// Tick is the periodic function: it resolves pending records and hands due roles to the
+// worker pool. It never waits for a rotation.
+func (e *Engine) Tick(ctx context.Context) error {
+	if !e.writeSafe() {
+		return nil
+	}
+	for _, name := range e.pending.list() {
+		e.workers.submit(job{name: name, recover: true})
+	}
+	for _, name := range e.queue.popDue(e.now()) {
+		e.workers.submit(job{name: name})
+	}
+	return nil
+}
+
+// Close cancels background rotations and waits for them to stop.
+func (e *Engine) Close() {
+	e.cancel()
+	e.workers.close()
+}
+
+// writeSafe is false where storage writes would fail (replication secondaries, perf standbys).
+func (e *Engine) writeSafe() bool {
+	if e.system == nil {
+		return true
+	}
+	rs := e.system.ReplicationState()
+	return (e.system.LocalMount() || !rs.HasState(consts.ReplicationPerformanceSecondary)) &&
+		!rs.HasState(consts.ReplicationDRSecondary) &&
+		!rs.HasState(consts.ReplicationPerformanceStandby)
+}
+
+func (e *Engine) runJob(ctx context.Context, j job) {
+	if j.recover {
+		e.recoverRole(ctx, j.name)
+		return
+	}
+	out, err := e.rotate(ctx, j.name, rotateRequest{trigger: TriggerSchedule, ifDue: true})
+	switch {
+	case err != nil:
+		e.logger.Error("scheduled rotation", "role", j.name, "error", err)
+	case out.Skipped:
+	case !out.Success:
+		e.logger.Warn("scheduled rotation failed", "role", j.name, "step", out.FailedStep, "error", out.Error)
+	}
+}
+
+// pendingSet tracks the roles with a pending record, so a tick does not list storage.
+type pendingSet struct {
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func (p *pendingSet) add(name string) {
+	p.mu.Lock()
+	p.names[name] = true
+	p.mu.Unlock()
+}
+
+func (p *pendingSet) remove(name string) {
+	p.mu.Lock()
+	delete(p.names, name)
+	p.mu.Unlock()
+}
+
+func (p *pendingSet) list() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.names))
+	for n := range p.names {
+		out = append(out, n)
+	}
+	return out
+}
+
+// Stats reports the scheduler's state (benchmarks and tests).
+type Stats struct {
+	Scheduled, Waiting, Pending int
+}
+
+func (e *Engine) Stats() Stats {
+	return Stats{Scheduled: e.queue.len(), Waiting: e.workers.waiting(), Pending: len(e.pending.list())}
+}
+
+// joinErrors renders step errors for one message.
+func joinErrors(parts ...string) string {
+	var kept []string
+	for _, p := range parts {
+		if p != "" {
+			kept = append(kept, p)
+		}
+	}
+	return strings.Join(kept, "; ")
+}
+
+func (p *pendingSet) has(name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.names[name]
+}

@@ -1,0 +1,393 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
+)
+
+// Trigger says what started a rotation.
+type Trigger string
+
+const (
+	TriggerManual   Trigger = "manual"
+	TriggerSchedule Trigger = "schedule"
+	TriggerRollback Trigger = "rollback"
+	TriggerRecovery Trigger = "recovery"
+	TriggerCreate   Trigger = "create"
+	TriggerImport   Trigger = "import"
+)
+
+// Outcome names, as history and the role read show them.
+const (
+	OutcomeSuccess = "success"
+	// OutcomeFailed: the rotation failed and the old value is live at the target.
+	OutcomeFailed = "failed"
+	// OutcomeUnresolved: the rotation failed and it is not known which value is live; both are
+	// kept in the pending record until recovery can tell.
+	OutcomeUnresolved = "unresolved"
+)
+
+// Step names.
+const (
+	StepRecover = "recover"
+	StepPrepare = "prepare"
+	StepApply   = "apply"
+	StepVerify  = "verify"
+	StepPromote = "promote"
+	StepRestore = "restore"
+)
+
+// StepResult is one protocol step's timing and error.
+type StepResult struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// Outcome is what one rotation did. The caller decides what to tell the user; the protocol
+// has already recorded it.
+type Outcome struct {
+	Role       string       `json:"role"`
+	Trigger    Trigger      `json:"trigger"`
+	Success    bool         `json:"success"`
+	Result     string       `json:"outcome"`
+	OldVersion int          `json:"version_before"`
+	NewVersion int          `json:"version"`
+	Steps      []StepResult `json:"steps"`
+	FailedStep string       `json:"failed_step,omitempty"`
+	Error      string       `json:"error,omitempty"`
+	RolledBack bool         `json:"rolled_back"`
+	Skipped    bool         `json:"-"`
+}
+
+type rotateRequest struct {
+	trigger Trigger
+	value   rotators.Secret // apply this value instead of a generated one (rollback)
+	ifDue   bool            // scheduled: do nothing unless the role is still due
+}
+
+// run is the state of one rotation while the role's lock is held.
+type run struct {
+	role   *Role
+	state  *State
+	target rotators.Target
+	env    rotators.Env
+	out    *Outcome
+}
+
+// step runs fn and records its duration and error.
+func (r *run) step(name string, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	res := StepResult{Name: name, Duration: time.Since(start)}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	r.out.Steps = append(r.out.Steps, res)
+	return err
+}
+
+// Rotate rotates a role now (manual trigger).
+func (e *Engine) Rotate(ctx context.Context, name string) (*Outcome, error) {
+	return e.rotate(ctx, name, rotateRequest{trigger: TriggerManual})
+}
+
+// Rollback re-applies kept version n (0: the previous one) through the whole protocol; it
+// becomes a new current version with the old value.
+func (e *Engine) Rollback(ctx context.Context, name string, n int) (*Outcome, error) {
+	unlock := e.locks.lock(name)
+	st, err := e.loadState(ctx, name)
+	unlock()
+	if err != nil {
+		return nil, err
+	}
+	cur := st.Current()
+	if cur == nil {
+		return nil, ErrRoleNotFound
+	}
+	var v *Version
+	if n == 0 {
+		if len(st.Versions) < 2 {
+			return nil, userError(errors.New("version: there is no previous version to roll back to"))
+		}
+		v = &st.Versions[1]
+	} else if v = st.Version(n); v == nil {
+		return nil, userError(fmt.Errorf("version: %d is not a kept version", n))
+	}
+	if v.Number == cur.Number {
+		return nil, userError(fmt.Errorf("version: %d is already the current version", n))
+	}
+	// The value is re-read under the lock by rotate; a concurrent rotation between the two
+	// locks only means the rollback applies to the newer current value, which is still correct.
+	return e.rotate(ctx, name, rotateRequest{trigger: TriggerRollback, value: v.Secret})
+}
+
+// rotate is the one rotation protocol (DESIGN.md §3) for every trigger. It returns an error
+// only when it could not start (no such role, storage failure); a failed rotation is an
+// Outcome, already recorded.
+func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Outcome, error) {
+	unlock := e.locks.lock(name)
+	defer unlock()
+
+	role, err := e.loadRole(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		e.queue.set(name, time.Time{})
+		return nil, ErrRoleNotFound
+	}
+	st, err := e.loadState(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if rq.ifDue && !role.IsDue(st, e.now()) {
+		e.reschedule(role, st)
+		return &Outcome{Role: name, Skipped: true}, nil
+	}
+	if rq.trigger == TriggerManual || rq.trigger == TriggerRollback {
+		st.Failing = false // rotated by hand: the schedule may try again
+	}
+	r := &run{role: role, state: st, out: &Outcome{Role: name, Trigger: rq.trigger}}
+	if cur := st.Current(); cur != nil {
+		r.out.OldVersion = cur.Number
+	}
+
+	// A pending record left by an interrupted rotation is resolved before a new one starts.
+	if p, err := e.loadPending(ctx, name); err != nil {
+		return nil, err
+	} else if p != nil {
+		var res recoveryResult
+		_ = r.step(StepRecover, func() error {
+			res = e.resolvePending(ctx, role, st, p)
+			if !res.resolved {
+				return fmt.Errorf("an earlier rotation is unresolved: %s", res.detail)
+			}
+			return nil
+		})
+		if !res.resolved {
+			return e.fail(ctx, r, StepRecover, nil), nil
+		}
+		if cur := st.Current(); cur != nil {
+			r.out.OldVersion = cur.Number
+		}
+	}
+
+	if err := e.bind(ctx, r); err != nil {
+		r.out.Steps = append(r.out.Steps, StepResult{Name: StepPrepare, Error: err.Error()})
+		return e.fail(ctx, r, StepPrepare, nil), nil
+	}
+
+	var p *Pending
+	if err := r.step(StepPrepare, func() error {
+		p, err = e.prepare(ctx, r, rq)
+		return err
+	}); err != nil {
+		return e.fail(ctx, r, StepPrepare, nil), nil
+	}
+	if err := r.step(StepApply, func() error { return r.target.Apply(ctx, r.env, p.Old, p.New) }); err != nil {
+		return e.fail(ctx, r, StepApply, p), nil
+	}
+	failpoint("after-apply")
+	if err := r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.New) }); err != nil {
+		return e.fail(ctx, r, StepVerify, p), nil
+	}
+	if err := r.step(StepPromote, func() error { return e.promote(ctx, r, p) }); err != nil {
+		// The new value is live and still held by the pending record; recovery promotes it.
+		r.out.Result = OutcomeUnresolved
+		r.out.FailedStep = StepPromote
+		r.out.Error = redacted(err.Error(), p.Old, p.New)
+		return r.out, nil
+	}
+	return r.out, nil
+}
+
+// bind validates the stored role against its kind and lends the rotator what it needs.
+func (e *Engine) bind(ctx context.Context, r *run) error {
+	kind, err := r.role.Kind()
+	if err != nil {
+		return err
+	}
+	if r.target, err = kind.Bind(r.role.Settings); err != nil {
+		return err
+	}
+	r.env, err = e.env(ctx, r.role, kind)
+	return err
+}
+
+// env builds the rotator's environment: the password generator and the linked roles.
+func (e *Engine) env(ctx context.Context, role *Role, kind rotators.Kind) (rotators.Env, error) {
+	env := rotators.Env{Password: e.passwordGenerator(role.PasswordPolicy)}
+	for _, f := range kind.Fields() {
+		ref := role.Settings.String(f.Name)
+		if f.Kind != rotators.FieldRoleRef || ref == "" {
+			continue
+		}
+		linked, err := e.loadRole(ctx, ref)
+		if err != nil {
+			return env, err
+		}
+		if linked == nil {
+			return env, fmt.Errorf("%s: role %q no longer exists", f.Name, ref)
+		}
+		lst, err := e.loadState(ctx, ref)
+		if err != nil {
+			return env, err
+		}
+		l := rotators.Linked{Name: ref, Settings: linked.Settings}
+		if cur := lst.Current(); cur != nil {
+			l.Current = cur.Secret
+		}
+		if env.Linked == nil {
+			env.Linked = map[string]rotators.Linked{}
+		}
+		env.Linked[f.Name] = l
+	}
+	return env, nil
+}
+
+// prepare picks the new value and stores the pending record before the target is touched.
+func (e *Engine) prepare(ctx context.Context, r *run, rq rotateRequest) (*Pending, error) {
+	var old rotators.Secret
+	next := 1
+	if cur := r.state.Current(); cur != nil {
+		old = cur.Secret
+		next = cur.Number + 1
+	}
+	newValue := rq.value.Clone()
+	if newValue == nil {
+		var err error
+		if newValue, err = r.target.Generate(ctx, r.env, old); err != nil {
+			return nil, err
+		}
+	}
+	p := &Pending{Old: old, New: newValue, OldVersion: next - 1, NewVersion: next, Trigger: rq.trigger, Step: StepApply, Started: e.now()}
+	if err := putJSON(ctx, e.storage, pendingPrefix+r.role.Name, p); err != nil {
+		return nil, err
+	}
+	e.pending.add(r.role.Name)
+	return p, nil
+}
+
+// promote makes the pending value the current version and records the success. It is
+// idempotent, so that recovery can finish a promotion that was cut short.
+func (e *Engine) promote(ctx context.Context, r *run, p *Pending) error {
+	now := e.now()
+	st := r.state
+	if cur := st.Current(); cur == nil || cur.Number < p.NewVersion {
+		st.push(Version{Number: p.NewVersion, Created: now, Trigger: p.Trigger, Secret: p.New}, r.role.VersionsKept)
+	}
+	st.LastRotated = now
+	st.LastOutcome = OutcomeSuccess
+	st.LastError = ""
+	st.ConsecutiveFailures = 0
+	st.Failing = false
+	st.RetryAt = time.Time{}
+	if err := putJSON(ctx, e.storage, statePrefix+r.role.Name, st); err != nil {
+		return err
+	}
+	if err := deleteKey(ctx, e.storage, pendingPrefix+r.role.Name); err != nil {
+		return err
+	}
+	e.pending.remove(r.role.Name)
+	r.out.Success = true
+	r.out.Result = OutcomeSuccess
+	r.out.NewVersion = p.NewVersion
+	e.record(ctx, r)
+	e.reschedule(r.role, st)
+	e.logger.Info("rotated", "role", r.role.Name, "type", r.role.Type, "trigger", string(r.out.Trigger), "version", p.NewVersion)
+	return nil
+}
+
+// fail handles a failure at step: put the old value back at the target when one was touched,
+// then count the failure, back off, and record it. p is nil when the target was not touched.
+func (e *Engine) fail(ctx context.Context, r *run, step string, p *Pending) *Outcome {
+	out := r.out
+	out.FailedStep = step
+	out.Result = OutcomeFailed
+	var secrets []rotators.Secret
+	if p != nil {
+		secrets = []rotators.Secret{p.Old, p.New}
+		restoreErr := r.step(StepRestore, func() error { return e.restore(ctx, r, p) })
+		if restoreErr == nil {
+			out.RolledBack = true
+			if err := deleteKey(ctx, e.storage, pendingPrefix+r.role.Name); err != nil {
+				out.Result = OutcomeUnresolved
+			} else {
+				e.pending.remove(r.role.Name)
+			}
+		} else {
+			// Neither value is known to be live: both stay in the pending record and
+			// recovery asks the target again on every tick.
+			out.Result = OutcomeUnresolved
+		}
+	}
+	var msgs []string
+	for _, s := range out.Steps {
+		if s.Error != "" {
+			msgs = append(msgs, s.Name+": "+s.Error)
+		}
+	}
+	out.Error = redacted(joinErrors(msgs...), secrets...)
+	for i := range out.Steps {
+		out.Steps[i].Error = redacted(out.Steps[i].Error, secrets...)
+	}
+
+	st := r.state
+	cfg := e.Config()
+	st.ConsecutiveFailures++
+	st.LastOutcome = out.Result
+	st.LastError = out.Error
+	st.RetryAt = e.now().Add(backoff(cfg, st.ConsecutiveFailures))
+	if st.ConsecutiveFailures >= cfg.MaxFailures {
+		st.Failing = true
+		e.logger.Error("role parked as failing after repeated failures", "role", r.role.Name, "failures", st.ConsecutiveFailures)
+	}
+	if err := putJSON(ctx, e.storage, statePrefix+r.role.Name, st); err != nil {
+		e.logger.Error("record failure", "role", r.role.Name, "error", err)
+	}
+	e.record(ctx, r)
+	e.reschedule(r.role, st)
+	return out
+}
+
+// restore makes the old value live again after a failed apply or verify.
+func (e *Engine) restore(ctx context.Context, r *run, p *Pending) error {
+	if p.Old == nil {
+		return nil // a first rotation: there was no value to lose
+	}
+	if err := r.target.Verify(ctx, r.env, p.Old); err == nil {
+		return nil // the target never changed, or kept the old value
+	}
+	if err := r.target.Apply(ctx, r.env, p.New, p.Old); err != nil {
+		return fmt.Errorf("put the old value back: %w", err)
+	}
+	if err := r.target.Verify(ctx, r.env, p.Old); err != nil {
+		return fmt.Errorf("old value after restore: %w", err)
+	}
+	return nil
+}
+
+// backoff is the wait before retry n (1-based): retry_base doubling up to retry_max, with
+// jitter so that many roles failing together do not retry together.
+func backoff(cfg Config, n int) time.Duration {
+	d := cfg.RetryBase
+	for i := 1; i < n && d < cfg.RetryMax; i++ {
+		d *= 2
+	}
+	if d > cfg.RetryMax {
+		d = cfg.RetryMax
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// reschedule puts the role's next due time in the queue.
+func (e *Engine) reschedule(role *Role, st *State) {
+	e.queue.set(role.Name, role.NextRotation(st, e.now()))
+}

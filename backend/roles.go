@@ -1,0 +1,483 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
+)
+
+// RoleInput is one role write: only the fields the request carried are set.
+type RoleInput struct {
+	Type             string
+	RotationPeriod   *time.Duration
+	RotationSchedule *string
+	RotationWindow   *time.Duration
+	AutoRotate       *bool
+	VersionsKept     *int
+	PasswordPolicy   *string
+	// Settings are the type-specific fields, decoded by their field kinds.
+	Settings map[string]interface{}
+	// Secrets are the write-only fields (the current value to import).
+	Secrets map[string]string
+}
+
+// WriteResult says what a role write did.
+type WriteResult struct {
+	Created  bool
+	Imported bool
+	// Rotation is the first rotation of a role created without a value.
+	Rotation *Outcome
+}
+
+// WriteRole creates or updates a role. A created role either imports the supplied current value
+// (verified at the target, which is not changed) or is rotated at once; if that fails, no role
+// is left behind.
+func (e *Engine) WriteRole(ctx context.Context, name string, in RoleInput) (*WriteResult, error) {
+	if err := ValidateRoleName(name); err != nil {
+		return nil, userError(err)
+	}
+	res, err := e.writeRoleLocked(ctx, name, in)
+	if err != nil || !res.Created || res.Imported {
+		return res, err
+	}
+	out, err := e.rotate(ctx, name, rotateRequest{trigger: TriggerCreate})
+	if err != nil {
+		return nil, err
+	}
+	res.Rotation = out
+	if out.Success {
+		return res, nil
+	}
+	if out.Result == OutcomeUnresolved {
+		return res, userError(fmt.Errorf("the first rotation failed at %s and left an unresolved pending record; the role is kept so that recovery can finish: %s", out.FailedStep, out.Error))
+	}
+	if err := e.forget(ctx, name); err != nil {
+		return nil, err
+	}
+	return nil, userError(fmt.Errorf("the first rotation failed at %s, so the role was not created: %s", out.FailedStep, out.Error))
+}
+
+func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput) (*WriteResult, error) {
+	unlock := e.locks.lock(name)
+	defer unlock()
+
+	existing, err := e.loadRole(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	res := &WriteResult{Created: existing == nil}
+	role, kind, err := mergeRole(name, existing, in)
+	if err != nil {
+		return nil, userError(err)
+	}
+	if err := e.checkLinks(ctx, role, kind); err != nil {
+		return nil, err
+	}
+	if role.PasswordPolicy != "" && (in.PasswordPolicy != nil || existing == nil) {
+		if _, err := e.passwordGenerator(role.PasswordPolicy)(ctx); err != nil {
+			return nil, userError(err)
+		}
+	}
+	secret, err := kind.ImportSecret(role.Settings, in.Secrets)
+	if err != nil {
+		return nil, userError(err)
+	}
+	if secret == nil && existing == nil {
+		if why := kind.NeedsImport(role.Settings); why != "" {
+			return nil, userError(errors.New(why))
+		}
+	}
+	if secret != nil {
+		if p, err := e.loadPending(ctx, name); err != nil {
+			return nil, err
+		} else if p != nil {
+			return nil, userError(errors.New("an unresolved rotation is pending for this role; it must be resolved before a value is imported"))
+		}
+		if err := e.verifyImport(ctx, role, kind, secret); err != nil {
+			return nil, err
+		}
+	}
+
+	st := &State{}
+	if existing != nil {
+		if st, err = e.loadState(ctx, name); err != nil {
+			return nil, err
+		}
+	}
+	// A write is the operator's answer to a failing role: the schedule may try again.
+	st.Failing, st.ConsecutiveFailures, st.RetryAt = false, 0, time.Time{}
+	if secret != nil {
+		next := 1
+		if cur := st.Current(); cur != nil {
+			next = cur.Number + 1
+		}
+		st.push(Version{Number: next, Created: e.now(), Trigger: TriggerImport, Secret: secret}, role.VersionsKept)
+		st.LastRotated = e.now()
+		res.Imported = true
+	} else if len(st.Versions) > role.VersionsKept {
+		st.Versions = st.Versions[:role.VersionsKept]
+	}
+	if err := putJSON(ctx, e.storage, rolePrefix+name, role); err != nil {
+		return nil, err
+	}
+	if err := putJSON(ctx, e.storage, statePrefix+name, st); err != nil {
+		return nil, err
+	}
+	if res.Imported || !res.Created {
+		e.reschedule(role, st)
+	}
+	e.logger.Info("role written", "role", name, "type", role.Type, "created", res.Created, "imported", res.Imported)
+	return res, nil
+}
+
+// mergeRole applies a write to the existing role (nil: create) and validates the result.
+func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind, error) {
+	var role Role
+	if existing == nil {
+		if in.Type == "" {
+			return nil, nil, fmt.Errorf("type: required (one of %s)", strings.Join(rotators.Names(), ", "))
+		}
+		role = Role{Name: name, Type: in.Type, AutoRotate: true, VersionsKept: DefaultVersionsKept}
+	} else {
+		role = *existing
+		role.Settings = cloneSettings(existing.Settings)
+		if in.Type != "" && in.Type != existing.Type {
+			return nil, nil, fmt.Errorf("type: cannot change from %s to %s; delete the role and create it again", existing.Type, in.Type)
+		}
+	}
+	kind, ok := rotators.Lookup(role.Type)
+	if !ok {
+		return nil, nil, fmt.Errorf("type: %q is not one of %s", role.Type, strings.Join(rotators.Names(), ", "))
+	}
+
+	if in.RotationPeriod != nil && in.RotationSchedule != nil && *in.RotationPeriod != 0 && *in.RotationSchedule != "" {
+		return nil, nil, errors.New("rotation_period and rotation_schedule: give one, not both")
+	}
+	if in.RotationPeriod != nil {
+		if *in.RotationPeriod <= 0 {
+			return nil, nil, errors.New("rotation_period: must be a positive duration")
+		}
+		role.RotationPeriod, role.RotationSchedule, role.RotationWindow = *in.RotationPeriod, "", 0
+	}
+	if in.RotationSchedule != nil {
+		role.RotationSchedule = strings.TrimSpace(*in.RotationSchedule)
+		if role.RotationSchedule != "" {
+			role.RotationPeriod = 0
+		}
+	}
+	if in.RotationWindow != nil {
+		role.RotationWindow = *in.RotationWindow
+	}
+	if in.AutoRotate != nil {
+		role.AutoRotate = *in.AutoRotate
+	}
+	if in.VersionsKept != nil {
+		role.VersionsKept = *in.VersionsKept
+	}
+	if in.PasswordPolicy != nil {
+		role.PasswordPolicy = *in.PasswordPolicy
+	}
+	if err := role.validateSchedule(); err != nil {
+		return nil, nil, err
+	}
+
+	for _, f := range kind.Fields() {
+		if f.Kind == rotators.FieldSecret {
+			continue
+		}
+		v, given := in.Settings[f.Name]
+		switch {
+		case given && isEmpty(v):
+			role.Settings.Delete(f.Name)
+		case given:
+			if len(f.Allowed) > 0 && !contains(f.Allowed, fmt.Sprint(v)) {
+				return nil, nil, fmt.Errorf("%s: %q is not one of %s", f.Name, v, strings.Join(f.Allowed, ", "))
+			}
+			role.Settings.Set(f, v)
+		case existing == nil && f.Default != nil:
+			role.Settings.Set(f, f.Default)
+		}
+	}
+	if _, err := kind.Bind(role.Settings); err != nil {
+		return nil, nil, err
+	}
+	return &role, kind, nil
+}
+
+// checkLinks validates role-reference fields: the referenced role exists, has the right type and
+// is self-managed itself, so that links never chain or loop.
+func (e *Engine) checkLinks(ctx context.Context, role *Role, kind rotators.Kind) error {
+	for _, f := range kind.Fields() {
+		ref := role.Settings.String(f.Name)
+		if f.Kind != rotators.FieldRoleRef || ref == "" {
+			continue
+		}
+		if ref == role.Name {
+			return userError(fmt.Errorf("%s: a role cannot be its own %s", f.Name, f.Name))
+		}
+		linked, err := e.loadRole(ctx, ref)
+		if err != nil {
+			return err
+		}
+		if linked == nil {
+			return userError(fmt.Errorf("%s: role %q does not exist", f.Name, ref))
+		}
+		if linked.Type != f.RefKind {
+			return userError(fmt.Errorf("%s: role %q is of type %s, not %s", f.Name, ref, linked.Type, f.RefKind))
+		}
+		if refs := linkedNames(linked); len(refs) > 0 {
+			return userError(fmt.Errorf("%s: role %q itself depends on %s; an %s must be self-managed", f.Name, ref, strings.Join(refs, ", "), f.Name))
+		}
+		if deps, err := e.dependents(ctx, role.Name); err != nil {
+			return err
+		} else if len(deps) > 0 {
+			return userError(fmt.Errorf("%s: roles %s depend on %q, which must therefore stay self-managed", f.Name, strings.Join(deps, ", "), role.Name))
+		}
+	}
+	return nil
+}
+
+// verifyImport proves an imported value works at the target without changing anything.
+func (e *Engine) verifyImport(ctx context.Context, role *Role, kind rotators.Kind, secret rotators.Secret) error {
+	target, err := kind.Bind(role.Settings)
+	if err != nil {
+		return userError(err)
+	}
+	env, err := e.env(ctx, role, kind)
+	if err != nil {
+		return userError(err)
+	}
+	if err := target.Verify(ctx, env, secret); err != nil {
+		msg := redacted(err.Error(), secret)
+		if errors.Is(err, rotators.ErrRejected) {
+			return userError(fmt.Errorf("the target rejects the supplied current value: %s", msg))
+		}
+		return userError(fmt.Errorf("cannot reach the target to check the supplied current value: %s", msg))
+	}
+	return nil
+}
+
+// RoleView is a role with its schedule and health, for a role read. It holds no secret.
+type RoleView struct {
+	Role                *Role
+	CurrentVersion      int
+	LastRotated         time.Time
+	NextRotation        time.Time
+	LastOutcome         string
+	LastError           string
+	ConsecutiveFailures int
+	Failing             bool
+	Pending             bool
+}
+
+// ReadRole returns the role's view, or nil when it does not exist.
+func (e *Engine) ReadRole(ctx context.Context, name string) (*RoleView, error) {
+	role, err := e.loadRole(ctx, name)
+	if err != nil || role == nil {
+		return nil, err
+	}
+	st, err := e.loadState(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	v := &RoleView{
+		Role: role, LastRotated: st.LastRotated, NextRotation: role.NextRotation(st, e.now()),
+		LastOutcome: st.LastOutcome, LastError: st.LastError, ConsecutiveFailures: st.ConsecutiveFailures,
+		Failing: st.Failing, Pending: e.pending.has(name),
+	}
+	if cur := st.Current(); cur != nil {
+		v.CurrentVersion = cur.Number
+	}
+	return v, nil
+}
+
+// ListRoles returns the role names.
+func (e *Engine) ListRoles(ctx context.Context) ([]string, error) {
+	names, err := e.storage.List(ctx, rolePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list roles: %w", err)
+	}
+	return names, nil
+}
+
+// DeleteRole forgets a role and its kept values; the target is not touched. It refuses while a
+// pending record might hold the live value, and while other roles depend on it.
+func (e *Engine) DeleteRole(ctx context.Context, name string) error {
+	unlock := e.locks.lock(name)
+	defer unlock()
+	role, err := e.loadRole(ctx, name)
+	if err != nil {
+		return err
+	}
+	if role == nil {
+		return nil
+	}
+	if p, err := e.loadPending(ctx, name); err != nil {
+		return err
+	} else if p != nil {
+		return userError(errors.New("an unresolved rotation is pending: its value may be the live one, so the role is kept until recovery resolves it"))
+	}
+	deps, err := e.dependents(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(deps) > 0 {
+		return userError(fmt.Errorf("roles %s use this role; delete or change them first", strings.Join(deps, ", ")))
+	}
+	return e.forgetLocked(ctx, name)
+}
+
+func (e *Engine) forget(ctx context.Context, name string) error {
+	unlock := e.locks.lock(name)
+	defer unlock()
+	return e.forgetLocked(ctx, name)
+}
+
+func (e *Engine) forgetLocked(ctx context.Context, name string) error {
+	for _, prefix := range []string{rolePrefix, statePrefix, historyPrefix} {
+		if err := deleteKey(ctx, e.storage, prefix+name); err != nil {
+			return err
+		}
+	}
+	e.queue.set(name, time.Time{})
+	e.logger.Info("role deleted", "role", name)
+	return nil
+}
+
+// dependents returns the roles that link to name.
+func (e *Engine) dependents(ctx context.Context, name string) ([]string, error) {
+	names, err := e.ListRoles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var deps []string
+	for _, n := range names {
+		r, err := e.loadRole(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		if r != nil && contains(linkedNames(r), name) {
+			deps = append(deps, n)
+		}
+	}
+	return deps, nil
+}
+
+// linkedNames returns the roles a role links to through its role-reference fields.
+func linkedNames(r *Role) []string {
+	kind, ok := rotators.Lookup(r.Type)
+	if !ok {
+		return nil
+	}
+	var refs []string
+	for _, f := range kind.Fields() {
+		if ref := r.Settings.String(f.Name); f.Kind == rotators.FieldRoleRef && ref != "" {
+			refs = append(refs, ref)
+		}
+	}
+	return refs
+}
+
+// Creds returns kept version n of the role (0: the current one) and the kind's description of it.
+func (e *Engine) Creds(ctx context.Context, name string, n int) (*Version, map[string]interface{}, *RoleView, error) {
+	view, err := e.ReadRole(ctx, name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if view == nil {
+		return nil, nil, nil, ErrRoleNotFound
+	}
+	st, err := e.loadState(ctx, name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	v := st.Current()
+	if n != 0 {
+		v = st.Version(n)
+	}
+	if v == nil {
+		if n != 0 {
+			return nil, nil, nil, userError(fmt.Errorf("version: %d is not a kept version", n))
+		}
+		return nil, nil, nil, userError(errors.New("the role has no value yet"))
+	}
+	kind, err := view.Role.Kind()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return v, kind.Describe(view.Role.Settings, v.Secret), view, nil
+}
+
+// VersionInfo is a kept version without its value.
+type VersionInfo struct {
+	Number  int       `json:"version"`
+	Created time.Time `json:"created"`
+	Trigger Trigger   `json:"trigger"`
+	Status  string    `json:"status"`
+}
+
+// Versions lists the kept versions, newest first, without values.
+func (e *Engine) Versions(ctx context.Context, name string) ([]VersionInfo, error) {
+	role, err := e.loadRole(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return nil, ErrRoleNotFound
+	}
+	st, err := e.loadState(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]VersionInfo, 0, len(st.Versions))
+	for i, v := range st.Versions {
+		status := VersionPrevious
+		if i == 0 {
+			status = VersionActive
+		}
+		out = append(out, VersionInfo{Number: v.Number, Created: v.Created, Trigger: v.Trigger, Status: status})
+	}
+	return out, nil
+}
+
+func cloneSettings(s rotators.Settings) rotators.Settings {
+	var c rotators.Settings
+	for k, v := range s.Strings {
+		c.Set(rotators.Field{Name: k, Kind: rotators.FieldString}, v)
+	}
+	for k, v := range s.Lists {
+		c.Set(rotators.Field{Name: k, Kind: rotators.FieldList}, append([]string(nil), v...))
+	}
+	for k, v := range s.Ints {
+		c.Set(rotators.Field{Name: k, Kind: rotators.FieldInt}, v)
+	}
+	for k, v := range s.Bools {
+		c.Set(rotators.Field{Name: k, Kind: rotators.FieldBool}, v)
+	}
+	return c
+}
+
+func isEmpty(v interface{}) bool {
+	switch x := v.(type) {
+	case nil:
+		return true
+	case string:
+		return x == ""
+	case []string:
+		return len(x) == 0
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,246 @@
+package paths
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/backend"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
+)
+
+// Common role fields (every type).
+const (
+	fieldType             = "type"
+	fieldRotationPeriod   = "rotation_period"
+	fieldRotationSchedule = "rotation_schedule"
+	fieldRotationWindow   = "rotation_window"
+	fieldAutoRotate       = "auto_rotate"
+	fieldVersionsKept     = "versions_kept"
+	fieldPasswordPolicy   = "password_policy"
+)
+
+func commonRoleFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		fieldType: {Type: framework.TypeString, Description: "Kind of secret: " + strings.Join(rotators.Names(), ", ") + ". Required at create; cannot change."},
+		fieldRotationPeriod: {Type: framework.TypeDurationSecond,
+			Description: "Rotate this long after the last rotation (e.g. 2160h). Give this or rotation_schedule."},
+		fieldRotationSchedule: {Type: framework.TypeString,
+			Description: "5-field cron expression, UTC (e.g. '0 0 1 1,4,7,10 *' for quarterly). Give this or rotation_period."},
+		fieldRotationWindow: {Type: framework.TypeDurationSecond,
+			Description: "With rotation_schedule: how long after a scheduled time the rotation may still start; a missed window waits for the next scheduled time."},
+		fieldAutoRotate: {Type: framework.TypeBool, Default: true,
+			Description: "Rotate on the schedule. False: only rotated on request."},
+		fieldVersionsKept: {Type: framework.TypeInt, Default: backend.DefaultVersionsKept,
+			Description: fmt.Sprintf("How many values to keep, current included (%d to %d).", backend.MinVersionsKept, backend.MaxVersionsKept)},
+		fieldPasswordPolicy: {Type: framework.TypeString,
+			Description: "Name of a Vault password policy for generated passwords. Default: 26 random base32 characters."},
+	}
+}
+
+// roleFields is every field a role write accepts: the common ones and each kind's own.
+func roleFields() map[string]*framework.FieldSchema {
+	fields := commonRoleFields()
+	fields["name"] = nameField()["name"]
+	for _, k := range rotators.All() {
+		for _, f := range k.Fields() {
+			if existing, ok := fields[f.Name]; ok {
+				existing.Description += fmt.Sprintf(" (%s) %s", k.Name(), f.Description)
+				continue
+			}
+			fields[f.Name] = kindFieldSchema(f, k.Name())
+		}
+	}
+	return fields
+}
+
+func pathRoles(b *Backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern:      "roles/?$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationSuffix: "roles"},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{Callback: b.handleRoleList, Summary: "List the roles."},
+			},
+			HelpSynopsis:    "List the roles under rotation.",
+			HelpDescription: "Lists the names of every role; read roles/NAME for one role's settings and schedule.",
+		},
+		{
+			Pattern:        namePattern("roles/"),
+			DisplayAttrs:   &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationSuffix: "role"},
+			Fields:         roleFields(),
+			ExistenceCheck: b.roleExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.CreateOperation: &framework.PathOperation{Callback: b.handleRoleWrite, Summary: "Create a role: import its current value, or rotate it at once."},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.handleRoleWrite, Summary: "Update a role's settings."},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.handleRoleRead, Summary: "Read a role's settings, schedule and health (never a secret)."},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.handleRoleDelete, Summary: "Delete a role; the target is not changed."},
+			},
+			HelpSynopsis: "Manage a secret under rotation.",
+			HelpDescription: `A role is one secret under rotation. Fields are flat: the common ones apply to every
+type; the others belong to one type and are rejected on a role of another type.
+
+Create with the current value (e.g. password=...) to import it as version 1 without
+changing the target; create without it to rotate at once where the type can (postgres
+with admin_role). Write-only fields (password) are never returned.`,
+		},
+	}
+}
+
+func (b *Backend) roleExists(ctx context.Context, _ *logical.Request, d *framework.FieldData) (bool, error) {
+	name := d.Get("name").(string)
+	if backend.ValidateRoleName(name) != nil {
+		return false, nil
+	}
+	v, err := b.engine.ReadRole(ctx, name)
+	return v != nil, err
+}
+
+func (b *Backend) handleRoleList(ctx context.Context, _ *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := b.engine.ListRoles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return logical.ListResponse(names), nil
+}
+
+func (b *Backend) handleRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, errResp := nameOf(d)
+	if errResp != nil {
+		return errResp, nil
+	}
+	typ := d.Get(fieldType).(string)
+	if typ == "" {
+		if v, err := b.engine.ReadRole(ctx, name); err != nil {
+			return nil, err
+		} else if v != nil {
+			typ = v.Role.Type
+		}
+	}
+	if typ == "" {
+		return logical.ErrorResponse("type: required (one of %s)", strings.Join(rotators.Names(), ", ")), nil
+	}
+	kind, ok := rotators.Lookup(typ)
+	if !ok {
+		return logical.ErrorResponse("type: %q is not one of %s", typ, strings.Join(rotators.Names(), ", ")), nil
+	}
+	if msg := foreignFields(req.Data, kind); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+
+	in := backend.RoleInput{Type: typ, Settings: map[string]interface{}{}, Secrets: map[string]string{}}
+	if v, ok := d.GetOk(fieldRotationPeriod); ok {
+		p := time.Duration(v.(int)) * time.Second
+		in.RotationPeriod = &p
+	}
+	if v, ok := d.GetOk(fieldRotationSchedule); ok {
+		s := v.(string)
+		in.RotationSchedule = &s
+	}
+	if v, ok := d.GetOk(fieldRotationWindow); ok {
+		w := time.Duration(v.(int)) * time.Second
+		in.RotationWindow = &w
+	}
+	if v, ok := d.GetOk(fieldAutoRotate); ok {
+		a := v.(bool)
+		in.AutoRotate = &a
+	}
+	if v, ok := d.GetOk(fieldVersionsKept); ok {
+		n := v.(int)
+		in.VersionsKept = &n
+	}
+	if v, ok := d.GetOk(fieldPasswordPolicy); ok {
+		p := v.(string)
+		in.PasswordPolicy = &p
+	}
+	for _, f := range kind.Fields() {
+		if _, given := req.Data[f.Name]; !given {
+			continue
+		}
+		v, _, err := d.GetOkErr(f.Name)
+		if err != nil {
+			return logical.ErrorResponse("%s: %s", f.Name, err), nil
+		}
+		if f.Kind == rotators.FieldSecret {
+			in.Secrets[f.Name], _ = v.(string)
+			continue
+		}
+		in.Settings[f.Name] = v
+	}
+
+	res, err := b.engine.WriteRole(ctx, name, in)
+	if err != nil {
+		return respondErr(name, err)
+	}
+	if res.Rotation == nil {
+		return nil, nil
+	}
+	return &logical.Response{Data: rotationData(res.Rotation)}, nil
+}
+
+// foreignFields names the request fields that are neither common nor of the role's kind.
+func foreignFields(data map[string]interface{}, kind rotators.Kind) string {
+	allowed := map[string]bool{"name": true}
+	for n := range commonRoleFields() {
+		allowed[n] = true
+	}
+	for _, f := range kind.Fields() {
+		allowed[f.Name] = true
+	}
+	var foreign []string
+	for k := range data {
+		if !allowed[k] {
+			foreign = append(foreign, k)
+		}
+	}
+	if len(foreign) == 0 {
+		return ""
+	}
+	sort.Strings(foreign)
+	return fmt.Sprintf("%s: not a field of a %s role", strings.Join(foreign, ", "), kind.Name())
+}
+
+func (b *Backend) handleRoleRead(ctx context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, errResp := nameOf(d)
+	if errResp != nil {
+		return errResp, nil
+	}
+	v, err := b.engine.ReadRole(ctx, name)
+	if err != nil || v == nil {
+		return nil, err
+	}
+	r := v.Role
+	data := r.Settings.Public()
+	data[fieldType] = r.Type
+	data[fieldRotationPeriod] = int64(r.RotationPeriod.Seconds())
+	data[fieldRotationSchedule] = r.RotationSchedule
+	data[fieldRotationWindow] = int64(r.RotationWindow.Seconds())
+	data[fieldAutoRotate] = r.AutoRotate
+	data[fieldVersionsKept] = r.VersionsKept
+	data[fieldPasswordPolicy] = r.PasswordPolicy
+	data["current_version"] = v.CurrentVersion
+	data["last_rotated"] = timeOrNil(v.LastRotated)
+	data["next_rotation"] = timeOrNil(v.NextRotation)
+	data["last_outcome"] = v.LastOutcome
+	data["last_error"] = v.LastError
+	data["consecutive_failures"] = v.ConsecutiveFailures
+	data["failing"] = v.Failing
+	data["pending"] = v.Pending
+	return &logical.Response{Data: data}, nil
+}
+
+func (b *Backend) handleRoleDelete(ctx context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, errResp := nameOf(d)
+	if errResp != nil {
+		return errResp, nil
+	}
+	if err := b.engine.DeleteRole(ctx, name); err != nil {
+		return respondErr(name, err)
+	}
+	return nil, nil
+}

@@ -1,0 +1,257 @@
+// Package postgres rotates the password of a PostgreSQL login.
+//
+// The new password reaches the server only as a SCRAM-SHA-256 verifier computed here, so the
+// plaintext never appears on the wire of the ALTER ROLE nor in the server's statement log.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
+)
+
+// Field names, shared with Vault's database engine where the meaning is the same.
+const (
+	FieldConnectionURL = "connection_url"
+	FieldUsername      = "username"
+	FieldPassword      = "password"
+	FieldAdminRole     = "admin_role"
+	FieldStrategy      = "strategy"
+	FieldUsernames     = "usernames"
+
+	StrategySingle      = "single"
+	StrategyAlternating = "alternating"
+
+	// Secret parts.
+	PartUsername = "username"
+	PartPassword = "password"
+
+	placeholderUser = "{{username}}"
+	placeholderPass = "{{password}}"
+
+	// maxIdentifierLen is PostgreSQL's NAMEDATALEN-1: longer names are silently truncated.
+	maxIdentifierLen = 63
+)
+
+func init() { rotators.Register(Kind{}) }
+
+// Kind is the postgres secret kind.
+type Kind struct{}
+
+var _ rotators.Kind = Kind{}
+var _ rotators.Target = (*target)(nil)
+
+func (Kind) Name() string { return "postgres" }
+
+func (Kind) Fields() []rotators.Field {
+	return []rotators.Field{
+		{Name: FieldConnectionURL, Kind: rotators.FieldString, Description: "PostgreSQL URL with {{username}} and {{password}} placeholders, e.g. postgres://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable."},
+		{Name: FieldUsername, Kind: rotators.FieldString, Description: "The login whose password is rotated (single strategy)."},
+		{Name: FieldPassword, Kind: rotators.FieldSecret, Description: "The login's current password, to import it as version 1 without changing it. Write-only."},
+		{Name: FieldAdminRole, Kind: rotators.FieldRoleRef, RefKind: "postgres", Description: "Name of a self-managed postgres role whose current credential performs the change. Absent: the login changes its own password."},
+		{Name: FieldStrategy, Kind: rotators.FieldString, Default: StrategySingle, Allowed: []string{StrategySingle, StrategyAlternating},
+			Description: "single: one login, its password changes. alternating: two logins (usernames); each rotation changes the inactive one and makes it current, so the previous one keeps working until the next rotation."},
+		{Name: FieldUsernames, Kind: rotators.FieldList, Description: "The two logins of the alternating strategy."},
+	}
+}
+
+// config is a role's postgres settings after validation.
+type config struct {
+	urlTemplate string
+	usernames   []string // one for single, two for alternating
+	adminRole   string
+}
+
+func (Kind) Bind(s rotators.Settings) (rotators.Target, error) {
+	c, err := parseConfig(s)
+	if err != nil {
+		return nil, err
+	}
+	return &target{cfg: c}, nil
+}
+
+func parseConfig(s rotators.Settings) (config, error) {
+	c := config{urlTemplate: s.String(FieldConnectionURL), adminRole: s.String(FieldAdminRole)}
+	if err := validateURLTemplate(c.urlTemplate); err != nil {
+		return c, err
+	}
+	switch strategy := s.String(FieldStrategy); strategy {
+	case "", StrategySingle:
+		if s.Has(FieldUsernames) {
+			return c, fmt.Errorf("%s: only used with %s=%s", FieldUsernames, FieldStrategy, StrategyAlternating)
+		}
+		c.usernames = []string{s.String(FieldUsername)}
+		if err := validateUsername(FieldUsername, c.usernames[0]); err != nil {
+			return c, err
+		}
+	case StrategyAlternating:
+		if s.Has(FieldUsername) {
+			return c, fmt.Errorf("%s: not used with %s=%s (give %s)", FieldUsername, FieldStrategy, StrategyAlternating, FieldUsernames)
+		}
+		c.usernames = s.List(FieldUsernames)
+		if len(c.usernames) != 2 || c.usernames[0] == c.usernames[1] {
+			return c, fmt.Errorf("%s: %s=%s needs exactly two different logins", FieldUsernames, FieldStrategy, StrategyAlternating)
+		}
+		for _, u := range c.usernames {
+			if err := validateUsername(FieldUsernames, u); err != nil {
+				return c, err
+			}
+		}
+		if c.adminRole == "" {
+			return c, fmt.Errorf("%s: %s=%s needs an admin_role to set the inactive login's password", FieldAdminRole, FieldStrategy, StrategyAlternating)
+		}
+	default:
+		return c, fmt.Errorf("%s: %q is not one of %s, %s", FieldStrategy, strategy, StrategySingle, StrategyAlternating)
+	}
+	return c, nil
+}
+
+func validateUsername(field, u string) error {
+	switch {
+	case u == "":
+		return fmt.Errorf("%s: required", field)
+	case len(u) > maxIdentifierLen:
+		return fmt.Errorf("%s: %q is longer than PostgreSQL's %d-byte limit", field, u, maxIdentifierLen)
+	case strings.ContainsRune(u, 0):
+		return fmt.Errorf("%s: contains a NUL byte", field)
+	}
+	return nil
+}
+
+func validateURLTemplate(tmpl string) error {
+	if tmpl == "" {
+		return fmt.Errorf("%s: required", FieldConnectionURL)
+	}
+	if !strings.Contains(tmpl, placeholderPass) {
+		return fmt.Errorf("%s: must contain %s, where the plugin puts the password", FieldConnectionURL, placeholderPass)
+	}
+	u, err := url.Parse(renderURL(tmpl, "user", "pass"))
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+		return fmt.Errorf("%s: not a postgres://user:password@host:port/database URL", FieldConnectionURL)
+	}
+	if _, err := pgx.ParseConfig(renderURL(tmpl, "user", "pass")); err != nil {
+		// The template holds no secret, so its parse error is safe to show.
+		return fmt.Errorf("%s: %w", FieldConnectionURL, err)
+	}
+	return nil
+}
+
+// renderURL fills the placeholders, escaped for the userinfo part of a URL.
+func renderURL(tmpl, username, password string) string {
+	return strings.NewReplacer(placeholderUser, escapeUserinfo(username), placeholderPass, escapeUserinfo(password)).Replace(tmpl)
+}
+
+// escapeUserinfo escapes every reserved byte; QueryEscape's "+" for a space would be read back
+// as a literal plus in userinfo, so a space becomes %20.
+func escapeUserinfo(s string) string {
+	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
+}
+
+func (Kind) ImportSecret(s rotators.Settings, supplied map[string]string) (rotators.Secret, error) {
+	pw, ok := supplied[FieldPassword]
+	if !ok {
+		return nil, nil
+	}
+	if pw == "" {
+		return nil, fmt.Errorf("%s: empty", FieldPassword)
+	}
+	if s.String(FieldStrategy) == StrategyAlternating {
+		return nil, fmt.Errorf("%s: cannot import with %s=%s; the first rotation sets both logins through admin_role", FieldPassword, FieldStrategy, StrategyAlternating)
+	}
+	return rotators.Secret{PartUsername: s.String(FieldUsername), PartPassword: pw}, nil
+}
+
+func (Kind) NeedsImport(s rotators.Settings) string {
+	if s.String(FieldAdminRole) == "" {
+		return "password: required for a self-managed role (no admin_role): it is the login's current password, used to change it"
+	}
+	return ""
+}
+
+func (Kind) Describe(s rotators.Settings, secret rotators.Secret) map[string]interface{} {
+	return map[string]interface{}{
+		FieldConnectionURL: renderURL(s.String(FieldConnectionURL), secret[PartUsername], secret[PartPassword]),
+	}
+}
+
+type target struct{ cfg config }
+
+func (t *target) Generate(ctx context.Context, env rotators.Env, cur rotators.Secret) (rotators.Secret, error) {
+	pw, err := env.Password(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("generate password: %w", err)
+	}
+	user := t.cfg.usernames[0]
+	if len(t.cfg.usernames) == 2 && cur[PartUsername] == t.cfg.usernames[0] {
+		user = t.cfg.usernames[1]
+	}
+	return rotators.Secret{PartUsername: user, PartPassword: pw}, nil
+}
+
+func (t *target) Apply(ctx context.Context, env rotators.Env, from, to rotators.Secret) error {
+	verifier, err := scramVerifier(to[PartPassword])
+	if err != nil {
+		return err
+	}
+	stmt := fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", pgx.Identifier{to[PartUsername]}.Sanitize(), quoteLiteral(verifier))
+
+	connURL, err := t.authURL(env, from)
+	if err != nil {
+		return err
+	}
+	return conns.exec(ctx, connURL, stmt)
+}
+
+// authURL is the connection that performs a change: the admin's, or the login's own current one.
+func (t *target) authURL(env rotators.Env, from rotators.Secret) (string, error) {
+	if t.cfg.adminRole != "" {
+		admin, ok := env.Linked[FieldAdminRole]
+		if !ok || admin.Current == nil {
+			return "", fmt.Errorf("admin_role %q has no current credential", t.cfg.adminRole)
+		}
+		return renderURL(admin.Settings.String(FieldConnectionURL), admin.Current[PartUsername], admin.Current[PartPassword]), nil
+	}
+	if from == nil {
+		return "", errors.New("no current password to authenticate with (self-managed role)")
+	}
+	return renderURL(t.cfg.urlTemplate, from[PartUsername], from[PartPassword]), nil
+}
+
+func (t *target) Verify(ctx context.Context, _ rotators.Env, s rotators.Secret) error {
+	cfg, err := pgx.ParseConfig(renderURL(t.cfg.urlTemplate, s[PartUsername], s[PartPassword]))
+	if err != nil {
+		return errors.New("connection_url does not parse with this credential")
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return classify(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("verify query: %w", err)
+	}
+	return nil
+}
+
+// classify marks PostgreSQL's authentication failures as rotators.ErrRejected.
+func classify(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000") {
+		return fmt.Errorf("%w: %s (SQLSTATE %s)", rotators.ErrRejected, pgErr.Message, pgErr.Code)
+	}
+	return fmt.Errorf("connect: %w", err)
+}
+
+// quoteLiteral quotes a string constant for a utility statement, where bind parameters are not
+// allowed. The verifier's alphabet is base64 plus "$:", so this is belt and braces.
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}

@@ -1,0 +1,141 @@
+// Package rotators holds one implementation per kind of secret behind one small interface.
+// A rotator knows one kind of target (a PostgreSQL server, an SSH host, ...) and nothing of
+// Vault, storage, locks or consumers: the rotation protocol in package backend drives it.
+package rotators
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Secret is one value of a credential, as named parts ("username", "password", ...).
+// It is what versions keep and what creds returns.
+type Secret map[string]string
+
+// Clone returns a copy, so that a stored version is never changed through an alias.
+func (s Secret) Clone() Secret {
+	if s == nil {
+		return nil
+	}
+	c := make(Secret, len(s))
+	for k, v := range s {
+		c[k] = v
+	}
+	return c
+}
+
+// Equal reports whether both secrets hold the same parts.
+func (s Secret) Equal(o Secret) bool {
+	if len(s) != len(o) {
+		return false
+	}
+	for k, v := range s {
+		if ov, ok := o[k]; !ok || ov != v {
+			return false
+		}
+	}
+	return true
+}
+
+// ErrRejected marks a target's clear answer that a credential is not valid (authentication
+// failed), as opposed to a target that could not be asked (down, unreachable). Recovery uses
+// the difference: only a rejection proves which value is live.
+var ErrRejected = errors.New("credential rejected by the target")
+
+// Env is what the engine lends a rotator for one call: the parts of Vault it may use without
+// knowing Vault.
+type Env struct {
+	// Password returns a new random password: the role's Vault password policy when it has one.
+	Password func(ctx context.Context) (string, error)
+	// Linked holds, for each field of kind FieldRoleRef that is set, the referenced role's
+	// settings and current secret (e.g. postgres admin_role).
+	Linked map[string]Linked
+}
+
+// Linked is another role that this role's rotation depends on.
+type Linked struct {
+	Name     string
+	Settings Settings
+	Current  Secret
+}
+
+// Target is a rotator bound to one role's settings.
+type Target interface {
+	// Generate returns the next value. cur is the current value (nil on a first rotation).
+	Generate(ctx context.Context, env Env, cur Secret) (Secret, error)
+	// Apply makes `to` the valid value at the target, authenticating with `from` (nil when
+	// unknown) or with a linked admin. Restoring is Apply(from=new, to=old).
+	Apply(ctx context.Context, env Env, from, to Secret) error
+	// Verify proves that s works at the target now. A wrapped ErrRejected means the target
+	// answered that s is not valid.
+	Verify(ctx context.Context, env Env, s Secret) error
+}
+
+// Kind is one kind of secret: its role fields, its validation and its binding to a target.
+type Kind interface {
+	// Name is the role `type`, e.g. "postgres".
+	Name() string
+	// Fields are the role fields that belong to this kind only.
+	Fields() []Field
+	// Bind validates settings (type-specific fields, already decoded by their Field types)
+	// and returns the target they describe. It does no I/O.
+	Bind(s Settings) (Target, error)
+	// ImportSecret builds the current secret from the write-only fields supplied at role
+	// create (e.g. password), or returns nil when none was supplied.
+	ImportSecret(s Settings, supplied map[string]string) (Secret, error)
+	// NeedsImport reports why a role cannot be created without a supplied secret ("" = it can
+	// rotate on its own at create).
+	NeedsImport(s Settings) string
+	// Describe returns the parts of creds beyond the secret itself (e.g. connection_url with
+	// the password filled in).
+	Describe(s Settings, secret Secret) map[string]interface{}
+}
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Kind{}
+)
+
+// Register makes a kind available by name; each kind calls it once from init.
+func Register(k Kind) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[k.Name()]; dup {
+		panic(fmt.Sprintf("rotators: kind %q registered twice", k.Name()))
+	}
+	registry[k.Name()] = k
+}
+
+// Lookup returns the kind registered under name.
+func Lookup(name string) (Kind, bool) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	k, ok := registry[name]
+	return k, ok
+}
+
+// Names returns the registered kind names, sorted.
+func Names() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// All returns every registered kind, sorted by name.
+func All() []Kind {
+	names := Names()
+	kinds := make([]Kind, 0, len(names))
+	for _, n := range names {
+		k, _ := Lookup(n)
+		kinds = append(kinds, k)
+	}
+	return kinds
+}
