@@ -197,7 +197,7 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 	if err := r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.New) }); err != nil {
 		return e.fail(ctx, r, StepVerify, p), nil
 	}
-	if err := r.step(StepPromote, func() error { return e.promote(ctx, r, p) }); err != nil {
+	if err := e.promoteStep(ctx, r, p); err != nil {
 		// The new value is live and still held by the pending record; recovery promotes it.
 		r.out.Result = OutcomeUnresolved
 		r.out.FailedStep = StepPromote
@@ -298,10 +298,18 @@ func (e *Engine) promote(ctx context.Context, r *run, p *Pending) error {
 	r.out.Success = true
 	r.out.Result = OutcomeSuccess
 	r.out.NewVersion = p.NewVersion
-	e.record(ctx, r)
 	e.reschedule(r.role, st)
 	e.logger.Info("rotated", "role", r.role.Name, "type", r.role.Type, "trigger", string(r.out.Trigger), "version", p.NewVersion)
 	return nil
+}
+
+// promoteStep runs promote as a timed step and records the run once the step is complete.
+func (e *Engine) promoteStep(ctx context.Context, r *run, p *Pending) error {
+	err := r.step(StepPromote, func() error { return e.promote(ctx, r, p) })
+	if err == nil {
+		e.record(ctx, r)
+	}
+	return err
 }
 
 // fail handles a failure at step: put the old value back at the target when one was touched,

@@ -61,7 +61,7 @@ func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *P
 
 	newErr := r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.New) })
 	if newErr == nil {
-		if err := r.step(StepPromote, func() error { return e.promote(ctx, r, p) }); err != nil {
+		if err := e.promoteStep(ctx, r, p); err != nil {
 			log.Error("recovery: promote", "error", err)
 			return recoveryResult{detail: "promote: " + err.Error()}
 		}

@@ -115,12 +115,13 @@ func (b *Backend) handleRoleWrite(ctx context.Context, req *logical.Request, d *
 		return errResp, nil
 	}
 	typ := d.Get(fieldType).(string)
-	if typ == "" {
-		if v, err := b.engine.ReadRole(ctx, name); err != nil {
-			return nil, err
-		} else if v != nil {
-			typ = v.Role.Type
+	if v, err := b.engine.ReadRole(ctx, name); err != nil {
+		return nil, err
+	} else if v != nil {
+		if typ != "" && typ != v.Role.Type {
+			return logical.ErrorResponse("type: cannot change from %s to %s; delete the role and create it again", v.Role.Type, typ), nil
 		}
+		typ = v.Role.Type
 	}
 	if typ == "" {
 		return logical.ErrorResponse("type: required (one of %s)", strings.Join(rotators.Names(), ", ")), nil
