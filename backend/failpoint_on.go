@@ -10,7 +10,8 @@ import (
 
 // failpoint pauses at a named point of the protocol, so that a crash test can kill Vault inside
 // a window it knows. Only test builds (-tags failpoints) have it. ROTATION_FAILPOINT is
-// "name=duration", e.g. "after-apply=30s".
+// "name=duration", e.g. "after-apply=30s". With ROTATION_FAILPOINT_MARKER set, the point pauses
+// once: it writes the marker file, and does nothing once the file exists (after a restart).
 func failpoint(name string) {
 	spec := os.Getenv("ROTATION_FAILPOINT")
 	point, dur, ok := strings.Cut(spec, "=")
@@ -22,6 +23,9 @@ func failpoint(name string) {
 		return
 	}
 	if marker := os.Getenv("ROTATION_FAILPOINT_MARKER"); marker != "" {
+		if _, err := os.Stat(marker); err == nil {
+			return
+		}
 		_ = os.WriteFile(marker, []byte(name), 0o600)
 	}
 	time.Sleep(d)
