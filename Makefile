@@ -1,0 +1,43 @@
+# vault-plugin-rotation — see README.md.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+GO ?= go
+PLUGIN := bin/vault-plugin-rotation
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build vault test lint dev dev-stop bench deps clean
+
+all: build
+
+build: ## the plugin binary (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(PLUGIN) ./cmd/vault-plugin-rotation
+
+vault: ## a Vault server binary (PATH vault >= 1.15, else the pinned build in .cache/bin/vault)
+	bootstrap/build-vault.sh
+
+test: build lint ## gofmt, vet, staticcheck + every test, against the real Vault and PostgreSQL
+	VAULT_BIN="$$(bootstrap/build-vault.sh)"; export VAULT_BIN; echo "VAULT_BIN=$$VAULT_BIN"; \
+	\
+	$(GO) test -count=1 -timeout 40m ./...
+
+lint:
+	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt -l is not empty:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+dev: ## Vault (dev) + PostgreSQL + the plugin mounted at rotation/, demo roles rotated; Ctrl-C stops (DEV_DETACH=1 to detach)
+	scripts/dev.sh start
+
+dev-stop:
+	scripts/dev.sh stop
+
+bench: build
+	VAULT_BIN="$$(bootstrap/build-vault.sh)"; export VAULT_BIN; \
+	$(GO) test -run '^$$' -bench . ./...
+
+deps: ## system packages (PostgreSQL 15, openssh-server, docker.io, ...)
+	scripts/install-deps.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the system packages the build, the tests and `make dev` need (Debian 12), only those that are missing.
+# Quick and silent when everything is present; `apt-get update` runs only when something has to be installed.
+set -euo pipefail
+
+need=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+have_cmd psql || need+=(postgresql-client-15)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+have_cmd ssh-keygen || need+=(openssh-client)
+have_cmd dockerd || need+=(docker.io)
+have_cmd make || need+=(make)
+have_cmd git || need+=(git)
+have_cmd flock || need+=(util-linux)
+have_cmd runuser || need+=(util-linux)
+have_cmd sha256sum || need+=(coreutils)
+have_cmd curl || need+=(curl)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+
+if [ "${#need[@]}" -eq 0 ]; then
+	echo "install-deps: all present"
+	exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+	have_cmd sudo || { echo "install-deps: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+	sudo=(sudo)
+fi
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+echo "install-deps: installing ${need[*]}"
+
+# Do not let the postgresql package create and start a system-wide cluster on :5432; the project runs its own clusters.
+if [[ " ${need[*]} " == *" postgresql-15 "* ]] && [ ! -e /etc/postgresql-common/createcluster.d/no-main-cluster.conf ]; then
+	"${sudo[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+	echo "create_main_cluster = false" | "${sudo[@]}" tee /etc/postgresql-common/createcluster.d/no-main-cluster.conf >/dev/null
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+echo "install-deps: done"
