@@ -17,7 +17,6 @@ vault: ## a Vault server binary (PATH vault >= 1.15, else the pinned build in .c
 
 test: build lint ## gofmt, vet, staticcheck + every test, against the real Vault and PostgreSQL
 	VAULT_BIN="$$(bootstrap/build-vault.sh)"; export VAULT_BIN; echo "VAULT_BIN=$$VAULT_BIN"; \
-	\
 	$(GO) test -count=1 -timeout 40m ./...
 
 lint:

@@ -5,6 +5,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -150,8 +151,12 @@ func (e *Engine) runJob(ctx context.Context, j job) {
 	}
 	out, err := e.rotate(ctx, j.name, rotateRequest{trigger: TriggerSchedule, ifDue: true})
 	switch {
+	case errors.Is(err, ErrRoleNotFound):
 	case err != nil:
+		// The rotation could not start (e.g. a storage error): the role left the queue when it
+		// was handed out, so put it back for a retry after the base backoff.
 		e.logger.Error("scheduled rotation", "role", j.name, "error", err)
+		e.queue.set(j.name, e.now().Add(e.Config().RetryBase))
 	case out.Skipped:
 	case !out.Success:
 		e.logger.Warn("scheduled rotation failed", "role", j.name, "step", out.FailedStep, "error", out.Error)

@@ -318,6 +318,10 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, p *Pending) *Out
 	out := r.out
 	out.FailedStep = step
 	out.Result = OutcomeFailed
+	if step == StepRecover {
+		// An earlier pending record is still unresolved: which value is live is not known.
+		out.Result = OutcomeUnresolved
+	}
 	var secrets []rotators.Secret
 	if p != nil {
 		secrets = []rotators.Secret{p.Old, p.New}

@@ -57,16 +57,6 @@ func (q *dueQueue) popDue(now time.Time) []string {
 	return due
 }
 
-// next returns when name is due (zero when not scheduled).
-func (q *dueQueue) next(name string) time.Time {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if it, ok := q.index[name]; ok {
-		return it.due
-	}
-	return time.Time{}
-}
-
 func (q *dueQueue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()

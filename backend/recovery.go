@@ -78,6 +78,10 @@ func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *P
 	if p.Old != nil {
 		oldErr = r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.Old) })
 	}
+	// The steps' errors are the target's words and reach the history below: redact them.
+	for i := range r.out.Steps {
+		r.out.Steps[i].Error = redacted(r.out.Steps[i].Error, p.Old, p.New)
+	}
 	switch {
 	case oldErr == nil:
 		if err := deleteKey(ctx, e.storage, pendingPrefix+role.Name); err != nil {

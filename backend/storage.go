@@ -31,10 +31,10 @@ const (
 
 // Version is one kept value of a role's secret.
 type Version struct {
-	Number  int              `json:"number"`
-	Created time.Time        `json:"created"`
-	Trigger Trigger          `json:"trigger"`
-	Secret  rotators.Secret  `json:"secret"`
+	Number  int             `json:"number"`
+	Created time.Time       `json:"created"`
+	Trigger Trigger         `json:"trigger"`
+	Secret  rotators.Secret `json:"secret"`
 }
 
 // State is the runtime record of a role: its kept versions (newest first, [0] is current) and

@@ -2,6 +2,7 @@ package paths
 
 import (
 	"context"
+	"sort"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -258,6 +259,7 @@ func (b *Backend) handleConfigWrite(ctx context.Context, req *logical.Request, d
 		}
 	}
 	if len(unknown) > 0 {
+		sort.Strings(unknown)
 		return logical.ErrorResponse("%s: not a config field", strings.Join(unknown, ", ")), nil
 	}
 	c := b.engine.Config()

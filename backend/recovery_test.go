@@ -1,0 +1,348 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// crashed sets up role name as a rotation interrupted after prepare: version 1 holds old, the
+// pending record holds old and new, and the fake target holds live.
+func crashed(t *testing.T, te *testEnv, name string, live string) (*faultTarget, *Pending) {
+	t.Helper()
+	ft := te.importRole(t, name, "pw-crash-old")
+	p := &Pending{Old: secretOf("pw-crash-old"), New: secretOf("pw-crash-new"), OldVersion: 1, NewVersion: 2,
+		Trigger: TriggerSchedule, Step: StepApply, Started: te.clock.Now()}
+	te.putPending(t, name, p)
+	ft.SetLive(secretOf(live))
+	te.clock.Advance(time.Minute)
+	return ft, p
+}
+
+func TestRecoveryNewLiveRollsForward(t *testing.T) {
+	te := newEnv(t)
+	ft, p := crashed(t, te, "c", "pw-crash-new")
+	te.e.recoverRole(context.Background(), "c")
+
+	st := te.state(t, "c")
+	if cur := st.Current(); cur == nil || cur.Number != 2 || !cur.Secret.Equal(p.New) || cur.Trigger != TriggerSchedule {
+		t.Fatalf("current = %+v, want version 2 with the new value", cur)
+	}
+	if len(st.Versions) != 2 || !st.Versions[1].Secret.Equal(p.Old) {
+		t.Fatalf("versions = %+v", st.Versions)
+	}
+	if !st.LastRotated.Equal(te.clock.Now()) || st.LastOutcome != OutcomeSuccess {
+		t.Fatalf("state = %+v", st)
+	}
+	if te.pendingRec(t, "c") != nil || te.e.pending.has("c") {
+		t.Fatal("pending record kept after roll forward")
+	}
+	h := te.history(t, "c")
+	if len(h) != 1 || h[0].Trigger != TriggerRecovery || h[0].Outcome != OutcomeSuccess || h[0].VersionBefore != 1 || h[0].VersionAfter != 2 {
+		t.Fatalf("history = %+v", h)
+	}
+	if ft.Applies() != 0 {
+		t.Fatal("recovery changed the target")
+	}
+	if got := te.e.queue.queued("c"); !got.Equal(te.clock.Now().Add(time.Hour)) {
+		t.Fatalf("not rescheduled: %v", got)
+	}
+}
+
+func TestRecoveryOldLiveDropsPending(t *testing.T) {
+	te := newEnv(t)
+	ft, _ := crashed(t, te, "c", "pw-crash-old")
+	te.e.recoverRole(context.Background(), "c")
+
+	if te.pendingRec(t, "c") != nil || te.e.pending.has("c") {
+		t.Fatal("pending record kept although the old value is live")
+	}
+	st := te.state(t, "c")
+	if len(st.Versions) != 1 || st.Current().Number != 1 || st.Failing {
+		t.Fatalf("state = %+v", st)
+	}
+	h := te.history(t, "c")
+	if len(h) != 1 || h[0].Trigger != TriggerRecovery || h[0].Outcome != OutcomeFailed || !h[0].RolledBack {
+		t.Fatalf("history = %+v", h)
+	}
+	if ft.Applies() != 0 {
+		t.Fatal("recovery changed the target")
+	}
+}
+
+func TestRecoveryFirstRotationNewRejected(t *testing.T) {
+	// A pending record of a first rotation has no old value: a rejected new value means
+	// nothing was changed that Vault could lose.
+	te := newEnv(t)
+	te.importRole(t, "c", "pw-first")
+	te.putPending(t, "c", &Pending{New: secretOf("never-applied"), NewVersion: 1, Trigger: TriggerCreate})
+	te.e.recoverRole(context.Background(), "c")
+	if te.pendingRec(t, "c") != nil {
+		t.Fatal("pending record kept")
+	}
+}
+
+func TestRecoveryBothRejectedKeepsBothAndFails(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft, p := crashed(t, te, "c", "changed-by-someone-else")
+	te.e.recoverRole(ctx, "c")
+
+	kept := te.pendingRec(t, "c")
+	if kept == nil || !kept.Old.Equal(p.Old) || !kept.New.Equal(p.New) || !te.e.pending.has("c") {
+		t.Fatalf("pending record = %+v, want both values kept", kept)
+	}
+	st := te.state(t, "c")
+	if !st.Failing || st.LastOutcome != OutcomeUnresolved || st.Current().Number != 1 {
+		t.Fatalf("state = %+v", st)
+	}
+	if !te.e.queue.queued("c").IsZero() {
+		t.Fatal("a failing role is still scheduled")
+	}
+	h := te.history(t, "c")
+	if len(h) != 1 || h[0].Trigger != TriggerRecovery || h[0].Outcome != OutcomeUnresolved {
+		t.Fatalf("history = %+v", h)
+	}
+	// Asked again on the next tick: still kept, not recorded twice.
+	te.e.recoverRole(ctx, "c")
+	if te.pendingRec(t, "c") == nil || len(te.history(t, "c")) != 1 {
+		t.Fatal("a repeated recovery changed the record")
+	}
+	// The pending record blocks deletion and import.
+	wantUserError(t, te.e.DeleteRole(ctx, "c"), "pending")
+
+	// The target comes back with the new value: rolled forward, no longer failing.
+	ft.SetLive(p.New)
+	te.e.recoverRole(ctx, "c")
+	st = te.state(t, "c")
+	if st.Failing || st.Current().Number != 2 || te.pendingRec(t, "c") != nil {
+		t.Fatalf("state = %+v", st)
+	}
+}
+
+func TestRecoveryUnreachableKeepsPendingNotFailing(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(ft *faultTarget)
+	}{
+		{"target down", func(ft *faultTarget) { ft.SetDown(true) }},
+		{"new rejected, old unreachable", func(ft *faultTarget) { ft.ScriptVerify(verifyReject, verifyUnreachable) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			te := newEnv(t)
+			ft, _ := crashed(t, te, "c", "pw-crash-new")
+			tc.setup(ft)
+			before := te.state(t, "c")
+			te.e.recoverRole(context.Background(), "c")
+			if te.pendingRec(t, "c") == nil || !te.e.pending.has("c") {
+				t.Fatal("pending record dropped while the target cannot be asked")
+			}
+			st := te.state(t, "c")
+			if st.Failing || st.ConsecutiveFailures != before.ConsecutiveFailures || st.Current().Number != 1 {
+				t.Fatalf("state = %+v", st)
+			}
+			if h := te.history(t, "c"); len(h) != 0 {
+				t.Fatalf("history = %+v", h)
+			}
+		})
+	}
+}
+
+func TestRecoveryPromoteIsIdempotent(t *testing.T) {
+	// Crash after the promoted state was written but before the pending record was deleted.
+	te := newEnv(t)
+	ctx := context.Background()
+	_, p := crashed(t, te, "c", "pw-crash-new")
+	st := te.state(t, "c")
+	st.push(Version{Number: 2, Created: te.clock.Now(), Trigger: TriggerSchedule, Secret: p.New}, 5)
+	if err := putJSON(ctx, te.storage, statePrefix+"c", st); err != nil {
+		t.Fatal(err)
+	}
+	te.e.recoverRole(ctx, "c")
+	st = te.state(t, "c")
+	if len(st.Versions) != 2 || st.Versions[0].Number != 2 || st.Versions[1].Number != 1 {
+		t.Fatalf("versions = %+v, want 2,1 without a duplicate", st.Versions)
+	}
+	if te.pendingRec(t, "c") != nil {
+		t.Fatal("pending record kept")
+	}
+}
+
+func TestRecoveryWithoutPendingClearsSet(t *testing.T) {
+	te := newEnv(t)
+	te.importRole(t, "c", "pw-nothing")
+	te.e.pending.add("c")
+	te.e.recoverRole(context.Background(), "c")
+	if te.e.pending.has("c") {
+		t.Fatal("pending set still lists a role without a record")
+	}
+}
+
+func TestRecoveryOnInitialize(t *testing.T) {
+	te := newEnv(t)
+	_, p := crashed(t, te, "c", "pw-crash-new")
+	te.e.Close()
+
+	// Restart: a new engine over the same storage resolves the record in the background.
+	te2 := newEnvOn(t, te.storage, te.clock)
+	eventually(t, "recovery after restart", func() bool {
+		st, _ := te2.e.loadState(context.Background(), "c")
+		return st.Current() != nil && st.Current().Number == 2
+	})
+	eventually(t, "pending dropped", func() bool { return !te2.e.pending.has("c") })
+	if te2.pendingRec(t, "c") != nil {
+		t.Fatal("pending record kept")
+	}
+	if cur := te2.state(t, "c").Current(); !cur.Secret.Equal(p.New) {
+		t.Fatalf("current = %+v", cur)
+	}
+}
+
+func TestRecoveryNotOnInitializeWhenNotWriteSafe(t *testing.T) {
+	te := newEnv(t)
+	crashed(t, te, "c", "pw-crash-new")
+	te.e.Close()
+	te2 := newEnvOn(t, te.storage, te.clock, func(s *logical.StaticSystemView) {
+		s.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	})
+	if st := te2.e.Stats(); st.Pending != 1 || st.Waiting != 0 {
+		t.Fatalf("stats = %+v, want the pending record known but no job queued", st)
+	}
+	if te2.pendingRec(t, "c") == nil {
+		t.Fatal("a standby resolved a pending record")
+	}
+}
+
+func TestRecoveryOnTick(t *testing.T) {
+	te := newEnv(t)
+	crashed(t, te, "c", "pw-crash-old")
+	if err := te.e.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "recovery on tick", func() bool { return !te.e.pending.has("c") })
+	if te.pendingRec(t, "c") != nil {
+		t.Fatal("pending record kept")
+	}
+}
+
+func TestRotateResolvesPendingFirst(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft, p := crashed(t, te, "c", "pw-crash-new")
+	out, err := te.e.Rotate(ctx, "c")
+	if err != nil || !out.Success {
+		t.Fatalf("rotate = %+v, %v", out, err)
+	}
+	if got := strings.Join(stepNames(out.Steps), ","); got != "recover,prepare,apply,verify,promote" {
+		t.Fatalf("steps = %s", got)
+	}
+	if out.OldVersion != 2 || out.NewVersion != 3 {
+		t.Fatalf("versions %d -> %d, want 2 -> 3", out.OldVersion, out.NewVersion)
+	}
+	st := te.state(t, "c")
+	if len(st.Versions) != 3 || !st.Version(2).Secret.Equal(p.New) || !ft.Live().Equal(st.Current().Secret) {
+		t.Fatalf("versions = %+v", st.Versions)
+	}
+	h := te.history(t, "c")
+	if len(h) != 2 || h[0].Trigger != TriggerManual || h[1].Trigger != TriggerRecovery {
+		t.Fatalf("history = %+v", h)
+	}
+	if ft.mu.Lock(); !ft.applies[0][0].Equal(p.New) {
+		t.Fatalf("the new rotation did not authenticate with the recovered value: %v", ft.applies[0][0])
+	}
+	ft.mu.Unlock()
+}
+
+func TestRotateRefusedWhilePendingUnresolved(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft, _ := crashed(t, te, "c", "pw-crash-new")
+	ft.SetDown(true)
+	out, err := te.e.Rotate(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Success || out.FailedStep != StepRecover || out.Result != OutcomeUnresolved {
+		t.Fatalf("outcome = %+v, want unresolved at recover", out)
+	}
+	if ft.Applies() != 0 || te.pendingRec(t, "c") == nil {
+		t.Fatal("a rotation started over an unresolved pending record")
+	}
+	if st := te.state(t, "c"); st.LastOutcome != OutcomeUnresolved {
+		t.Fatalf("state says %q although which value is live is unknown", st.LastOutcome)
+	}
+}
+
+// flakyStorage fails writes of keys with a given prefix while armed.
+type flakyStorage struct {
+	logical.Storage
+	mu     sync.Mutex
+	prefix string
+}
+
+func (f *flakyStorage) arm(prefix string) {
+	f.mu.Lock()
+	f.prefix = prefix
+	f.mu.Unlock()
+}
+
+func (f *flakyStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	f.mu.Lock()
+	prefix := f.prefix
+	f.mu.Unlock()
+	if prefix != "" && strings.HasPrefix(e.Key, prefix) {
+		return errors.New("storage unavailable")
+	}
+	return f.Storage.Put(ctx, e)
+}
+
+// TestPromoteFailureKeepsPendingForRecovery: the new value is live but the promotion cannot be
+// written; the pending record keeps it, and recovery promotes it later.
+func TestPromoteFailureKeepsPendingForRecovery(t *testing.T) {
+	storage := &flakyStorage{Storage: &logical.InmemStorage{}}
+	e := New(&logical.BackendConfig{StorageView: storage, System: &logical.StaticSystemView{}})
+	e.SetClock(newClock(t0))
+	if err := e.Initialize(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	ctx := context.Background()
+	ft, target := newFault(t, secretOf("pw-promote-old"))
+	in := faultRole(target)
+	in.Secrets[fFaultValue] = "pw-promote-old"
+	if _, err := e.WriteRole(ctx, "p", in); err != nil {
+		t.Fatal(err)
+	}
+
+	storage.arm(statePrefix)
+	out, err := e.Rotate(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Success || out.Result != OutcomeUnresolved || out.FailedStep != StepPromote {
+		t.Fatalf("outcome = %+v", out)
+	}
+	p, _ := e.loadPending(ctx, "p")
+	if p == nil || !p.New.Equal(ft.Live()) {
+		t.Fatalf("pending = %+v, want the live new value kept", p)
+	}
+	if strings.Contains(out.Error, p.New["password"]) {
+		t.Fatal("outcome error leaks the new value")
+	}
+
+	storage.arm("")
+	e.recoverRole(ctx, "p")
+	st, _ := e.loadState(ctx, "p")
+	if cur := st.Current(); cur.Number != 2 || !cur.Secret.Equal(ft.Live()) {
+		t.Fatalf("current = %+v after recovery", cur)
+	}
+	if p, _ := e.loadPending(ctx, "p"); p != nil {
+		t.Fatal("pending kept after recovery")
+	}
+}
