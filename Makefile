@@ -12,7 +12,7 @@ all: build
 build: ## the plugin binary (static)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(PLUGIN) ./cmd/vault-plugin-rotation
 
-vault: ## a Vault server binary (PATH vault >= 1.15, else the pinned build in .cache/bin/vault)
+vault: ## a Vault server binary (PATH vault >= 1.15, else the pinned build cached in ~/.cache/vault-plugin-rotation)
 	bootstrap/build-vault.sh
 
 test: build lint ## gofmt, vet, staticcheck + every test, against the real Vault and PostgreSQL

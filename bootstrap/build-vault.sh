@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # Prints the path of a usable Vault server binary (>= 1.15).
 #
-# Uses `vault` from PATH when its version is >= 1.15; otherwise builds the pinned server from bootstrap/vault into
-# .cache/bin/vault, only when the binary is missing or bootstrap/vault/go.mod changed since the last build
-# (the sha256 of go.mod is kept in .cache/bin/vault.stamp). Build output goes to stderr; stdout is only the path.
+# Uses `vault` from PATH when its version is >= 1.15; otherwise builds the pinned server from bootstrap/vault, only
+# when no binary for this bootstrap/vault/go.mod exists yet. Binaries are cached outside the checkout, named by the
+# sha256 of go.mod ($VAULT_CACHE_DIR, default ~/.cache/vault-plugin-rotation/vault-<sha>), so fresh clones on the
+# same machine (CI) reuse them. Build output goes to stderr; stdout is only the path.
 # Set VAULT_BUILD_FORCE=1 to ignore the vault on PATH.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin_dir="$root/.cache/bin"
-bin="$bin_dir/vault"
-stamp="$bin_dir/vault.stamp"
+bin_dir="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-rotation}"
 src="$root/bootstrap/vault"
 
 version_ok() { # $1 = vault binary; true when its version is >= 1.15
@@ -21,7 +20,7 @@ version_ok() { # $1 = vault binary; true when its version is >= 1.15
 	[ "$major" -gt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -ge 15 ]; }
 }
 
-if [ "${VAULT_BUILD_FORCE:-0}" != 1 ] && path_vault="$(command -v vault 2>/dev/null)" && [ "$path_vault" != "$bin" ] && version_ok "$path_vault"; then
+if [ "${VAULT_BUILD_FORCE:-0}" != 1 ] && path_vault="$(command -v vault 2>/dev/null)" && [[ "$path_vault" != "$bin_dir"/* ]] && version_ok "$path_vault"; then
 	echo "$path_vault"
 	exit 0
 fi
@@ -31,9 +30,10 @@ mkdir -p "$bin_dir"
 exec 9>"$bin_dir/.vault.lock"
 flock 9
 
-sum() { sha256sum "$src/go.mod" | cut -d' ' -f1; }
+sum() { sha256sum "$src/go.mod" | cut -c1-16; }
+bin="$bin_dir/vault-$(sum)"
 
-if [ -x "$bin" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(sum)" ]; then
+if [ -x "$bin" ]; then
 	echo "$bin"
 	exit 0
 fi
@@ -46,7 +46,7 @@ start=$(date +%s)
 	CGO_ENABLED="${CGO_ENABLED:-0}" go build -mod=mod -trimpath -ldflags "-s -w" -o "$bin.tmp" . >&2
 )
 mv -f "$bin.tmp" "$bin"
-# go build -mod=mod may have tidied go.mod: stamp what is there now.
-sum >"$stamp"
+# go build -mod=mod may have rewritten go.mod: make the binary findable under what is there now, too.
+[ -x "$bin_dir/vault-$(sum)" ] || ln -f "$bin" "$bin_dir/vault-$(sum)"
 echo "build-vault: built $bin in $(($(date +%s) - start))s: $("$bin" version)" >&2
 echo "$bin"

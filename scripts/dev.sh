@@ -78,6 +78,9 @@ say "building the plugin"
 make -s build
 say "locating/building the Vault server"
 VAULT="$(bootstrap/build-vault.sh)"
+# The cached build is named by its pin; give the commands printed below a plain `vault`.
+mkdir -p "$state/bin"
+ln -sfn "$VAULT" "$state/bin/vault"
 "$VAULT" version >&2
 rm -rf "$plugin_dir"
 mkdir -p "$plugin_dir"
@@ -161,7 +164,7 @@ Try:
 
   export VAULT_ADDR=$VAULT_ADDR
   export VAULT_TOKEN=$TOKEN
-  export PATH="$(dirname "$VAULT"):\$PATH"
+  export PATH="$state/bin:\$PATH"
 
   vault list rotation/roles
   vault read rotation/roles/app
