@@ -101,14 +101,21 @@ func (e *Engine) Rotate(ctx context.Context, name string) (*Outcome, error) {
 // becomes a new current version with the old value.
 func (e *Engine) Rollback(ctx context.Context, name string, n int) (*Outcome, error) {
 	unlock := e.locks.lock(name)
-	st, err := e.loadState(ctx, name)
+	role, err := e.loadRole(ctx, name)
+	var st *State
+	if err == nil && role != nil {
+		st, err = e.loadState(ctx, name)
+	}
 	unlock()
 	if err != nil {
 		return nil, err
 	}
+	if role == nil {
+		return nil, ErrRoleNotFound
+	}
 	cur := st.Current()
 	if cur == nil {
-		return nil, ErrRoleNotFound
+		return nil, userError(errors.New("version: the role has no value yet, so nothing to roll back to"))
 	}
 	var v *Version
 	if n == 0 {
