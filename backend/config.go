@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
 )
 
 // Config is the mount's settings (config path).
@@ -17,11 +19,16 @@ type Config struct {
 	RetryMax  time.Duration `json:"retry_max"`
 	// MaxFailures consecutive failures park a role as failing.
 	MaxFailures int `json:"max_failures"`
+	// DockerHost is the Docker Engine API that docker: and compose: consumers are restarted through.
+	DockerHost string `json:"docker_host"`
 }
+
+// DefaultDockerHost is the local engine's socket.
+const DefaultDockerHost = "unix:///var/run/docker.sock"
 
 // DefaultConfig is what a new mount uses.
 func DefaultConfig() Config {
-	return Config{MaxParallel: 4, HistoryLimit: 100, RetryBase: 10 * time.Second, RetryMax: 5 * time.Minute, MaxFailures: 5}
+	return Config{MaxParallel: 4, HistoryLimit: 100, RetryBase: 10 * time.Second, RetryMax: 5 * time.Minute, MaxFailures: 5, DockerHost: DefaultDockerHost}
 }
 
 // Validate checks the settings together.
@@ -37,6 +44,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("retry_max: must be at least retry_base")
 	case c.MaxFailures < 1:
 		return fmt.Errorf("max_failures: must be at least 1")
+	}
+	if err := consumers.ValidateDockerHost(c.DockerHost); err != nil {
+		return fmt.Errorf("docker_host: %q is not a Docker host such as unix:///var/run/docker.sock or tcp://127.0.0.1:2375", c.DockerHost)
 	}
 	return nil
 }

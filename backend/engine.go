@@ -37,6 +37,7 @@ type Engine struct {
 	cfg   Config
 
 	locks   roleLocks
+	docker  dockerClients
 	queue   *dueQueue
 	pending pendingSet
 	workers *workerPool
@@ -131,6 +132,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 func (e *Engine) Close() {
 	e.cancel()
 	e.workers.close()
+	e.docker.close()
 }
 
 // writeSafe is false where storage writes would fail (replication secondaries, perf standbys).

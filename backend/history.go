@@ -8,20 +8,23 @@ import (
 // HistoryEntry is one rotation in a role's record. It never holds a secret value: errors are
 // redacted before they reach it.
 type HistoryEntry struct {
-	Time          time.Time    `json:"time"`
-	Trigger       Trigger      `json:"trigger"`
-	Outcome       string       `json:"outcome"`
-	VersionBefore int          `json:"version_before"`
-	VersionAfter  int          `json:"version_after"`
-	RolledBack    bool         `json:"rolled_back,omitempty"`
-	FailedStep    string       `json:"failed_step,omitempty"`
-	Error         string       `json:"error,omitempty"`
-	Steps         []StepResult `json:"steps"`
+	Time          time.Time        `json:"time"`
+	Trigger       Trigger          `json:"trigger"`
+	Outcome       string           `json:"outcome"`
+	VersionBefore int              `json:"version_before"`
+	VersionAfter  int              `json:"version_after"`
+	RolledBack    bool             `json:"rolled_back,omitempty"`
+	FailedStep    string           `json:"failed_step,omitempty"`
+	Error         string           `json:"error,omitempty"`
+	Steps         []StepResult     `json:"steps"`
+	Consumers     []ConsumerResult `json:"consumers,omitempty"`
+	Health        []HealthResult   `json:"health_checks,omitempty"`
 }
 
 // record appends the outcome of a run to the role's history, newest first, bounded by
 // history_limit. A failure to write history is logged, never turned into a failed rotation.
 func (e *Engine) record(ctx context.Context, r *run) {
+	r.redact()
 	entry := HistoryEntry{
 		Time:          e.now(),
 		Trigger:       r.out.Trigger,
@@ -32,6 +35,8 @@ func (e *Engine) record(ctx context.Context, r *run) {
 		FailedStep:    r.out.FailedStep,
 		Error:         r.out.Error,
 		Steps:         r.out.Steps,
+		Consumers:     r.out.Consumers,
+		Health:        r.out.Health,
 	}
 	if entry.VersionAfter == 0 {
 		entry.VersionAfter = entry.VersionBefore

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
@@ -38,8 +39,11 @@ const (
 	StepPrepare = "prepare"
 	StepApply   = "apply"
 	StepVerify  = "verify"
+	StepDeploy  = "deploy"
 	StepPromote = "promote"
 	StepRestore = "restore"
+	// StepRedeploy restarts the consumers again after the old value was restored.
+	StepRedeploy = "redeploy"
 )
 
 // StepResult is one protocol step's timing and error.
@@ -62,7 +66,23 @@ type Outcome struct {
 	FailedStep string       `json:"failed_step,omitempty"`
 	Error      string       `json:"error,omitempty"`
 	RolledBack bool         `json:"rolled_back"`
-	Skipped    bool         `json:"-"`
+	// Consumers and Health are the deploy results, in order; Phase tells the deploy of the new
+	// value from the redeploy after a rollback.
+	Consumers []ConsumerResult `json:"consumers,omitempty"`
+	Health    []HealthResult   `json:"health_checks,omitempty"`
+	Skipped   bool             `json:"-"`
+}
+
+// ConsumerResult is one container restart of a deploy phase.
+type ConsumerResult struct {
+	Phase string `json:"phase"`
+	consumers.Restart
+}
+
+// HealthResult is one health check of a deploy phase.
+type HealthResult struct {
+	Phase string `json:"phase"`
+	consumers.HealthResult
 }
 
 type rotateRequest struct {
@@ -77,7 +97,25 @@ type run struct {
 	state  *State
 	target rotators.Target
 	env    rotators.Env
+	deploy *deployment
 	out    *Outcome
+	// secrets are the old and new value once prepared: every error text is redacted of them.
+	secrets []rotators.Secret
+}
+
+// redact removes the run's secret values from every error of its outcome.
+func (r *run) redact() {
+	out := r.out
+	out.Error = redacted(out.Error, r.secrets...)
+	for i := range out.Steps {
+		out.Steps[i].Error = redacted(out.Steps[i].Error, r.secrets...)
+	}
+	for i := range out.Consumers {
+		out.Consumers[i].Error = redacted(out.Consumers[i].Error, r.secrets...)
+	}
+	for i := range out.Health {
+		out.Health[i].Error = redacted(out.Health[i].Error, r.secrets...)
+	}
 }
 
 // step runs fn and records its duration and error.
@@ -192,6 +230,10 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 
 	var p *Pending
 	if err := r.step(StepPrepare, func() error {
+		// A missing consumer ("forgot a service", a typo) fails here, before the target is touched.
+		if err := r.deploy.check(ctx); err != nil {
+			return err
+		}
 		p, err = e.prepare(ctx, r, rq)
 		return err
 	}); err != nil {
@@ -204,14 +246,53 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 	if err := r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.New) }); err != nil {
 		return e.fail(ctx, r, StepVerify, p), nil
 	}
+	return e.finish(ctx, r, p), nil
+}
+
+// finish deploys a value that is live at the target to its consumers and promotes it. The
+// rotation and the roll-forward of recovery both end here.
+func (e *Engine) finish(ctx context.Context, r *run, p *Pending) *Outcome {
+	if !r.deploy.empty() {
+		// Stage the new value: consumers read creds when they start, and must get the new one.
+		p.Step = StepDeploy
+		if err := putJSON(ctx, e.storage, pendingPrefix+r.role.Name, p); err != nil {
+			r.out.Steps = append(r.out.Steps, StepResult{Name: StepDeploy, Error: err.Error()})
+			return e.fail(ctx, r, StepDeploy, p)
+		}
+		if err := r.step(StepDeploy, func() error { return e.runDeploy(ctx, r, StepDeploy) }); err != nil {
+			if r.role.RollbackOnFailure() {
+				return e.fail(ctx, r, StepDeploy, p)
+			}
+			return e.keepFailedDeploy(ctx, r, p)
+		}
+	}
 	if err := e.promoteStep(ctx, r, p); err != nil {
 		// The new value is live and still held by the pending record; recovery promotes it.
 		r.out.Result = OutcomeUnresolved
 		r.out.FailedStep = StepPromote
 		r.out.Error = redacted(err.Error(), p.Old, p.New)
-		return r.out, nil
+		return r.out
 	}
-	return r.out, nil
+	return r.out
+}
+
+// keepFailedDeploy is rollback_on_failure=false: the new value stays current although the
+// consumers did not come back healthy, and the rotation is recorded as failed.
+func (e *Engine) keepFailedDeploy(ctx context.Context, r *run, p *Pending) *Outcome {
+	if err := r.step(StepPromote, func() error { return e.promote(ctx, r, p) }); err != nil {
+		r.out.Success = false
+		r.out.Result = OutcomeUnresolved
+		r.out.FailedStep = StepPromote
+		r.out.Error = redacted(err.Error(), p.Old, p.New)
+		return r.out
+	}
+	r.out.Success = false
+	r.out.Result = OutcomeFailed
+	r.out.FailedStep = StepDeploy
+	r.out.Error = stepErrors(r.out.Steps)
+	r.redact()
+	e.countFailure(ctx, r)
+	return r.out
 }
 
 // bind validates the stored role against its kind and lends the rotator what it needs.
@@ -221,6 +302,9 @@ func (e *Engine) bind(ctx context.Context, r *run) error {
 		return err
 	}
 	if r.target, err = kind.Bind(r.role.Settings); err != nil {
+		return err
+	}
+	if r.deploy, err = e.newDeployment(r.role); err != nil {
 		return err
 	}
 	r.env, err = e.env(ctx, r.role, kind)
@@ -274,6 +358,7 @@ func (e *Engine) prepare(ctx context.Context, r *run, rq rotateRequest) (*Pendin
 		}
 	}
 	p := &Pending{Old: old, New: newValue, OldVersion: next - 1, NewVersion: next, Trigger: rq.trigger, Step: StepApply, Started: e.now()}
+	r.secrets = []rotators.Secret{old, newValue}
 	if err := putJSON(ctx, e.storage, pendingPrefix+r.role.Name, p); err != nil {
 		return nil, err
 	}
@@ -329,9 +414,15 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, p *Pending) *Out
 		// An earlier pending record is still unresolved: which value is live is not known.
 		out.Result = OutcomeUnresolved
 	}
-	var secrets []rotators.Secret
 	if p != nil {
-		secrets = []rotators.Secret{p.Old, p.New}
+		deployed := p.Step == StepDeploy
+		if deployed {
+			// Stop handing out the new value while it is taken back.
+			p.Step = StepRestore
+			if err := putJSON(ctx, e.storage, pendingPrefix+r.role.Name, p); err != nil {
+				e.logger.Error("unstage the new value", "role", r.role.Name, "error", err)
+			}
+		}
 		restoreErr := r.step(StepRestore, func() error { return e.restore(ctx, r, p) })
 		if restoreErr == nil {
 			out.RolledBack = true
@@ -340,23 +431,38 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, p *Pending) *Out
 			} else {
 				e.pending.remove(r.role.Name)
 			}
+			if deployed {
+				// The consumers were restarted with the new value: restart them again on
+				// the old one and check that they are healthy.
+				_ = r.step(StepRedeploy, func() error { return e.runDeploy(ctx, r, StepRedeploy) })
+			}
 		} else {
 			// Neither value is known to be live: both stay in the pending record and
 			// recovery asks the target again on every tick.
 			out.Result = OutcomeUnresolved
 		}
 	}
+	out.Error = stepErrors(out.Steps)
+	r.redact()
+	e.countFailure(ctx, r)
+	return out
+}
+
+// stepErrors joins the errors of the steps that failed, each named by its step.
+func stepErrors(steps []StepResult) string {
 	var msgs []string
-	for _, s := range out.Steps {
+	for _, s := range steps {
 		if s.Error != "" {
 			msgs = append(msgs, s.Name+": "+s.Error)
 		}
 	}
-	out.Error = redacted(joinErrors(msgs...), secrets...)
-	for i := range out.Steps {
-		out.Steps[i].Error = redacted(out.Steps[i].Error, secrets...)
-	}
+	return joinErrors(msgs...)
+}
 
+// countFailure counts a failed rotation, backs the schedule off, parks the role after
+// max_failures, and records the run.
+func (e *Engine) countFailure(ctx context.Context, r *run) {
+	out := r.out
 	st := r.state
 	cfg := e.Config()
 	st.ConsecutiveFailures++
@@ -372,7 +478,6 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, p *Pending) *Out
 	}
 	e.record(ctx, r)
 	e.reschedule(r.role, st)
-	return out
 }
 
 // restore makes the old value live again after a failed apply or verify.

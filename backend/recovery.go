@@ -53,7 +53,8 @@ func (e *Engine) recoverRole(ctx context.Context, name string) {
 // It records what it did in the history with the recovery trigger. The caller holds the lock.
 func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *Pending) recoveryResult {
 	log := e.logger.With("role", role.Name)
-	r := &run{role: role, state: st, out: &Outcome{Role: role.Name, Trigger: TriggerRecovery, OldVersion: p.OldVersion}}
+	r := &run{role: role, state: st, out: &Outcome{Role: role.Name, Trigger: TriggerRecovery, OldVersion: p.OldVersion},
+		secrets: []rotators.Secret{p.Old, p.New}}
 	if err := e.bind(ctx, r); err != nil {
 		log.Error("recovery: cannot bind the role to its target", "error", err)
 		return recoveryResult{detail: err.Error()}
@@ -61,11 +62,13 @@ func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *P
 
 	newErr := r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.New) })
 	if newErr == nil {
-		if err := e.promoteStep(ctx, r, p); err != nil {
-			log.Error("recovery: promote", "error", err)
-			return recoveryResult{detail: "promote: " + err.Error()}
+		// Roll forward: deploy to the consumers and promote, as the interrupted rotation would have.
+		out := e.finish(ctx, r, p)
+		if out.Result == OutcomeUnresolved {
+			log.Error("recovery: roll forward did not finish", "error", out.Error)
+			return recoveryResult{detail: out.Error}
 		}
-		log.Info("recovery: the new value is live; rolled forward", "version", p.NewVersion)
+		log.Info("recovery: the new value is live; rolled forward", "version", p.NewVersion, "outcome", out.Result)
 		return recoveryResult{resolved: true}
 	}
 	if !errors.Is(newErr, rotators.ErrRejected) {
@@ -77,10 +80,6 @@ func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *P
 	var oldErr error
 	if p.Old != nil {
 		oldErr = r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.Old) })
-	}
-	// The steps' errors are the target's words and reach the history below: redact them.
-	for i := range r.out.Steps {
-		r.out.Steps[i].Error = redacted(r.out.Steps[i].Error, p.Old, p.New)
 	}
 	switch {
 	case oldErr == nil:

@@ -8,6 +8,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
@@ -17,6 +18,7 @@ const (
 	MinVersionsKept     = 2 // the previous value must survive a rotation
 	MaxVersionsKept     = 100
 	MinRotationPeriod   = 5 * time.Second
+	MaxHealthTimeout    = time.Hour
 	maxRoleNameLen      = 128
 )
 
@@ -48,6 +50,40 @@ type Role struct {
 	VersionsKept     int               `json:"versions_kept"`
 	PasswordPolicy   string            `json:"password_policy,omitempty"`
 	Settings         rotators.Settings `json:"settings"`
+
+	// Consumers are restarted, in order, on every rotation; HealthChecks must then pass within
+	// HealthTimeout (zero: DefaultHealthTimeout).
+	Consumers     []string      `json:"consumers,omitempty"`
+	HealthChecks  []string      `json:"health_checks,omitempty"`
+	HealthTimeout time.Duration `json:"health_timeout,omitempty"`
+	// KeepFailedDeploy is rollback_on_failure=false, stored inverted so that the zero value
+	// is the safe default.
+	KeepFailedDeploy bool `json:"keep_failed_deploy,omitempty"`
+}
+
+// RollbackOnFailure reports whether a failed deploy rolls the target back.
+func (r *Role) RollbackOnFailure() bool { return !r.KeepFailedDeploy }
+
+// HealthTimeoutOrDefault is the role's health_timeout, or the default.
+func (r *Role) HealthTimeoutOrDefault() time.Duration {
+	if r.HealthTimeout > 0 {
+		return r.HealthTimeout
+	}
+	return DefaultHealthTimeout
+}
+
+// validateDeploy checks the consumers and health checks.
+func (r *Role) validateDeploy() error {
+	if _, err := consumers.ParseAll(r.Consumers); err != nil {
+		return fmt.Errorf("consumers: %w", err)
+	}
+	if _, err := consumers.ParseHealthChecks(r.HealthChecks); err != nil {
+		return fmt.Errorf("health_checks: %w", err)
+	}
+	if r.HealthTimeout < 0 || r.HealthTimeout > MaxHealthTimeout {
+		return fmt.Errorf("health_timeout: must be between 1s and %s", MaxHealthTimeout)
+	}
+	return nil
 }
 
 // Kind returns the role's rotator kind.

@@ -12,13 +12,17 @@ import (
 
 // RoleInput is one role write: only the fields the request carried are set.
 type RoleInput struct {
-	Type             string
-	RotationPeriod   *time.Duration
-	RotationSchedule *string
-	RotationWindow   *time.Duration
-	AutoRotate       *bool
-	VersionsKept     *int
-	PasswordPolicy   *string
+	Type              string
+	RotationPeriod    *time.Duration
+	RotationSchedule  *string
+	RotationWindow    *time.Duration
+	AutoRotate        *bool
+	VersionsKept      *int
+	PasswordPolicy    *string
+	Consumers         *[]string
+	HealthChecks      *[]string
+	HealthTimeout     *time.Duration
+	RollbackOnFailure *bool
 	// Settings are the type-specific fields, decoded by their field kinds.
 	Settings map[string]interface{}
 	// Secrets are the write-only fields (the current value to import).
@@ -181,7 +185,25 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 	if in.PasswordPolicy != nil {
 		role.PasswordPolicy = *in.PasswordPolicy
 	}
+	if in.Consumers != nil {
+		role.Consumers = *in.Consumers
+	}
+	if in.HealthChecks != nil {
+		role.HealthChecks = *in.HealthChecks
+	}
+	if in.HealthTimeout != nil {
+		if *in.HealthTimeout <= 0 {
+			return nil, nil, errors.New("health_timeout: must be a positive duration")
+		}
+		role.HealthTimeout = *in.HealthTimeout
+	}
+	if in.RollbackOnFailure != nil {
+		role.KeepFailedDeploy = !*in.RollbackOnFailure
+	}
 	if err := role.validateSchedule(); err != nil {
+		return nil, nil, err
+	}
+	if err := role.validateDeploy(); err != nil {
 		return nil, nil, err
 	}
 
@@ -398,6 +420,10 @@ func (e *Engine) Creds(ctx context.Context, name string, n int) (*Version, map[s
 	v := st.Current()
 	if n != 0 {
 		v = st.Version(n)
+	} else if staged, err := e.staged(ctx, name); err != nil {
+		return nil, nil, nil, err
+	} else if staged != nil {
+		v = staged
 	}
 	if v == nil {
 		if n != 0 {
@@ -410,6 +436,19 @@ func (e *Engine) Creds(ctx context.Context, name string, n int) (*Version, map[s
 		return nil, nil, nil, err
 	}
 	return v, kind.Describe(view.Role.Settings, v.Secret), view, nil
+}
+
+// staged returns the value being deployed: while the consumers restart, creds hands out the
+// new value (it is live at the target and verified) so that they start with it.
+func (e *Engine) staged(ctx context.Context, name string) (*Version, error) {
+	if !e.pending.has(name) {
+		return nil, nil
+	}
+	p, err := e.loadPending(ctx, name)
+	if err != nil || p == nil || p.Step != StepDeploy {
+		return nil, err
+	}
+	return &Version{Number: p.NewVersion, Created: p.Started, Trigger: p.Trigger, Secret: p.New}, nil
 }
 
 // VersionInfo is a kept version without its value.

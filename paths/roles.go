@@ -23,6 +23,10 @@ const (
 	fieldAutoRotate       = "auto_rotate"
 	fieldVersionsKept     = "versions_kept"
 	fieldPasswordPolicy   = "password_policy"
+	fieldConsumers        = "consumers"
+	fieldHealthChecks     = "health_checks"
+	fieldHealthTimeout    = "health_timeout"
+	fieldRollback         = "rollback_on_failure"
 )
 
 func commonRoleFields() map[string]*framework.FieldSchema {
@@ -40,6 +44,14 @@ func commonRoleFields() map[string]*framework.FieldSchema {
 			Description: fmt.Sprintf("How many values to keep, current included (%d to %d).", backend.MinVersionsKept, backend.MaxVersionsKept)},
 		fieldPasswordPolicy: {Type: framework.TypeString,
 			Description: "Name of a Vault password policy for generated passwords. Default: 26 random base32 characters."},
+		fieldConsumers: {Type: framework.TypeCommaStringSlice,
+			Description: "Services restarted, in this order, on every rotation: docker:CONTAINER or compose:PROJECT/SERVICE, each optionally ?stop_timeout=DURATION. Checked to exist before the target is touched."},
+		fieldHealthChecks: {Type: framework.TypeCommaStringSlice,
+			Description: "Checks that must pass after the restarts: http(s)://... (2xx) or tcp://host:port (connect)."},
+		fieldHealthTimeout: {Type: framework.TypeDurationSecond, Default: int(backend.DefaultHealthTimeout.Seconds()),
+			Description: "How long the health checks (and each restarted container) may take to pass."},
+		fieldRollback: {Type: framework.TypeBool, Default: true,
+			Description: "When the consumers do not come back healthy: restore the old value at the target and restart them again (true), or keep the new value and mark the rotation failed (false)."},
 	}
 }
 
@@ -159,6 +171,22 @@ func (b *Backend) handleRoleWrite(ctx context.Context, req *logical.Request, d *
 		p := v.(string)
 		in.PasswordPolicy = &p
 	}
+	if v, ok := d.GetOk(fieldConsumers); ok {
+		list := v.([]string)
+		in.Consumers = &list
+	}
+	if v, ok := d.GetOk(fieldHealthChecks); ok {
+		list := v.([]string)
+		in.HealthChecks = &list
+	}
+	if v, ok := d.GetOk(fieldHealthTimeout); ok {
+		t := time.Duration(v.(int)) * time.Second
+		in.HealthTimeout = &t
+	}
+	if v, ok := d.GetOk(fieldRollback); ok {
+		b := v.(bool)
+		in.RollbackOnFailure = &b
+	}
 	for _, f := range kind.Fields() {
 		if _, given := req.Data[f.Name]; !given {
 			continue
@@ -224,6 +252,10 @@ func (b *Backend) handleRoleRead(ctx context.Context, _ *logical.Request, d *fra
 	data[fieldAutoRotate] = r.AutoRotate
 	data[fieldVersionsKept] = r.VersionsKept
 	data[fieldPasswordPolicy] = r.PasswordPolicy
+	data[fieldConsumers] = nonNil(r.Consumers)
+	data[fieldHealthChecks] = nonNil(r.HealthChecks)
+	data[fieldHealthTimeout] = int64(r.HealthTimeoutOrDefault().Seconds())
+	data[fieldRollback] = r.RollbackOnFailure()
 	data["current_version"] = v.CurrentVersion
 	data["last_rotated"] = timeOrNil(v.LastRotated)
 	data["next_rotation"] = timeOrNil(v.NextRotation)
@@ -244,4 +276,11 @@ func (b *Backend) handleRoleDelete(ctx context.Context, _ *logical.Request, d *f
 		return respondErr(name, err)
 	}
 	return nil, nil
+}
+
+func nonNil(list []string) []string {
+	if list == nil {
+		return []string{}
+	}
+	return list
 }

@@ -97,7 +97,39 @@ func rotationData(out *backend.Outcome) map[string]interface{} {
 		data["failed_step"] = out.FailedStep
 		data["error"] = out.Error
 	}
+	if len(out.Consumers) > 0 {
+		data["consumers"] = consumersData(out.Consumers)
+	}
+	if len(out.Health) > 0 {
+		data["health_checks"] = healthData(out.Health)
+	}
 	return data
+}
+
+func consumersData(list []backend.ConsumerResult) []map[string]interface{} {
+	out := make([]map[string]interface{}, 0, len(list))
+	for _, c := range list {
+		m := map[string]interface{}{"phase": c.Phase, "consumer": c.Consumer, "container": c.Container, "status": c.Status,
+			"duration": c.Duration.String(), "duration_ms": float64(c.Duration.Microseconds()) / 1000}
+		if c.Error != "" {
+			m["error"] = c.Error
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func healthData(list []backend.HealthResult) []map[string]interface{} {
+	out := make([]map[string]interface{}, 0, len(list))
+	for _, h := range list {
+		m := map[string]interface{}{"phase": h.Phase, "target": h.Target, "status": h.Status, "attempts": h.Attempts,
+			"duration": h.Duration.String(), "duration_ms": float64(h.Duration.Microseconds()) / 1000}
+		if h.Error != "" {
+			m["error"] = h.Error
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 func pathCreds(b *Backend) []*framework.Path {
@@ -215,6 +247,12 @@ func (b *Backend) handleHistory(ctx context.Context, _ *logical.Request, d *fram
 			entry["failed_step"] = h.FailedStep
 			entry["error"] = h.Error
 		}
+		if len(h.Consumers) > 0 {
+			entry["consumers"] = consumersData(h.Consumers)
+		}
+		if len(h.Health) > 0 {
+			entry["health_checks"] = healthData(h.Health)
+		}
 		list = append(list, entry)
 	}
 	return &logical.Response{Data: map[string]interface{}{"history": list}}, nil
@@ -230,13 +268,14 @@ func pathConfig(b *Backend) []*framework.Path {
 			"retry_base":    {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryBase.Seconds()), Description: "First backoff after a failed scheduled rotation; doubles on each failure."},
 			"retry_max":     {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryMax.Seconds()), Description: "Longest backoff."},
 			"max_failures":  {Type: framework.TypeInt, Default: backend.DefaultConfig().MaxFailures, Description: "Consecutive failures after which a role is parked as failing until it is written or rotated by hand."},
+			"docker_host":   {Type: framework.TypeString, Default: backend.DefaultDockerHost, Description: "Docker Engine API that docker: and compose: consumers are restarted through (unix:///var/run/docker.sock, tcp://127.0.0.1:2375)."},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation:   &framework.PathOperation{Callback: b.handleConfigRead, Summary: "Read the mount's settings."},
 			logical.UpdateOperation: &framework.PathOperation{Callback: b.handleConfigWrite, Summary: "Change the mount's settings."},
 		},
 		HelpSynopsis:    "The mount's rotation settings.",
-		HelpDescription: "Concurrency of scheduled rotations, history size, and the backoff and failure limit of scheduled retries.",
+		HelpDescription: "Concurrency of scheduled rotations, history size, the backoff and failure limit of scheduled retries, and the Docker engine of the consumers.",
 	}}
 }
 
@@ -244,6 +283,7 @@ func configData(c backend.Config) map[string]interface{} {
 	return map[string]interface{}{
 		"max_parallel": c.MaxParallel, "history_limit": c.HistoryLimit,
 		"retry_base": int64(c.RetryBase.Seconds()), "retry_max": int64(c.RetryMax.Seconds()), "max_failures": c.MaxFailures,
+		"docker_host": c.DockerHost,
 	}
 }
 
@@ -277,6 +317,9 @@ func (b *Backend) handleConfigWrite(ctx context.Context, req *logical.Request, d
 	}
 	if v, ok := d.GetOk("max_failures"); ok {
 		c.MaxFailures = v.(int)
+	}
+	if v, ok := d.GetOk("docker_host"); ok {
+		c.DockerHost = v.(string)
 	}
 	if err := b.engine.SetConfig(ctx, c); err != nil {
 		return respondErr("", err)

@@ -1,0 +1,101 @@
+package consumers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+)
+
+func init() { Register("compose", newComposeService) }
+
+// Labels Docker Compose puts on the containers of a service.
+const (
+	labelProject         = "com.docker.compose.project"
+	labelService         = "com.docker.compose.service"
+	labelContainerNumber = "com.docker.compose.container-number"
+)
+
+// composeService is "compose:PROJECT/SERVICE": every container of a Compose service, restarted
+// one at a time (what `docker compose restart SERVICE` does, without the compose CLI).
+type composeService struct {
+	project, service string
+	opts             Options
+}
+
+var _ Consumer = (*composeService)(nil)
+
+func newComposeService(target string, opts Options) (Consumer, error) {
+	project, service, ok := strings.Cut(target, "/")
+	if !ok || project == "" || service == "" || strings.Contains(service, "/") {
+		return nil, fmt.Errorf("compose:%s: expected compose:PROJECT/SERVICE", target)
+	}
+	return &composeService{project: project, service: service, opts: opts}, nil
+}
+
+func (c *composeService) String() string { return "compose:" + c.project + "/" + c.service }
+
+// containers lists the service's containers in replica order.
+func (c *composeService) containers(ctx context.Context, env Env) ([]container.Summary, error) {
+	api, err := env.api()
+	if err != nil {
+		return nil, err
+	}
+	list, err := api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+		filters.Arg("label", labelProject+"="+c.project),
+		filters.Arg("label", labelService+"="+c.service),
+	)})
+	if err != nil {
+		if client.IsErrConnectionFailed(err) {
+			return nil, fmt.Errorf("cannot reach the Docker engine at %s: %w", env.DockerHost, err)
+		}
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("no container labelled %s=%s and %s=%s", labelProject, c.project, labelService, c.service)
+	}
+	sort.Slice(list, func(i, j int) bool {
+		ni, _ := strconv.Atoi(list[i].Labels[labelContainerNumber])
+		nj, _ := strconv.Atoi(list[j].Labels[labelContainerNumber])
+		if ni != nj {
+			return ni < nj
+		}
+		return containerName(list[i]) < containerName(list[j])
+	})
+	return list, nil
+}
+
+func (c *composeService) Check(ctx context.Context, env Env) error {
+	if _, err := c.containers(ctx, env); err != nil {
+		return fmt.Errorf("%s: %w", c, err)
+	}
+	return nil
+}
+
+func (c *composeService) Restart(ctx context.Context, env Env) ([]Restart, error) {
+	list, err := c.containers(ctx, env)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c, err)
+	}
+	var out []Restart
+	for _, ctr := range list {
+		r := env.restartOne(ctx, c.String(), containerName(ctr), c.opts)
+		out = append(out, r)
+		if r.Error != "" {
+			return out, fmt.Errorf("%s: container %s: %s", c, r.Container, r.Error)
+		}
+	}
+	return out, nil
+}
+
+func containerName(c container.Summary) string {
+	if len(c.Names) > 0 {
+		return strings.TrimPrefix(c.Names[0], "/")
+	}
+	return c.ID
+}

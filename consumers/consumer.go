@@ -1,0 +1,132 @@
+// Package consumers restarts the services that use a secret and checks that they come back
+// healthy. It knows nothing of rotators or storage: the rotation protocol in package backend
+// calls it in its deploy step. A new kind of consumer is one file that registers itself.
+package consumers
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Consumer is one service that uses a secret, e.g. "docker:cockpit-api".
+type Consumer interface {
+	// String is the spec as the role holds it.
+	String() string
+	// Check proves the consumer exists, before the target is touched.
+	Check(ctx context.Context, env Env) error
+	// Restart restarts the consumer (each of its containers, one at a time) and waits until each
+	// is running again, and healthy where it has its own health check.
+	Restart(ctx context.Context, env Env) ([]Restart, error)
+}
+
+// Env is what consumers may use: the Docker Engine API of the mount's docker_host.
+type Env struct {
+	Docker     DockerAPI
+	DockerHost string
+	// ReadyTimeout bounds the wait for one restarted container to run (and be healthy) again.
+	ReadyTimeout time.Duration
+}
+
+// Restart is the result of restarting one container.
+type Restart struct {
+	Consumer  string        `json:"consumer"`
+	Container string        `json:"container"`
+	Duration  time.Duration `json:"duration"`
+	Status    string        `json:"status"` // "restarted" or "failed"
+	Error     string        `json:"error,omitempty"`
+}
+
+// Restart statuses.
+const (
+	StatusRestarted = "restarted"
+	StatusFailed    = "failed"
+)
+
+// Kind builds a consumer from the part of a spec after "PREFIX:".
+type Kind func(target string, opts Options) (Consumer, error)
+
+// Options are the spec's ?key=value settings common to every kind.
+type Options struct {
+	// StopTimeout overrides the container's own stop timeout (nil: the container's setting).
+	StopTimeout *time.Duration
+}
+
+var (
+	kindsMu sync.RWMutex
+	kinds   = map[string]Kind{}
+)
+
+// Register makes a consumer kind available under its spec prefix; each kind calls it from init.
+func Register(prefix string, k Kind) {
+	kindsMu.Lock()
+	defer kindsMu.Unlock()
+	if _, dup := kinds[prefix]; dup {
+		panic(fmt.Sprintf("consumers: kind %q registered twice", prefix))
+	}
+	kinds[prefix] = k
+}
+
+// Prefixes returns the registered spec prefixes, sorted.
+func Prefixes() []string {
+	kindsMu.RLock()
+	defer kindsMu.RUnlock()
+	out := make([]string, 0, len(kinds))
+	for p := range kinds {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Parse builds a consumer from a spec "PREFIX:TARGET[?stop_timeout=DURATION]".
+func Parse(spec string) (Consumer, error) {
+	prefix, rest, ok := strings.Cut(spec, ":")
+	kindsMu.RLock()
+	kind, known := kinds[prefix]
+	kindsMu.RUnlock()
+	if !ok || !known {
+		return nil, fmt.Errorf("%q: a consumer is %s:NAME", spec, strings.Join(Prefixes(), ":NAME or "))
+	}
+	target, query, _ := strings.Cut(rest, "?")
+	if target == "" {
+		return nil, fmt.Errorf("%q: no name after %s:", spec, prefix)
+	}
+	var opts Options
+	if query != "" {
+		values, err := url.ParseQuery(query)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", spec, err)
+		}
+		for key := range values {
+			if key != "stop_timeout" {
+				return nil, fmt.Errorf("%q: unknown option %q (known: stop_timeout)", spec, key)
+			}
+		}
+		if v := values.Get("stop_timeout"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return nil, fmt.Errorf("%q: stop_timeout must be a duration such as 10s", spec)
+			}
+			opts.StopTimeout = &d
+		}
+	}
+	return kind(target, opts)
+}
+
+// ParseAll parses every spec, in order.
+func ParseAll(specs []string) ([]Consumer, error) {
+	out := make([]Consumer, 0, len(specs))
+	for _, s := range specs {
+		c, err := Parse(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

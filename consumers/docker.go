@@ -1,0 +1,169 @@
+package consumers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+)
+
+func init() { Register("docker", newContainer) }
+
+// DockerAPI is the part of the Docker Engine API that consumers use.
+type DockerAPI interface {
+	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error)
+	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	ContainerRestart(ctx context.Context, id string, options container.StopOptions) error
+}
+
+var _ DockerAPI = (*client.Client)(nil)
+
+// NewDockerClient returns a client for host (e.g. unix:///var/run/docker.sock); it does not
+// connect until used.
+func NewDockerClient(host string) (*client.Client, error) {
+	c, err := client.NewClientWithOpts(client.WithHost(host), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker_host %q: %w", host, err)
+	}
+	return c, nil
+}
+
+// ValidateDockerHost checks that host is a Docker Engine address (unix://PATH or tcp://HOST:PORT).
+func ValidateDockerHost(host string) error {
+	if _, err := client.ParseHostURL(host); err != nil {
+		return fmt.Errorf("docker_host %q: %w", host, err)
+	}
+	return nil
+}
+
+// containerNameRe is Docker's rule for container names.
+var containerNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// dockerContainer is "docker:NAME": one container.
+type dockerContainer struct {
+	name string
+	opts Options
+}
+
+var _ Consumer = (*dockerContainer)(nil)
+
+func newContainer(name string, opts Options) (Consumer, error) {
+	if !containerNameRe.MatchString(name) {
+		return nil, fmt.Errorf("docker:%s: not a container name", name)
+	}
+	return &dockerContainer{name: name, opts: opts}, nil
+}
+
+func (d *dockerContainer) String() string { return "docker:" + d.name }
+
+func (d *dockerContainer) Check(ctx context.Context, env Env) error {
+	_, err := env.inspect(ctx, d.name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", d, err)
+	}
+	return nil
+}
+
+func (d *dockerContainer) Restart(ctx context.Context, env Env) ([]Restart, error) {
+	r := env.restartOne(ctx, d.String(), d.name, d.opts)
+	if r.Error != "" {
+		return []Restart{r}, fmt.Errorf("%s: %s", d, r.Error)
+	}
+	return []Restart{r}, nil
+}
+
+func (env Env) api() (DockerAPI, error) {
+	if env.Docker == nil {
+		return nil, errors.New("no Docker engine configured (rotation/config docker_host)")
+	}
+	return env.Docker, nil
+}
+
+// inspect reads a container, naming the engine's socket when it cannot be reached.
+func (env Env) inspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	api, err := env.api()
+	if err != nil {
+		return container.InspectResponse{}, err
+	}
+	info, err := api.ContainerInspect(ctx, id)
+	switch {
+	case err == nil:
+		return info, nil
+	case client.IsErrNotFound(err):
+		return info, fmt.Errorf("no such container %q", id)
+	case client.IsErrConnectionFailed(err):
+		return info, fmt.Errorf("cannot reach the Docker engine at %s: %w", env.DockerHost, err)
+	default:
+		return info, fmt.Errorf("inspect %q: %w", id, err)
+	}
+}
+
+// restartOne restarts one container and waits until it runs again (and is healthy when it has a
+// Docker health check), so that replicas restarted one after another never all go down.
+func (env Env) restartOne(ctx context.Context, consumer, id string, opts Options) Restart {
+	start := time.Now()
+	r := Restart{Consumer: consumer, Container: id, Status: StatusFailed}
+	api, err := env.api()
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	stop := container.StopOptions{}
+	if opts.StopTimeout != nil {
+		secs := int(opts.StopTimeout.Seconds())
+		stop.Timeout = &secs
+	}
+	if err := api.ContainerRestart(ctx, id, stop); err != nil {
+		if client.IsErrConnectionFailed(err) {
+			err = fmt.Errorf("cannot reach the Docker engine at %s: %w", env.DockerHost, err)
+		}
+		r.Error = "restart: " + err.Error()
+		r.Duration = time.Since(start)
+		return r
+	}
+	if err := env.waitReady(ctx, id); err != nil {
+		r.Error = err.Error()
+		r.Duration = time.Since(start)
+		return r
+	}
+	r.Status = StatusRestarted
+	r.Duration = time.Since(start)
+	return r
+}
+
+// waitReady polls the container until it runs, and is healthy when it has a health check.
+func (env Env) waitReady(ctx context.Context, id string) error {
+	timeout := env.ReadyTimeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		info, err := env.inspect(ctx, id)
+		if err != nil {
+			return err
+		}
+		state := "unknown"
+		if info.State != nil {
+			state = info.State.Status
+			if info.State.Running && (info.State.Health == nil || info.State.Health.Status == container.Healthy) {
+				return nil
+			}
+			if info.State.Health != nil {
+				state = "running, health " + info.State.Health.Status
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready %s after restart (%s)", timeout, state)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
