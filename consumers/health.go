@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -39,7 +40,7 @@ const healthInterval = 250 * time.Millisecond
 func ParseHealthCheck(s string) (HealthCheck, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return HealthCheck{}, fmt.Errorf("%q: %w", s, err)
+		return HealthCheck{}, fmt.Errorf("%q: expected an http://, https:// or tcp:// target", s)
 	}
 	switch u.Scheme {
 	case "http", "https":
@@ -74,21 +75,27 @@ func ParseHealthChecks(specs []string) ([]HealthCheck, error) {
 
 func (h HealthCheck) String() string { return h.raw }
 
-// RunHealthChecks runs every check until it passes or the shared timeout elapses; it returns
-// the results in order and an error naming the first check that did not pass.
+// RunHealthChecks runs every check, at the same time, until it passes or the timeout elapses;
+// it returns the results in order and an error naming the first check that did not pass.
 func RunHealthChecks(ctx context.Context, checks []HealthCheck, timeout time.Duration) ([]HealthResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var results []HealthResult
-	var firstErr error
-	for _, h := range checks {
-		r := h.run(ctx, timeout)
-		results = append(results, r)
-		if r.Status != Healthy && firstErr == nil {
-			firstErr = fmt.Errorf("health check %s: %s", h, r.Error)
+	results := make([]HealthResult, len(checks))
+	var wg sync.WaitGroup
+	for i, h := range checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = h.run(ctx, timeout)
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.Status != Healthy {
+			return results, fmt.Errorf("health check %s: %s", checks[i], r.Error)
 		}
 	}
-	return results, firstErr
+	return results, nil
 }
 
 func (h HealthCheck) run(ctx context.Context, timeout time.Duration) HealthResult {
