@@ -15,9 +15,9 @@ build: ## the plugin binary (static)
 vault: ## a Vault server binary (PATH vault >= 1.15, else the pinned build cached in ~/.cache/vault-plugin-rotation)
 	bootstrap/build-vault.sh
 
-test: build lint ## gofmt, vet, staticcheck + every test, against the real Vault and PostgreSQL
+test: build lint ## gofmt, vet, staticcheck + every test, against the real Vault, PostgreSQL and Docker engine
 	VAULT_BIN="$$(bootstrap/build-vault.sh)"; export VAULT_BIN; echo "VAULT_BIN=$$VAULT_BIN"; \
-	$(GO) test -count=1 -timeout 40m ./...
+	scripts/with-dockerd.sh $(GO) test -count=1 -timeout 40m ./...
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \

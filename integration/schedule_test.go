@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
 )
 
 // TestScheduledRotation shows rotation from Vault's periodic function with no request: a due
@@ -12,7 +14,7 @@ import (
 // Vault calls the periodic function about once a minute, so this test takes a few minutes.
 func TestScheduledRotation(t *testing.T) {
 	t.Parallel()
-	s := newDevStack(t)
+	s := newConsumerStack(t)
 	s.write(t, "config", map[string]interface{}{"max_failures": 1, "retry_base": "1s", "retry_max": "2s"})
 	s.importAdmin(t, "pg-admin", "oa_admin", "admin-pw")
 	s.importAdmin(t, "broken-admin", "broken_admin", "broken-pw")
@@ -27,6 +29,9 @@ func TestScheduledRotation(t *testing.T) {
 		"connection_url": s.pg.URLTemplate(), "rotation_period": "5s",
 	})
 	_, parkedPW, _ := s.creds(t, "parked")
+	// The ticker's consumer follows scheduled rotations too.
+	svc := s.demo(t, "ticker", testenv.DemoOptions{})
+	s.write(t, "roles/ticker", map[string]interface{}{"consumers": "docker:" + svc.Name, "health_checks": svc.URL("/health")})
 	// The admin loses its right to change passwords: every rotation of parked now fails.
 	s.pg.Exec(t, `ALTER ROLE broken_admin NOCREATEROLE`)
 
@@ -46,8 +51,11 @@ func TestScheduledRotation(t *testing.T) {
 	_, pw, _ := s.creds(t, "ticker")
 	s.assertLogin(t, "ticker", pw, true)
 	hist := s.read(t, "history/ticker").Data["history"].([]interface{})
-	if hist[0].(map[string]interface{})["trigger"] != "schedule" {
+	if h := hist[0].(map[string]interface{}); h["trigger"] != "schedule" || len(h["consumers"].([]interface{})) != 1 {
 		t.Fatalf("history: %s", jsonOf(t, hist[0]))
+	}
+	if got := demoStartedWith(t, svc); got.Version < v {
+		t.Fatalf("the consumer runs version %d after the scheduled rotation to %d", got.Version, v)
 	}
 
 	eventually(t, "the failing role is parked", 150*time.Second, func() error {

@@ -5,7 +5,12 @@
 #   scripts/dev.sh [start]   foreground until Ctrl-C (DEV_DETACH=1: leave it running and return)
 #   scripts/dev.sh stop      stop what a detached run started
 #
-# Env: DEV_PG_PORT (55432), DEV_VAULT_PORT (8200; the dev cluster listener takes PORT+1), DEV_VAULT_TOKEN (root).
+# With a Docker engine answering (`docker info` works; DOCKER_HOST is honoured), the demo consumer (demo/consumer) runs
+# as container rotation-demo-consumer (host networking, 127.0.0.1:DEV_DEMO_PORT) reading rotation/creds/app, and the
+# app role restarts it on rotation and health-checks it. Without an engine that part is skipped.
+#
+# Env: DEV_PG_PORT (55432), DEV_VAULT_PORT (8200; the dev cluster listener takes PORT+1), DEV_VAULT_TOKEN (root),
+# DEV_DEMO_PORT (3000).
 # State (logs, pids, plugin dir) lives in .cache/dev/; each start begins from a fresh PostgreSQL cluster and a fresh
 # in-memory Vault.
 set -euo pipefail
@@ -22,13 +27,31 @@ state="$root/.cache/dev"
 plugin_dir="$state/plugins"
 vault_pid_file="$state/vault.pid"
 pg_dir_file="$state/pg.dir"
+DEMO_PORT="${DEV_DEMO_PORT:-3000}"
+DEMO_CONTAINER="rotation-demo-consumer"
+DEMO_IMAGE="vault-plugin-rotation/demo-consumer:dev"
+DEMO_LABEL="vault-plugin-rotation.dev=1"
+DOCKER_HOST_URL="${DOCKER_HOST:-unix:///var/run/docker.sock}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }
 
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+docker_ok() { command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; }
+
+# stop_demo removes the demo consumer container, only if it is ours (it carries DEMO_LABEL).
+stop_demo() {
+	docker_ok || return 0
+	local label
+	label="$(docker inspect -f '{{index .Config.Labels "vault-plugin-rotation.dev"}}' "$DEMO_CONTAINER" 2>/dev/null)" || return 0
+	if [ "$label" = 1 ]; then
+		say "removing container $DEMO_CONTAINER"
+		docker rm -f "$DEMO_CONTAINER" >/dev/null || true
+	fi
+}
 
 stop_all() {
+	stop_demo
 	if [ -f "$vault_pid_file" ]; then
 		local pid
 		pid="$(cat "$vault_pid_file")"
@@ -157,6 +180,58 @@ else
 	echo "dev.sh: WARNING: app cannot log in with the password read from rotation/creds/app" >&2
 fi
 
+# The demo consumer: reads rotation/creds/app once at start; the app role restarts it after each rotation and checks
+# its /health (a fresh PostgreSQL login with the password it read), rolling back when it does not come up healthy.
+# start_demo builds the image and starts the container; non-zero (with a message) when that fails.
+start_demo() {
+	say "building the demo consumer image $DEMO_IMAGE"
+	mkdir -p "$state/demo"
+	CGO_ENABLED=0 go build -trimpath -o "$state/demo/demo-consumer" ./demo/consumer || return 1
+	chmod 0755 "$state/demo/demo-consumer"
+	tar -C "$state/demo" -c demo-consumer | docker import -c 'ENTRYPOINT ["/demo-consumer"]' - "$DEMO_IMAGE" >/dev/null ||
+		return 1
+	say "starting container $DEMO_CONTAINER on 127.0.0.1:$DEMO_PORT (host network)"
+	stop_demo
+	docker run -d --name "$DEMO_CONTAINER" --network host --label "$DEMO_LABEL" \
+		-e VAULT_ADDR="$VAULT_ADDR" -e VAULT_TOKEN="$VAULT_TOKEN" -e ROTATION_ROLE=app -e LISTEN="127.0.0.1:$DEMO_PORT" \
+		"$DEMO_IMAGE" >/dev/null || return 1
+	local i
+	for i in $(seq 1 100); do
+		if curl -fsS --max-time 5 "http://127.0.0.1:$DEMO_PORT/health" >/dev/null 2>&1; then
+			say "demo consumer is healthy: $(curl -sS --max-time 5 "http://127.0.0.1:$DEMO_PORT/")"
+			return 0
+		fi
+		if [ "$(docker inspect -f '{{.State.Running}}' "$DEMO_CONTAINER" 2>/dev/null)" != true ] || [ "$i" -eq 100 ]; then
+			echo "dev.sh: the demo consumer is not healthy: $(curl -sS --max-time 5 "http://127.0.0.1:$DEMO_PORT/health" 2>&1)" >&2
+			docker logs --tail 20 "$DEMO_CONTAINER" >&2 || true
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
+demo=0
+if ! docker_ok; then
+	say "no Docker engine: the demo consumer is skipped (start dockerd to see rotate → restart → healthy)"
+elif ! start_demo; then
+	echo "dev.sh: WARNING: the demo consumer could not be started; going on without it" >&2
+	stop_demo
+else
+	demo=1
+	say "app role: restart $DEMO_CONTAINER on rotation and health-check it"
+	if ! out="$("$VAULT" write rotation/config docker_host="$DOCKER_HOST_URL" 2>&1)"; then
+		echo "dev.sh: WARNING: setting rotation/config docker_host failed (consumers not available yet?):" >&2
+		echo "$out" >&2
+	fi
+	if out="$("$VAULT" write rotation/roles/app consumers="docker:$DEMO_CONTAINER" \
+		health_checks="http://127.0.0.1:$DEMO_PORT/health" health_timeout=20s 2>&1)"; then
+		demo=2
+	else
+		echo "dev.sh: WARNING: setting the app role's consumers failed (consumers not available yet?):" >&2
+		echo "$out" >&2
+	fi
+fi
+
 cat <<EOT
 
 The stack is up (Vault $VAULT_ADDR, PostgreSQL 127.0.0.1:$PG_PORT, logs in $state/).
@@ -178,6 +253,23 @@ Try:
   PGPASSWORD="\$(vault read -field=password rotation/creds/app)" psql -h 127.0.0.1 -p $PG_PORT -U app -d postgres -c 'select current_user'
 
 EOT
+if [ "$demo" != 0 ]; then
+	if [ "$demo" = 2 ]; then
+		rotate_note="# rotates, restarts $DEMO_CONTAINER, checks its /health (rolls back if unhealthy)"
+	else
+		rotate_note="# (consumers not configured: the container keeps the old password, /health turns 503)"
+	fi
+	cat <<EOT
+  # the demo consumer (container $DEMO_CONTAINER) logs in with the app password it read at start:
+  curl -i http://127.0.0.1:$DEMO_PORT/health
+  curl http://127.0.0.1:$DEMO_PORT/version
+  vault write -f rotation/rotate/app   $rotate_note
+  curl -i http://127.0.0.1:$DEMO_PORT/health
+  curl http://127.0.0.1:$DEMO_PORT/version
+  docker logs $DEMO_CONTAINER
+
+EOT
+fi
 
 if [ "${DEV_DETACH:-0}" = 1 ]; then
 	echo "Detached (Vault pid $vault_pid). Stop with: make dev-stop"
