@@ -203,23 +203,17 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 		r.out.OldVersion = cur.Number
 	}
 
-	// A pending record left by an interrupted rotation is resolved before a new one starts.
-	if p, err := e.loadPending(ctx, name); err != nil {
-		return nil, err
-	} else if p != nil {
-		var res recoveryResult
-		_ = r.step(StepRecover, func() error {
-			res = e.resolvePending(ctx, role, st, p)
-			if !res.resolved {
-				return fmt.Errorf("an earlier rotation is unresolved: %s", res.detail)
-			}
-			return nil
-		})
-		if !res.resolved {
-			return e.fail(ctx, r, StepRecover, nil), nil
+	// A pending record left by an interrupted rotation is resolved before a new one starts. The
+	// in-memory set (loaded at start, kept with every write) spares a storage read when there is none.
+	if e.pending.has(name) {
+		p, err := e.loadPending(ctx, name)
+		if err != nil {
+			return nil, err
 		}
-		if cur := st.Current(); cur != nil {
-			r.out.OldVersion = cur.Number
+		if p != nil {
+			if out := e.recoverFirst(ctx, r, p); out != nil {
+				return out, nil
+			}
 		}
 	}
 
@@ -293,6 +287,26 @@ func (e *Engine) keepFailedDeploy(ctx context.Context, r *run, p *Pending) *Outc
 	r.redact()
 	e.countFailure(ctx, r)
 	return r.out
+}
+
+// recoverFirst resolves an earlier pending record inside a new rotation; it returns the failed
+// outcome when the record stays unresolved, nil when the rotation may go on.
+func (e *Engine) recoverFirst(ctx context.Context, r *run, p *Pending) *Outcome {
+	var res recoveryResult
+	_ = r.step(StepRecover, func() error {
+		res = e.resolvePending(ctx, r.role, r.state, p)
+		if !res.resolved {
+			return fmt.Errorf("an earlier rotation is unresolved: %s", res.detail)
+		}
+		return nil
+	})
+	if !res.resolved {
+		return e.fail(ctx, r, StepRecover, nil)
+	}
+	if cur := r.state.Current(); cur != nil {
+		r.out.OldVersion = cur.Number
+	}
+	return nil
 }
 
 // bind validates the stored role against its kind and lends the rotator what it needs.

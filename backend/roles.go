@@ -78,7 +78,7 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 	if err != nil {
 		return nil, userError(err)
 	}
-	if err := e.checkLinks(ctx, role, kind); err != nil {
+	if err := e.checkLinks(ctx, role, kind, existing == nil); err != nil {
 		return nil, err
 	}
 	if role.PasswordPolicy != "" && (in.PasswordPolicy != nil || existing == nil) {
@@ -232,7 +232,7 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 
 // checkLinks validates role-reference fields: the referenced role exists, has the right type and
 // is self-managed itself, so that links never chain or loop.
-func (e *Engine) checkLinks(ctx context.Context, role *Role, kind rotators.Kind) error {
+func (e *Engine) checkLinks(ctx context.Context, role *Role, kind rotators.Kind, created bool) error {
 	for _, f := range kind.Fields() {
 		ref := role.Settings.String(f.Name)
 		if f.Kind != rotators.FieldRoleRef || ref == "" {
@@ -253,6 +253,9 @@ func (e *Engine) checkLinks(ctx context.Context, role *Role, kind rotators.Kind)
 		}
 		if refs := linkedNames(linked); len(refs) > 0 {
 			return userError(fmt.Errorf("%s: role %q itself depends on %s; an %s must be self-managed", f.Name, ref, strings.Join(refs, ", "), f.Name))
+		}
+		if created {
+			continue // nothing can depend on a role that did not exist
 		}
 		if deps, err := e.dependents(ctx, role.Name); err != nil {
 			return err
