@@ -86,9 +86,10 @@ type HealthResult struct {
 }
 
 type rotateRequest struct {
-	trigger Trigger
-	value   rotators.Secret // apply this value instead of a generated one (rollback)
-	ifDue   bool            // scheduled: do nothing unless the role is still due
+	trigger  Trigger
+	value    rotators.Secret // apply this value instead of a generated one (rollback)
+	supplied *string         // a new value supplied by the operator (rotate/NAME value=...)
+	ifDue    bool            // scheduled: do nothing unless the role is still due
 }
 
 // run is the state of one rotation while the role's lock is held.
@@ -133,6 +134,36 @@ func (r *run) step(name string, fn func() error) error {
 // Rotate rotates a role now (manual trigger).
 func (e *Engine) Rotate(ctx context.Context, name string) (*Outcome, error) {
 	return e.rotate(ctx, name, rotateRequest{trigger: TriggerManual})
+}
+
+// RotateTo rotates a role now to a value the operator supplies (a third-party token that only
+// its provider can issue), with the whole protocol.
+func (e *Engine) RotateTo(ctx context.Context, name, value string) (*Outcome, error) {
+	return e.rotate(ctx, name, rotateRequest{trigger: TriggerManual, supplied: &value})
+}
+
+// supplied turns an operator-supplied value into the role's next secret, or a user error.
+func supplied(role *Role, st *State, value string) (rotators.Secret, error) {
+	kind, err := role.Kind()
+	if err != nil {
+		return nil, err
+	}
+	sup, ok := kind.(rotators.Supplier)
+	if !ok {
+		return nil, userError(fmt.Errorf("value: a %s role does not take a supplied value; rotate without it", role.Type))
+	}
+	var cur rotators.Secret
+	if v := st.Current(); v != nil {
+		cur = v.Secret
+	}
+	next, err := sup.SuppliedSecret(role.Settings, value, cur)
+	if err != nil {
+		return nil, userError(err)
+	}
+	if cur != nil && next.Equal(cur) {
+		return nil, userError(errors.New("value: equal to the current value; a rotation needs a new one"))
+	}
+	return next, nil
 }
 
 // Rollback re-applies kept version n (0: the previous one) through the whole protocol; it
@@ -194,6 +225,13 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 	if rq.ifDue && !role.IsDue(st, e.now()) {
 		e.reschedule(role, st)
 		return &Outcome{Role: name, Skipped: true}, nil
+	}
+	if rq.supplied != nil {
+		// A bad supplied value is the caller's mistake, not a failed rotation: refuse it
+		// before anything is recorded.
+		if rq.value, err = supplied(role, st, *rq.supplied); err != nil {
+			return nil, err
+		}
 	}
 	if rq.trigger == TriggerManual || rq.trigger == TriggerRollback {
 		st.Failing = false // rotated by hand: the schedule may try again

@@ -297,6 +297,10 @@ type RoleView struct {
 	ConsecutiveFailures int
 	Failing             bool
 	Pending             bool
+	// DueAt is when the role's schedule says it should next rotate, even when auto_rotate is
+	// off; Overdue is DueAt in the past.
+	DueAt   time.Time
+	Overdue bool
 }
 
 // ReadRole returns the role's view, or nil when it does not exist.
@@ -316,8 +320,43 @@ func (e *Engine) ReadRole(ctx context.Context, name string) (*RoleView, error) {
 	}
 	if cur := st.Current(); cur != nil {
 		v.CurrentVersion = cur.Number
+		v.DueAt = role.ScheduledAfter(st.LastRotated, e.now())
+		v.Overdue = e.now().After(v.DueAt)
 	}
 	return v, nil
+}
+
+// KeySet returns the published document of a role whose kind publishes public keys (jwt: the
+// JWK Set of the current key and the retired ones still inside their verification window).
+func (e *Engine) KeySet(ctx context.Context, name string) ([]byte, error) {
+	role, err := e.loadRole(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return nil, ErrRoleNotFound
+	}
+	kind, err := role.Kind()
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := kind.(rotators.KeySetPublisher)
+	if !ok {
+		return nil, userError(fmt.Errorf("a %s role publishes no key set", role.Type))
+	}
+	st, err := e.loadState(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	values := make([]rotators.Published, 0, len(st.Versions))
+	for i, v := range st.Versions {
+		p := rotators.Published{Secret: v.Secret, Created: v.Created}
+		if i > 0 {
+			p.Retired = st.Versions[i-1].Created
+		}
+		values = append(values, p)
+	}
+	return pub.KeySet(role.Settings, values, e.now())
 }
 
 // ListRoles returns the role names.

@@ -52,6 +52,7 @@ func New(conf *logical.BackendConfig) *Backend {
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
 			SealWrapStorage: backend.SealWrapPrefixes,
+			Unauthenticated: []string{"jwks/*"},
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),
@@ -61,6 +62,7 @@ func New(conf *logical.BackendConfig) *Backend {
 			pathVersions(b),
 			pathRollback(b),
 			pathHistory(b),
+			pathJWKS(b),
 		),
 		InitializeFunc: func(ctx context.Context, _ *logical.InitializationRequest) error {
 			return b.engine.Initialize(ctx)

@@ -264,6 +264,8 @@ func (b *Backend) handleRoleRead(ctx context.Context, _ *logical.Request, d *fra
 	data["consecutive_failures"] = v.ConsecutiveFailures
 	data["failing"] = v.Failing
 	data["pending"] = v.Pending
+	data["due_at"] = timeOrNil(v.DueAt)
+	data["overdue"] = v.Overdue
 	return &logical.Response{Data: data}, nil
 }
 

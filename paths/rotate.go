@@ -12,10 +12,13 @@ import (
 )
 
 func pathRotate(b *Backend) []*framework.Path {
+	fields := nameField()
+	fields["value"] = &framework.FieldSchema{Type: framework.TypeString, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+		Description: "The new value, for a secret only its provider can issue (a token role): the whole protocol runs with it. Write-only."}
 	return []*framework.Path{{
 		Pattern:      namePattern("rotate/"),
 		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationVerb: "rotate", OperationSuffix: "role"},
-		Fields:       nameField(),
+		Fields:       fields,
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{Callback: b.handleRotate, Summary: "Rotate a role now."},
 		},
@@ -48,7 +51,13 @@ func (b *Backend) handleRotate(ctx context.Context, _ *logical.Request, d *frame
 	if errResp != nil {
 		return errResp, nil
 	}
-	out, err := b.engine.Rotate(ctx, name)
+	var out *backend.Outcome
+	var err error
+	if v, ok := d.GetOk("value"); ok {
+		out, err = b.engine.RotateTo(ctx, name, v.(string))
+	} else {
+		out, err = b.engine.Rotate(ctx, name)
+	}
 	return rotationResponse(name, out, err)
 }
 

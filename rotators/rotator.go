@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Secret is one value of a credential, as named parts ("username", "password", ...).
@@ -138,4 +139,25 @@ func All() []Kind {
 		kinds = append(kinds, k)
 	}
 	return kinds
+}
+
+// Supplier is a kind whose new value may be supplied by the operator instead of generated: a
+// third-party token that only its provider can issue (`rotate/NAME value=...`).
+type Supplier interface {
+	// SuppliedSecret builds the next value from the supplied one; cur is the current value.
+	SuppliedSecret(s Settings, value string, cur Secret) (Secret, error)
+}
+
+// Published is one kept value of a role with its lifetime, for kinds that publish public keys.
+type Published struct {
+	Secret  Secret
+	Created time.Time
+	// Retired is when a newer value replaced it (zero for the current value).
+	Retired time.Time
+}
+
+// KeySetPublisher is a kind that publishes the public parts of its values (jwt: a JWK Set).
+type KeySetPublisher interface {
+	// KeySet returns the document to publish for the kept values, newest first, at time now.
+	KeySet(s Settings, values []Published, now time.Time) ([]byte, error)
 }

@@ -1,0 +1,40 @@
+package paths
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func pathJWKS(b *Backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern:      namePattern("jwks/"),
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationSuffix: "jwks"},
+		Fields:       nameField(),
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{Callback: b.handleJWKS, Summary: "The role's public JSON Web Key Set (unauthenticated)."},
+		},
+		HelpSynopsis: "Public JSON Web Key Set of a jwt role.",
+		HelpDescription: `Unauthenticated, so that any service can verify tokens: an RFC 7517 JWK Set with the
+current public key and every retired public key whose verification_ttl has not passed. Never an
+HMAC secret, never a private part.`,
+	}}
+}
+
+func (b *Backend) handleJWKS(ctx context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, errResp := nameOf(d)
+	if errResp != nil {
+		return errResp, nil
+	}
+	doc, err := b.engine.KeySet(ctx, name)
+	if err != nil {
+		return respondErr(name, err)
+	}
+	return &logical.Response{Data: map[string]interface{}{
+		logical.HTTPContentType: "application/jwk-set+json",
+		logical.HTTPRawBody:     doc,
+		logical.HTTPStatusCode:  http.StatusOK,
+	}}, nil
+}
