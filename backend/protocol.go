@@ -365,7 +365,7 @@ func (e *Engine) bind(ctx context.Context, r *run) error {
 
 // env builds the rotator's environment: the password generator and the linked roles.
 func (e *Engine) env(ctx context.Context, role *Role, kind rotators.Kind) (rotators.Env, error) {
-	env := rotators.Env{Password: e.passwordGenerator(role.PasswordPolicy)}
+	env := rotators.Env{Password: e.passwordGenerator(role.PasswordPolicy), HasPolicy: role.PasswordPolicy != ""}
 	for _, f := range kind.Fields() {
 		ref := role.Settings.String(f.Name)
 		if f.Kind != rotators.FieldRoleRef || ref == "" {

@@ -222,3 +222,5 @@ func stepNames(t *testing.T, v interface{}) []string {
 	}
 	return names
 }
+
+func errorf(format string, args ...interface{}) error { return fmt.Errorf(format, args...) }

@@ -51,6 +51,8 @@ var ErrRejected = errors.New("credential rejected by the target")
 type Env struct {
 	// Password returns a new random password: the role's Vault password policy when it has one.
 	Password func(ctx context.Context) (string, error)
+	// HasPolicy is true when the role names a Vault password policy (Password follows it).
+	HasPolicy bool
 	// Linked holds, for each field of kind FieldRoleRef that is set, the referenced role's
 	// settings and current secret (e.g. postgres admin_role).
 	Linked map[string]Linked
