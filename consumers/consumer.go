@@ -94,7 +94,7 @@ func Parse(spec string) (Consumer, error) {
 	}
 	target, query, _ := strings.Cut(rest, "?")
 	if target == "" {
-		return nil, fmt.Errorf("%q: no name after %s:", spec, prefix)
+		return nil, fmt.Errorf("%q: a name must follow %q", spec, prefix+":")
 	}
 	var opts Options
 	if query != "" {

@@ -36,7 +36,7 @@ func TestParse(t *testing.T) {
 	bad := map[string]string{
 		"cockpit-api":                "a consumer is",
 		"kubernetes:x":               "a consumer is",
-		"docker:":                    "no name",
+		"docker:":                    "a name must follow",
 		"docker:-x":                  "not a container name",
 		"docker:a/b":                 "not a container name",
 		"compose:onlyproject":        "compose:PROJECT/SERVICE",

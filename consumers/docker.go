@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 )
@@ -93,7 +94,7 @@ func (env Env) inspect(ctx context.Context, id string) (container.InspectRespons
 	switch {
 	case err == nil:
 		return info, nil
-	case client.IsErrNotFound(err):
+	case cerrdefs.IsNotFound(err):
 		return info, fmt.Errorf("no such container %q", id)
 	case client.IsErrConnectionFailed(err):
 		return info, fmt.Errorf("cannot reach the Docker engine at %s: %w", env.DockerHost, err)
