@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
@@ -21,6 +22,8 @@ type Config struct {
 	MaxFailures int `json:"max_failures"`
 	// DockerHost is the Docker Engine API that docker: and compose: consumers are restarted through.
 	DockerHost string `json:"docker_host"`
+	// NotifyURL receives a JSON document for every rotation outcome, parking and due reminder.
+	NotifyURL string `json:"notify_url,omitempty"`
 }
 
 // DefaultDockerHost is the local engine's socket.
@@ -44,6 +47,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("retry_max: must be at least retry_base")
 	case c.MaxFailures < 1:
 		return fmt.Errorf("max_failures: must be at least 1")
+	}
+	if c.NotifyURL != "" {
+		if u, err := url.Parse(c.NotifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("notify_url: %q is not an http(s) URL", c.NotifyURL)
+		}
 	}
 	if err := consumers.ValidateDockerHost(c.DockerHost); err != nil {
 		return fmt.Errorf("docker_host: %q is not a Docker host such as unix:///var/run/docker.sock or tcp://127.0.0.1:2375", c.DockerHost)

@@ -38,6 +38,8 @@ type Engine struct {
 
 	locks   roleLocks
 	docker  dockerClients
+	notify  *notifier
+	events  logical.EventSender
 	queue   *dueQueue
 	pending pendingSet
 	workers *workerPool
@@ -63,6 +65,8 @@ func New(conf *logical.BackendConfig) *Engine {
 		pending: pendingSet{names: map[string]bool{}},
 		ctx:     ctx,
 		cancel:  cancel,
+		notify:  newNotifier(logger),
+		events:  conf.EventsSender,
 	}
 	e.workers = newWorkerPool(ctx, e.runJob)
 	return e
@@ -96,13 +100,14 @@ func (e *Engine) Initialize(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		e.queue.set(name, role.NextRotation(st, now))
+		e.queue.set(name, role.NextWake(st, now))
 	}
 	pendings, err := e.storage.List(ctx, pendingPrefix)
 	if err != nil {
 		return fmt.Errorf("list pending: %w", err)
 	}
 	e.workers.resize(e.Config().MaxParallel)
+	e.notify.start(e.ctx)
 	for _, name := range pendings {
 		e.pending.add(name)
 		if e.writeSafe() {

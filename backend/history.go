@@ -19,6 +19,8 @@ type HistoryEntry struct {
 	Steps         []StepResult     `json:"steps"`
 	Consumers     []ConsumerResult `json:"consumers,omitempty"`
 	Health        []HealthResult   `json:"health_checks,omitempty"`
+	// RequestedBy is the entity and token accessor of a manual request.
+	RequestedBy Requester `json:"requested_by,omitempty"`
 }
 
 // record appends the outcome of a run to the role's history, newest first, bounded by
@@ -37,6 +39,7 @@ func (e *Engine) record(ctx context.Context, r *run) {
 		Steps:         r.out.Steps,
 		Consumers:     r.out.Consumers,
 		Health:        r.out.Health,
+		RequestedBy:   r.by,
 	}
 	if entry.VersionAfter == 0 {
 		entry.VersionAfter = entry.VersionBefore
@@ -52,6 +55,7 @@ func (e *Engine) record(ctx context.Context, r *run) {
 	if err := putJSON(ctx, e.storage, historyPrefix+r.role.Name, hist); err != nil {
 		e.logger.Error("write history", "role", r.role.Name, "error", err)
 	}
+	e.announce(r)
 }
 
 // History returns the role's rotations, newest first.

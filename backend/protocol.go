@@ -102,6 +102,8 @@ type run struct {
 	out    *Outcome
 	// secrets are the old and new value once prepared: every error text is redacted of them.
 	secrets []rotators.Secret
+	// by is who asked for a manual rotation (empty for scheduled work).
+	by Requester
 }
 
 // redact removes the run's secret values from every error of its outcome.
@@ -129,6 +131,46 @@ func (r *run) step(name string, fn func() error) error {
 	}
 	r.out.Steps = append(r.out.Steps, res)
 	return err
+}
+
+// remindIfDue sends the due reminder of a role that is never rotated by the schedule (a token
+// only its provider can issue), once per period.
+func (e *Engine) remindIfDue(ctx context.Context, role *Role, st *State) {
+	now := e.now()
+	if next := role.NextReminder(st, now); next.IsZero() || now.Before(next) {
+		e.reschedule(role, st)
+		return
+	}
+	st.RemindedAt = now
+	if err := putJSON(ctx, e.storage, statePrefix+role.Name, st); err != nil {
+		e.logger.Error("record reminder", "role", role.Name, "error", err)
+	}
+	version := 0
+	if cur := st.Current(); cur != nil {
+		version = cur.Number
+	}
+	e.notify.send(e.Config().NotifyURL, Notification{Event: NotifyDue, Role: role.Name, Type: role.Type,
+		Version: version, VersionBefore: version, Time: now})
+	e.logger.Warn("rotation due: this role is rotated only on request", "role", role.Name, "due_at", role.ScheduledAfter(st.LastRotated, now))
+	e.reschedule(role, st)
+}
+
+// Requester is who asked for a rotation, as Vault's request names them.
+type Requester struct {
+	EntityID string `json:"entity_id,omitempty"`
+	Accessor string `json:"accessor,omitempty"`
+}
+
+type requesterKey struct{}
+
+// WithRequester returns a context that carries who made the request; the paths set it.
+func WithRequester(ctx context.Context, by Requester) context.Context {
+	return context.WithValue(ctx, requesterKey{}, by)
+}
+
+func requesterFrom(ctx context.Context) Requester {
+	by, _ := ctx.Value(requesterKey{}).(Requester)
+	return by
 }
 
 // Rotate rotates a role now (manual trigger).
@@ -222,6 +264,10 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 	if err != nil {
 		return nil, err
 	}
+	if rq.ifDue && !role.AutoRotate {
+		e.remindIfDue(ctx, role, st)
+		return &Outcome{Role: name, Skipped: true}, nil
+	}
 	if rq.ifDue && !role.IsDue(st, e.now()) {
 		e.reschedule(role, st)
 		return &Outcome{Role: name, Skipped: true}, nil
@@ -236,7 +282,7 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 	if rq.trigger == TriggerManual || rq.trigger == TriggerRollback {
 		st.Failing = false // rotated by hand: the schedule may try again
 	}
-	r := &run{role: role, state: st, out: &Outcome{Role: name, Trigger: rq.trigger}}
+	r := &run{role: role, state: st, out: &Outcome{Role: name, Trigger: rq.trigger}, by: requesterFrom(ctx)}
 	if cur := st.Current(); cur != nil {
 		r.out.OldVersion = cur.Number
 	}
@@ -475,9 +521,15 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, p *Pending) *Out
 				e.logger.Error("unstage the new value", "role", r.role.Name, "error", err)
 			}
 		}
-		restoreErr := r.step(StepRestore, func() error { return e.restore(ctx, r, p) })
+		var putBack bool
+		restoreErr := r.step(StepRestore, func() (err error) {
+			putBack, err = e.restore(ctx, r, p)
+			return err
+		})
 		if restoreErr == nil {
-			out.RolledBack = true
+			// Rolled back: the target had to be given the old value again, or the consumers
+			// had taken the new one. An apply that changed nothing leaves nothing to roll back.
+			out.RolledBack = putBack || deployed
 			if err := deleteKey(ctx, e.storage, pendingPrefix+r.role.Name); err != nil {
 				out.Result = OutcomeUnresolved
 			} else {
@@ -532,21 +584,22 @@ func (e *Engine) countFailure(ctx context.Context, r *run) {
 	e.reschedule(r.role, st)
 }
 
-// restore makes the old value live again after a failed apply or verify.
-func (e *Engine) restore(ctx context.Context, r *run, p *Pending) error {
+// restore makes the old value live again after a failed apply, verify or deploy; putBack says
+// whether the target had to be changed for it.
+func (e *Engine) restore(ctx context.Context, r *run, p *Pending) (putBack bool, err error) {
 	if p.Old == nil {
-		return nil // a first rotation: there was no value to lose
+		return false, nil // a first rotation: there was no value to lose
 	}
 	if err := r.target.Verify(ctx, r.env, p.Old); err == nil {
-		return nil // the target never changed, or kept the old value
+		return false, nil // the target never changed, or kept the old value
 	}
 	if err := r.target.Apply(ctx, r.env, p.New, p.Old); err != nil {
-		return fmt.Errorf("put the old value back: %w", err)
+		return false, fmt.Errorf("put the old value back: %w", err)
 	}
 	if err := r.target.Verify(ctx, r.env, p.Old); err != nil {
-		return fmt.Errorf("old value after restore: %w", err)
+		return true, fmt.Errorf("old value after restore: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // backoff is the wait before retry n (1-based): retry_base doubling up to retry_max, with
@@ -565,5 +618,5 @@ func backoff(cfg Config, n int) time.Duration {
 
 // reschedule puts the role's next due time in the queue.
 func (e *Engine) reschedule(role *Role, st *State) {
-	e.queue.set(role.Name, role.NextRotation(st, e.now()))
+	e.queue.set(role.Name, role.NextWake(st, e.now()))
 }

@@ -83,7 +83,7 @@ func TestRotateMissingRole(t *testing.T) {
 // assertFailedRotation checks the common effects of a failed rotation whose old value is live.
 func assertFailedRotation(t *testing.T, te *testEnv, name string, ft *faultTarget, out *Outcome, step string, old rotators.Secret) {
 	t.Helper()
-	if out.Success || out.Result != OutcomeFailed || out.FailedStep != step || !out.RolledBack || out.Error == "" {
+	if out.Success || out.Result != OutcomeFailed || out.FailedStep != step || out.Error == "" {
 		t.Fatalf("outcome = %+v", out)
 	}
 	if !ft.Live().Equal(old) {
@@ -108,7 +108,7 @@ func assertFailedRotation(t *testing.T, te *testEnv, name string, ft *faultTarge
 		t.Fatalf("queued at %v, want RetryAt %v", got, st.RetryAt)
 	}
 	h := te.history(t, name)
-	if len(h) != 1 || h[0].Outcome != OutcomeFailed || h[0].FailedStep != step || !h[0].RolledBack || h[0].Error != out.Error {
+	if len(h) != 1 || h[0].Outcome != OutcomeFailed || h[0].FailedStep != step || h[0].RolledBack != out.RolledBack || h[0].Error != out.Error {
 		t.Fatalf("history = %+v", h)
 	}
 }
@@ -123,6 +123,12 @@ func TestRotateApplyFailsBeforeChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertFailedRotation(t, te, "a", ft, out, StepApply, old)
+	if ft.Applies() > 1 && !out.RolledBack {
+		t.Fatal("the target was put back, but rolled_back is false")
+	}
+	if out.RolledBack {
+		t.Fatal("rolled_back although the target never changed")
+	}
 	if got := strings.Join(stepNames(out.Steps), ","); got != "prepare,apply,restore" {
 		t.Fatalf("steps = %s", got)
 	}
@@ -141,6 +147,9 @@ func TestRotateApplyFailsAfterChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertFailedRotation(t, te, "a", ft, out, StepApply, old)
+	if ft.Applies() > 1 && !out.RolledBack {
+		t.Fatal("the target was put back, but rolled_back is false")
+	}
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
 	if len(ft.applies) != 2 || !ft.applies[1][1].Equal(old) || !ft.applies[1][0].Equal(ft.applies[0][1]) {
@@ -159,6 +168,9 @@ func TestRotateVerifyFailsRestoresOldValue(t *testing.T) {
 			t.Fatal(err)
 		}
 		assertFailedRotation(t, te, "v", ft, out, StepVerify, old)
+		if !out.RolledBack {
+			t.Fatal("the target was put back, but rolled_back is false")
+		}
 		if got := strings.Join(stepNames(out.Steps), ","); got != "prepare,apply,verify,restore" {
 			t.Fatalf("steps = %s", got)
 		}
@@ -392,7 +404,7 @@ func TestRollbackFailureKeepsCurrent(t *testing.T) {
 	cur := te.state(t, "r").Current().Secret
 	ft.ScriptApply(applyFailBefore)
 	out, err := te.e.Rollback(ctx, "r", 1)
-	if err != nil || out.Success || out.Result != OutcomeFailed || !out.RolledBack {
+	if err != nil || out.Success || out.Result != OutcomeFailed || out.RolledBack {
 		t.Fatalf("rollback = %+v, %v", out, err)
 	}
 	if st := te.state(t, "r"); st.Current().Number != 2 || !ft.Live().Equal(cur) {

@@ -142,6 +142,27 @@ func (r *Role) NextRotation(st *State, now time.Time) time.Time {
 	return r.ScheduledAfter(st.LastRotated, now)
 }
 
+// NextReminder is when a role that is never rotated by the schedule (auto_rotate=false) is due
+// for its reminder: at its due time, then once a period after the last reminder.
+func (r *Role) NextReminder(st *State, now time.Time) time.Time {
+	if r.AutoRotate || st.Current() == nil {
+		return time.Time{}
+	}
+	due := r.ScheduledAfter(st.LastRotated, now)
+	if st.RemindedAt.Before(due) {
+		return due
+	}
+	return r.ScheduledAfter(st.RemindedAt, now)
+}
+
+// NextWake is when the scheduler next has work for the role: a rotation, or a reminder.
+func (r *Role) NextWake(st *State, now time.Time) time.Time {
+	if r.AutoRotate {
+		return r.NextRotation(st, now)
+	}
+	return r.NextReminder(st, now)
+}
+
 // ScheduledAfter is the first scheduled time after last. With a rotation window, a scheduled
 // time whose window has passed by now is skipped in favour of the next one.
 func (r *Role) ScheduledAfter(last, now time.Time) time.Time {

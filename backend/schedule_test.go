@@ -382,14 +382,14 @@ func TestTickRotatesDueRolesOnly(t *testing.T) {
 		targets[r.name] = te.importRole(t, r.name, "pw-"+r.name, func(in *RoleInput) { in.RotationPeriod = &period })
 	}
 	te.importRole(t, "manual-only", "pw-manual", func(in *RoleInput) { in.AutoRotate = ptr(false) })
-	if got := te.e.Stats().Scheduled; got != 3 {
-		t.Fatalf("%d roles scheduled, want 3 (auto_rotate=false is not)", got)
+	if got := te.e.Stats().Scheduled; got != 4 {
+		t.Fatalf("%d roles scheduled, want 4 (auto_rotate=false for its reminder only)", got)
 	}
 
 	// Not yet due: nothing happens.
 	te.clock.Advance(59 * time.Minute)
 	te.e.Tick(ctx)
-	if te.e.Stats().Scheduled != 3 || te.e.Stats().Waiting != 0 {
+	if te.e.Stats().Scheduled != 4 || te.e.Stats().Waiting != 0 {
 		t.Fatalf("stats = %+v", te.e.Stats())
 	}
 
@@ -577,8 +577,9 @@ func TestInitializeRebuildsSchedule(t *testing.T) {
 	if got := te2.e.queue.queued("b"); !got.Equal(mustTime(t, "2026-04-01T00:00:00Z")) {
 		t.Fatalf("b at %v", got)
 	}
-	if te2.e.Stats().Scheduled != 2 {
-		t.Fatalf("stats = %+v", te2.e.Stats())
+	// c is never rotated by the schedule, but it is queued for its due reminder.
+	if te2.e.Stats().Scheduled != 3 || te2.e.queue.queued("c").IsZero() {
+		t.Fatalf("stats = %+v, c at %v", te2.e.Stats(), te2.e.queue.queued("c"))
 	}
 }
 

@@ -49,6 +49,8 @@ type State struct {
 	Failing bool `json:"failing"`
 	// RetryAt is when a failed scheduled rotation is tried again (zero: follow the schedule).
 	RetryAt time.Time `json:"retry_at,omitempty"`
+	// RemindedAt is when the last due reminder of a manual-only role was sent.
+	RemindedAt time.Time `json:"reminded_at,omitempty"`
 }
 
 // Current returns the active version, or nil before the first one.

@@ -64,6 +64,7 @@ func New(conf *logical.BackendConfig) *Backend {
 			pathRollback(b),
 			pathHistory(b),
 			pathJWKS(b),
+			pathStatus(b),
 		),
 		InitializeFunc: func(ctx context.Context, _ *logical.InitializationRequest) error {
 			return b.engine.Initialize(ctx)
@@ -159,3 +160,8 @@ func kindFieldSchema(f rotators.Field, kind string) *framework.FieldSchema {
 }
 
 func secondsDuration(s int) time.Duration { return time.Duration(s) * time.Second }
+
+// withRequester records who made a request, for the history of the rotation it starts.
+func withRequester(ctx context.Context, req *logical.Request) context.Context {
+	return backend.WithRequester(ctx, backend.Requester{EntityID: req.EntityID, Accessor: req.ClientTokenAccessor})
+}

@@ -113,12 +113,23 @@ func (b *Backend) roleExists(ctx context.Context, _ *logical.Request, d *framewo
 	return v != nil, err
 }
 
+// handleRoleList lists the roles with their key columns (`vault list -detailed rotation/roles`).
 func (b *Backend) handleRoleList(ctx context.Context, _ *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	names, err := b.engine.ListRoles(ctx)
+	rows, err := b.engine.Status(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return logical.ListResponse(names), nil
+	names := make([]string, 0, len(rows))
+	info := make(map[string]interface{}, len(rows))
+	for _, r := range rows {
+		names = append(names, r.Name)
+		info[r.Name] = map[string]interface{}{
+			"type": r.Type, "last_rotated": timeOrNil(r.LastRotated), "next_rotation": timeOrNil(r.NextRotation),
+			"overdue": r.Overdue, "last_outcome": r.LastOutcome, "failing": r.Failing,
+		}
+	}
+	sort.Strings(names)
+	return logical.ListResponseWithInfo(names, info), nil
 }
 
 func (b *Backend) handleRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -202,7 +213,7 @@ func (b *Backend) handleRoleWrite(ctx context.Context, req *logical.Request, d *
 		in.Settings[f.Name] = v
 	}
 
-	res, err := b.engine.WriteRole(ctx, name, in)
+	res, err := b.engine.WriteRole(withRequester(ctx, req), name, in)
 	if err != nil {
 		return respondErr(name, err)
 	}

@@ -46,11 +46,12 @@ the history stays linear.`,
 	}}
 }
 
-func (b *Backend) handleRotate(ctx context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+func (b *Backend) handleRotate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name, errResp := nameOf(d)
 	if errResp != nil {
 		return errResp, nil
 	}
+	ctx = withRequester(ctx, req)
 	var out *backend.Outcome
 	var err error
 	if v, ok := d.GetOk("value"); ok {
@@ -61,11 +62,12 @@ func (b *Backend) handleRotate(ctx context.Context, _ *logical.Request, d *frame
 	return rotationResponse(name, out, err)
 }
 
-func (b *Backend) handleRollback(ctx context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+func (b *Backend) handleRollback(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name, errResp := nameOf(d)
 	if errResp != nil {
 		return errResp, nil
 	}
+	ctx = withRequester(ctx, req)
 	version := d.Get("version").(int)
 	if version < 0 {
 		return logical.ErrorResponse("version: must be positive"), nil
@@ -262,6 +264,9 @@ func (b *Backend) handleHistory(ctx context.Context, _ *logical.Request, d *fram
 		if len(h.Health) > 0 {
 			entry["health_checks"] = healthData(h.Health)
 		}
+		if h.RequestedBy != (backend.Requester{}) {
+			entry["requested_by"] = map[string]interface{}{"entity_id": h.RequestedBy.EntityID, "accessor": h.RequestedBy.Accessor}
+		}
 		list = append(list, entry)
 	}
 	return &logical.Response{Data: map[string]interface{}{"history": list}}, nil
@@ -277,6 +282,7 @@ func pathConfig(b *Backend) []*framework.Path {
 			"retry_base":    {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryBase.Seconds()), Description: "First backoff after a failed scheduled rotation; doubles on each failure."},
 			"retry_max":     {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryMax.Seconds()), Description: "Longest backoff."},
 			"max_failures":  {Type: framework.TypeInt, Default: backend.DefaultConfig().MaxFailures, Description: "Consecutive failures after which a role is parked as failing until it is written or rotated by hand."},
+			"notify_url":    {Type: framework.TypeString, Description: "http(s) URL that receives a JSON document (event, role, type, version, outcome, error, time; never a secret) on every success, failure, rollback, parking, and due reminder of a manual-only role. Empty: off."},
 			"docker_host":   {Type: framework.TypeString, Default: backend.DefaultDockerHost, Description: "Docker Engine API that docker: and compose: consumers are restarted through (unix:///var/run/docker.sock, tcp://127.0.0.1:2375)."},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -292,7 +298,7 @@ func configData(c backend.Config) map[string]interface{} {
 	return map[string]interface{}{
 		"max_parallel": c.MaxParallel, "history_limit": c.HistoryLimit,
 		"retry_base": int64(c.RetryBase.Seconds()), "retry_max": int64(c.RetryMax.Seconds()), "max_failures": c.MaxFailures,
-		"docker_host": c.DockerHost,
+		"docker_host": c.DockerHost, "notify_url": c.NotifyURL,
 	}
 }
 
@@ -329,6 +335,9 @@ func (b *Backend) handleConfigWrite(ctx context.Context, req *logical.Request, d
 	}
 	if v, ok := d.GetOk("docker_host"); ok {
 		c.DockerHost = v.(string)
+	}
+	if v, ok := d.GetOk("notify_url"); ok {
+		c.NotifyURL = v.(string)
 	}
 	if err := b.engine.SetConfig(ctx, c); err != nil {
 		return respondErr("", err)
