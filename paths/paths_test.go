@@ -328,7 +328,7 @@ func TestRotateCredsVersionsHistoryRollback(t *testing.T) {
 	if !strings.Contains(msg, "failed at apply") || !strings.Contains(msg, "previous value is still the current one") {
 		t.Fatalf("failed rotate message = %q", msg)
 	}
-	if data, _ := resp.Data["data"].(map[string]interface{}); data["failed_step"] != "apply" || data["outcome"] != "failed" || data["rolled_back"] != true {
+	if data, _ := resp.Data["data"].(map[string]interface{}); data["failed_step"] != "apply" || data["outcome"] != "failed" || data["rolled_back"] != false {
 		t.Fatalf("failed rotate data = %v", resp.Data)
 	}
 	if ft.Live()["password"] != second {
