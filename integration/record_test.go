@@ -1,0 +1,177 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// hook is a real HTTP receiver for the plugin's notifications.
+type hook struct {
+	mu   sync.Mutex
+	docs []map[string]interface{}
+	raw  []string
+	url  string
+}
+
+func startHook(t *testing.T) *hook {
+	t.Helper()
+	h := &hook{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var doc map[string]interface{}
+		if err := json.Unmarshal(body, &doc); err != nil {
+			http.Error(w, "not JSON", http.StatusBadRequest)
+			return
+		}
+		h.mu.Lock()
+		h.docs = append(h.docs, doc)
+		h.raw = append(h.raw, string(body))
+		h.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	h.url = "http://" + ln.Addr().String() + "/hook"
+	return h
+}
+
+// find returns the documents of role with event.
+func (h *hook) find(role, event string) []map[string]interface{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []map[string]interface{}
+	for _, d := range h.docs {
+		if d["role"] == role && d["event"] == event {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (h *hook) all() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return strings.Join(h.raw, "\n")
+}
+
+// TestRecord covers issue 5 on a real Vault: history with the requester, the status inventory,
+// the detailed list, webhook notifications, and events that never fail or slow a rotation on
+// Vault CE (which accepts them but has no subscription endpoint).
+func TestRecord(t *testing.T) {
+	t.Parallel()
+	s := newDevStack(t)
+	h := startHook(t)
+	s.write(t, "config", map[string]interface{}{"notify_url": h.url, "max_failures": 1})
+	if got := s.read(t, "config").Data["notify_url"]; got != h.url {
+		t.Fatalf("config notify_url = %v", got)
+	}
+	s.importAdmin(t, "pg-admin", "oa_admin", "admin-pw")
+	s.createLogin(t, "app", "app-0", "")
+	s.write(t, "roles/app", map[string]interface{}{
+		"type": "postgres", "admin_role": "pg-admin", "username": "app",
+		"connection_url": s.pg.URLTemplate(), "rotation_schedule": "0 0 1 1,4,7,10 *",
+	})
+	s.write(t, "roles/telegram", map[string]interface{}{"type": "token", "value": "123:abc", "auto_rotate": false, "rotation_period": "5s"})
+	s.remember("123:abc")
+
+	// A manual rotation records who asked.
+	self, err := s.vault.Client.Auth().Token().LookupSelf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, "rotate/app", nil)
+	entry := s.read(t, "history/app").Data["history"].([]interface{})[0].(map[string]interface{})
+	by, _ := entry["requested_by"].(map[string]interface{})
+	if by == nil || by["accessor"] != self.Data["accessor"] {
+		t.Fatalf("history requested_by = %v, want accessor %v", entry["requested_by"], self.Data["accessor"])
+	}
+	for _, k := range []string{"time", "trigger", "outcome", "version_before", "version_after", "steps"} {
+		if entry[k] == nil {
+			t.Fatalf("history entry lacks %s: %s", k, jsonOf(t, entry))
+		}
+	}
+
+	eventually(t, "success notification", 10*time.Second, func() error {
+		if len(h.find("app", "success")) == 0 {
+			return errorf("none yet: %s", h.all())
+		}
+		return nil
+	})
+	doc := h.find("app", "success")[0]
+	for _, k := range []string{"event", "role", "type", "version", "outcome", "time"} {
+		if doc[k] == nil {
+			t.Fatalf("notification lacks %s: %v", k, doc)
+		}
+	}
+
+	// A failure: the admin lost its right to change passwords. max_failures=1 parks the role.
+	s.pg.Exec(t, `ALTER ROLE oa_admin NOCREATEROLE`)
+	_, re := s.writeErr("rotate/app", nil)
+	expectStatus(t, re, http.StatusBadRequest, "failed at apply")
+	s.pg.Exec(t, `ALTER ROLE oa_admin CREATEROLE`)
+	eventually(t, "failure and parked notifications", 10*time.Second, func() error {
+		if len(h.find("app", "failure")) == 0 || len(h.find("app", "parked")) == 0 {
+			return errorf("got: %s", h.all())
+		}
+		return nil
+	})
+
+	// The manual-only token passes its period: the status shows it overdue, first.
+	eventually(t, "telegram overdue", 15*time.Second, func() error {
+		if s.read(t, "roles/telegram").Data["overdue"] != true {
+			return errorf("not yet")
+		}
+		return nil
+	})
+	status := s.read(t, "status").Data
+	rows := status["roles"].([]interface{})
+	if len(rows) != 3 || intOf(t, status["total"]) != 3 || intOf(t, status["overdue"]) < 1 {
+		t.Fatalf("status: %s", jsonOf(t, status))
+	}
+	first := rows[0].(map[string]interface{})
+	if first["name"] != "telegram" || first["overdue"] != true || first["auto_rotate"] != false {
+		t.Fatalf("most overdue first: %s", jsonOf(t, rows))
+	}
+	for _, r := range rows {
+		row := r.(map[string]interface{})
+		for _, k := range []string{"type", "last_rotated", "age_seconds", "next_rotation", "overdue", "auto_rotate", "last_outcome", "consecutive_failures"} {
+			if _, ok := row[k]; !ok {
+				t.Fatalf("status row lacks %s: %s", k, jsonOf(t, row))
+			}
+		}
+		if row["name"] == "app" && (row["failing"] != true || intOf(t, row["consecutive_failures"]) != 1 || row["last_outcome"] != "failed") {
+			t.Fatalf("app row: %s", jsonOf(t, row))
+		}
+	}
+
+	list, err := s.vault.Client.Logical().List(mount + "/roles")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := list.Data["key_info"].(map[string]interface{})
+	if app, _ := info["app"].(map[string]interface{}); app == nil || app["type"] != "postgres" || app["last_outcome"] != "failed" {
+		t.Fatalf("list key_info: %s", jsonOf(t, list.Data))
+	}
+
+	// Every document and the server log are free of secrets.
+	s.creds(t, "app")
+	s.creds(t, "pg-admin")
+	s.assertNoSecretIn(t, "the notifications", h.all())
+	s.assertNoSecretIn(t, "the Vault server log", s.vault.ServerLog(t))
+	// Rotations are in the server log (scheduled ones are not API requests, so this is where
+	// they show besides history, events and notifications).
+	if log := s.vault.ServerLog(t); !strings.Contains(log, "rotated:") || !strings.Contains(log, "role=app") {
+		t.Fatal("the server log does not record the rotations")
+	}
+}
