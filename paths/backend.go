@@ -110,6 +110,31 @@ func nameField() map[string]*framework.FieldSchema {
 	}
 }
 
+// roleReadPath is a read-only path of one role: PREFIX/NAME, answered by read.
+type roleReadPath struct {
+	prefix, suffix          string
+	extra                   map[string]*framework.FieldSchema
+	read                    framework.OperationFunc
+	summary, synopsis, help string
+}
+
+func (p roleReadPath) path() *framework.Path {
+	fields := nameField()
+	for k, v := range p.extra {
+		fields[k] = v
+	}
+	return &framework.Path{
+		Pattern:      namePattern(p.prefix),
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationSuffix: p.suffix},
+		Fields:       fields,
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{Callback: p.read, Summary: p.summary},
+		},
+		HelpSynopsis:    p.synopsis,
+		HelpDescription: p.help,
+	}
+}
+
 // namePattern captures any role name, so that a bad one gets a 400 that says why instead of an
 // unsupported-path error.
 func namePattern(prefix string) string { return prefix + "(?P<name>.+)" }

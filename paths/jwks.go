@@ -9,18 +9,14 @@ import (
 )
 
 func pathJWKS(b *Backend) []*framework.Path {
-	return []*framework.Path{{
-		Pattern:      namePattern("jwks/"),
-		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationSuffix: "jwks"},
-		Fields:       nameField(),
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{Callback: b.handleJWKS, Summary: "The role's public JSON Web Key Set (unauthenticated)."},
-		},
-		HelpSynopsis: "Public JSON Web Key Set of a jwt role.",
-		HelpDescription: `Unauthenticated, so that any service can verify tokens: an RFC 7517 JWK Set with the
+	return []*framework.Path{roleReadPath{
+		prefix: "jwks/", suffix: "jwks", read: b.handleJWKS,
+		summary:  "The role's public JSON Web Key Set (unauthenticated).",
+		synopsis: "Public JSON Web Key Set of a jwt role.",
+		help: `Unauthenticated, so that any service can verify tokens: an RFC 7517 JWK Set with the
 current public key and every retired public key whose verification_ttl has not passed. Never an
 HMAC secret, never a private part.`,
-	}}
+	}.path()}
 }
 
 func (b *Backend) handleJWKS(ctx context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {

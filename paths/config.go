@@ -1,0 +1,85 @@
+package paths
+
+import (
+	"context"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/backend"
+)
+
+func pathConfig(b *Backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern:      "config",
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationSuffix: "configuration"},
+		Fields: map[string]*framework.FieldSchema{
+			"max_parallel":  {Type: framework.TypeInt, Default: backend.DefaultConfig().MaxParallel, Description: "How many scheduled rotations run at once."},
+			"history_limit": {Type: framework.TypeInt, Default: backend.DefaultConfig().HistoryLimit, Description: "How many history entries to keep per role."},
+			"retry_base":    {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryBase.Seconds()), Description: "First backoff after a failed scheduled rotation; doubles on each failure."},
+			"retry_max":     {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryMax.Seconds()), Description: "Longest backoff."},
+			"max_failures":  {Type: framework.TypeInt, Default: backend.DefaultConfig().MaxFailures, Description: "Consecutive failures after which a role is parked as failing until it is written or rotated by hand."},
+			"notify_url":    {Type: framework.TypeString, Description: "http(s) URL that receives a JSON document (event, role, type, version, outcome, error, time; never a secret) on every success, failure, rollback, parking, and due reminder of a manual-only role. Empty: off."},
+			"docker_host":   {Type: framework.TypeString, Default: backend.DefaultDockerHost, Description: "Docker Engine API that docker: and compose: consumers are restarted through (unix:///var/run/docker.sock, tcp://127.0.0.1:2375)."},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation:   &framework.PathOperation{Callback: b.handleConfigRead, Summary: "Read the mount's settings."},
+			logical.UpdateOperation: &framework.PathOperation{Callback: b.handleConfigWrite, Summary: "Change the mount's settings."},
+		},
+		HelpSynopsis:    "The mount's rotation settings.",
+		HelpDescription: "Concurrency of scheduled rotations, history size, the backoff and failure limit of scheduled retries, and the Docker engine of the consumers.",
+	}}
+}
+
+func configData(c backend.Config) map[string]interface{} {
+	return map[string]interface{}{
+		"max_parallel": c.MaxParallel, "history_limit": c.HistoryLimit,
+		"retry_base": int64(c.RetryBase.Seconds()), "retry_max": int64(c.RetryMax.Seconds()), "max_failures": c.MaxFailures,
+		"docker_host": c.DockerHost, "notify_url": c.NotifyURL,
+	}
+}
+
+func (b *Backend) handleConfigRead(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
+	return &logical.Response{Data: configData(b.engine.Config())}, nil
+}
+
+func (b *Backend) handleConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	var unknown []string
+	for k := range req.Data {
+		if _, ok := d.Schema[k]; !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return logical.ErrorResponse("%s: not a config field", strings.Join(unknown, ", ")), nil
+	}
+	c := b.engine.Config()
+	if v, ok := d.GetOk("max_parallel"); ok {
+		c.MaxParallel = v.(int)
+	}
+	if v, ok := d.GetOk("history_limit"); ok {
+		c.HistoryLimit = v.(int)
+	}
+	if v, ok := d.GetOk("retry_base"); ok {
+		c.RetryBase = secondsDuration(v.(int))
+	}
+	if v, ok := d.GetOk("retry_max"); ok {
+		c.RetryMax = secondsDuration(v.(int))
+	}
+	if v, ok := d.GetOk("max_failures"); ok {
+		c.MaxFailures = v.(int)
+	}
+	if v, ok := d.GetOk("docker_host"); ok {
+		c.DockerHost = v.(string)
+	}
+	if v, ok := d.GetOk("notify_url"); ok {
+		c.NotifyURL = v.(string)
+	}
+	if err := b.engine.SetConfig(ctx, c); err != nil {
+		return respondErr("", err)
+	}
+	return nil, nil
+}
