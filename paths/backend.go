@@ -17,6 +17,7 @@ import (
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 	// Each secret kind registers itself.
 	_ "github.com/vault-plugin-rotation/vault-plugin-rotation/rotators/postgres"
+	_ "github.com/vault-plugin-rotation/vault-plugin-rotation/rotators/ssh"
 	_ "github.com/vault-plugin-rotation/vault-plugin-rotation/rotators/token"
 )
 
