@@ -16,6 +16,7 @@ import (
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/backend"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 	// Each secret kind registers itself.
+	_ "github.com/vault-plugin-rotation/vault-plugin-rotation/rotators/jwt"
 	_ "github.com/vault-plugin-rotation/vault-plugin-rotation/rotators/postgres"
 	_ "github.com/vault-plugin-rotation/vault-plugin-rotation/rotators/ssh"
 	_ "github.com/vault-plugin-rotation/vault-plugin-rotation/rotators/token"
