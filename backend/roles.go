@@ -348,11 +348,18 @@ func (e *Engine) KeySet(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	values := make([]rotators.Published, 0, len(st.Versions))
-	for i, v := range st.Versions {
+	versions := st.Versions
+	// While consumers restart on a staged value they may already sign with it: publish it too.
+	if staged, err := e.staged(ctx, name); err != nil {
+		return nil, err
+	} else if staged != nil {
+		versions = append([]Version{*staged}, versions...)
+	}
+	values := make([]rotators.Published, 0, len(versions))
+	for i, v := range versions {
 		p := rotators.Published{Secret: v.Secret, Created: v.Created}
 		if i > 0 {
-			p.Retired = st.Versions[i-1].Created
+			p.Retired = versions[i-1].Created
 		}
 		values = append(values, p)
 	}
