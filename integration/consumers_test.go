@@ -170,6 +170,23 @@ func TestConsumers(t *testing.T) {
 		}
 	})
 
+	t.Run("restarts honour the consumer's stop timeout", func(t *testing.T) {
+		s.createLogin(t, "slow", "slow-0", "")
+		// A service that ignores SIGTERM stops only when Docker sends SIGKILL, after the stop
+		// timeout: 1s here instead of the container's default 10s.
+		svc := s.demo(t, "slow", testenv.DemoOptions{Env: []string{"IGNORE_SIGTERM=1"}})
+		s.write(t, "roles/slow", map[string]interface{}{
+			"type": "postgres", "admin_role": "pg-admin", "username": "slow", "consumers": "docker:" + svc.Name + "?stop_timeout=1s",
+			"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+		})
+		rot := s.write(t, "rotate/slow", nil)
+		r := rot.Data["consumers"].([]interface{})[0].(map[string]interface{})
+		ms, _ := r["duration_ms"].(json.Number).Float64()
+		if r["status"] != "restarted" || ms < 1000 || ms >= 9000 {
+			t.Fatalf("restart with stop_timeout=1s took %.0f ms (want ≥ 1 s for the SIGKILL wait, < 10 s default): %s", ms, jsonOf(t, r))
+		}
+	})
+
 	t.Run("a missing consumer fails the rotation before the target is touched", func(t *testing.T) {
 		s.createLogin(t, "miss", "miss-0", "")
 		s.write(t, "roles/miss", map[string]interface{}{

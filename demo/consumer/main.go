@@ -9,6 +9,7 @@
 //	ROTATION_MOUNT           mount path of the plugin (default "rotation")
 //	LISTEN                   listen address (default 127.0.0.1:3000)
 //	HEALTH_QUERY             query /health runs (default "SELECT 1")
+//	IGNORE_SIGTERM           "1": a service slow to stop, which only SIGKILL ends (shows stop timeouts at work)
 //
 // Endpoints:
 //
@@ -72,7 +73,12 @@ func main() {
 	listen := envOr("LISTEN", "127.0.0.1:3000")
 	s := &server{role: role, healthQuery: envOr("HEALTH_QUERY", "SELECT 1")}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	stopSignals := []os.Signal{syscall.SIGTERM, os.Interrupt}
+	if os.Getenv("IGNORE_SIGTERM") == "1" {
+		signal.Ignore(syscall.SIGTERM)
+		stopSignals = []os.Signal{os.Interrupt}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
 
 	if role == "" {

@@ -230,6 +230,7 @@ type DemoOptions struct {
 	HealthQuery string // HEALTH_QUERY ("" = the consumer's default, SELECT 1)
 
 	Labels map[string]string // extra labels (ContainerLabel=1 is always set)
+	Env    []string          // extra KEY=VALUE (e.g. IGNORE_SIGTERM=1)
 
 	// DockerHealthcheck adds a container health check: /demo-consumer -check http://127.0.0.1:PORT/health every 1s,
 	// unhealthy after 3 consecutive failures (State.Health.Status in inspect).
@@ -258,6 +259,7 @@ func RunDemoConsumer(t testing.TB, opts DemoOptions) *Container {
 	if opts.HealthQuery != "" {
 		env = append(env, "HEALTH_QUERY="+opts.HealthQuery)
 	}
+	env = append(env, opts.Env...)
 	labels := map[string]string{}
 	for k, v := range opts.Labels {
 		labels[k] = v
