@@ -16,6 +16,9 @@ have_cmd flock || need+=(util-linux)
 have_cmd runuser || need+=(util-linux)
 have_cmd sha256sum || need+=(coreutils)
 have_cmd curl || need+=(curl)
+# node + npm: the OpenAPI validator of integration/openapi_test.go (scripts/openapi)
+have_cmd node || need+=(nodejs)
+have_cmd npm || need+=(npm)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 
 if [ "${#need[@]}" -eq 0 ]; then
