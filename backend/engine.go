@@ -5,7 +5,6 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -118,21 +117,6 @@ func (e *Engine) Initialize(ctx context.Context) error {
 	return nil
 }
 
-// Tick is the periodic function: it resolves pending records and hands due roles to the
-// worker pool. It never waits for a rotation.
-func (e *Engine) Tick(ctx context.Context) error {
-	if !e.writeSafe() {
-		return nil
-	}
-	for _, name := range e.pending.list() {
-		e.workers.submit(job{name: name, recover: true})
-	}
-	for _, name := range e.queue.popDue(e.now()) {
-		e.workers.submit(job{name: name})
-	}
-	return nil
-}
-
 // Close cancels background rotations and waits for them to stop.
 func (e *Engine) Close() {
 	e.cancel()
@@ -149,25 +133,6 @@ func (e *Engine) writeSafe() bool {
 	return (e.system.LocalMount() || !rs.HasState(consts.ReplicationPerformanceSecondary)) &&
 		!rs.HasState(consts.ReplicationDRSecondary) &&
 		!rs.HasState(consts.ReplicationPerformanceStandby)
-}
-
-func (e *Engine) runJob(ctx context.Context, j job) {
-	if j.recover {
-		e.recoverRole(ctx, j.name)
-		return
-	}
-	out, err := e.rotate(ctx, j.name, rotateRequest{trigger: TriggerSchedule, ifDue: true})
-	switch {
-	case errors.Is(err, ErrRoleNotFound):
-	case err != nil:
-		// The rotation could not start (e.g. a storage error): the role left the queue when it
-		// was handed out, so put it back for a retry after the base backoff.
-		e.logger.Error("scheduled rotation", "role", j.name, "error", err)
-		e.queue.set(j.name, e.now().Add(e.Config().RetryBase))
-	case out.Skipped:
-	case !out.Success:
-		e.logger.Warn("scheduled rotation failed", "role", j.name, "step", out.FailedStep, "error", out.Error)
-	}
 }
 
 // pendingSet tracks the roles with a pending record, so a tick does not list storage.
