@@ -224,7 +224,8 @@ func (e *Engine) finish(ctx context.Context, r *run, p *Pending) *Outcome {
 			return e.fail(ctx, r, StepDeploy, p)
 		}
 		if err := r.step(StepDeploy, func() error { return e.runDeploy(ctx, r, StepDeploy) }); err != nil {
-			if r.role.RollbackOnFailure() {
+			// A first value has nothing to roll back to: it works at the target, so it stays.
+			if r.role.RollbackOnFailure() && p.Old != nil {
 				return e.fail(ctx, r, StepDeploy, p)
 			}
 			return e.keepFailedDeploy(ctx, r, p)
@@ -264,7 +265,7 @@ func (e *Engine) keepFailedDeploy(ctx context.Context, r *run, p *Pending) *Outc
 func (e *Engine) recoverFirst(ctx context.Context, r *run, p *Pending) *Outcome {
 	var res recoveryResult
 	_ = r.step(StepRecover, func() error {
-		res = e.resolvePending(ctx, r.role, r.state, p)
+		res = e.resolvePending(ctx, r.role, r.state, p, true)
 		if !res.resolved {
 			return fmt.Errorf("an earlier rotation is unresolved: %s", res.detail)
 		}
@@ -398,7 +399,13 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, p *Pending) *Out
 		// An earlier pending record is still unresolved: which value is live is not known.
 		out.Result = OutcomeUnresolved
 	}
-	if p != nil {
+	if p != nil && p.Old == nil && step == StepVerify {
+		// The target took a first value that does not verify (a wrong connection_url, say):
+		// it may be the only live value, so it stays in the pending record until it verifies.
+		r.out.Steps = append(r.out.Steps, StepResult{Name: StepRestore,
+			Error: "no earlier value to put back; the new one is kept pending until it verifies"})
+		out.Result = OutcomeUnresolved
+	} else if p != nil {
 		deployed := p.Step == StepDeploy
 		if deployed {
 			// Stop handing out the new value while it is taken back.

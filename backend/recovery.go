@@ -40,7 +40,7 @@ func (e *Engine) recoverRole(ctx context.Context, name string) {
 		e.logger.Error("recovery: read state", "role", name, "error", err)
 		return
 	}
-	e.resolvePending(ctx, role, st, p)
+	e.resolvePending(ctx, role, st, p, false)
 }
 
 // resolvePending asks the target which value of a pending record is live (DESIGN.md §8):
@@ -51,7 +51,10 @@ func (e *Engine) recoverRole(ctx context.Context, name string) {
 //	target not reachable             → keep both, ask again on the next tick
 //
 // It records what it did in the history with the recovery trigger. The caller holds the lock.
-func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *Pending) recoveryResult {
+//
+// A record without an old value (a first rotation) whose new value is rejected is kept too,
+// since it may be the live value, unless supersede is set: a new rotation replaces it.
+func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *Pending, supersede bool) recoveryResult {
 	log := e.logger.With("role", role.Name)
 	r := &run{role: role, state: st, out: &Outcome{Role: role.Name, Trigger: TriggerRecovery, OldVersion: p.OldVersion},
 		secrets: []rotators.Secret{p.Old, p.New}}
@@ -77,24 +80,21 @@ func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *P
 		return recoveryResult{detail: detail}
 	}
 
-	var oldErr error
+	if p.Old == nil && supersede {
+		return e.dropPending(ctx, r, "recovery: the first value does not verify; a new rotation replaces it")
+	}
+	oldErr := fmt.Errorf("%w: there is no earlier value", rotators.ErrRejected)
 	if p.Old != nil {
 		oldErr = r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.Old) })
 	}
 	switch {
 	case oldErr == nil:
-		if err := deleteKey(ctx, e.storage, pendingPrefix+role.Name); err != nil {
-			return recoveryResult{detail: err.Error()}
-		}
-		e.pending.remove(role.Name)
-		r.out.Result = OutcomeFailed
-		r.out.RolledBack = true
-		r.out.Error = "recovery: the new value was never live; kept the old one"
-		e.record(ctx, r)
-		log.Info("recovery: the old value is live; dropped the pending record")
-		return recoveryResult{resolved: true}
+		return e.dropPending(ctx, r, "recovery: the new value was never live; kept the old one")
 	case errors.Is(oldErr, rotators.ErrRejected):
 		detail := "the target rejects both the old and the new value; both are kept in the pending record"
+		if p.Old == nil {
+			detail = "the first value does not verify at the target and there is no earlier one; it is kept in the pending record: fix the role (e.g. connection_url) and rotate"
+		}
 		if !st.Failing {
 			st.Failing = true
 			st.LastOutcome = OutcomeUnresolved
@@ -114,4 +114,17 @@ func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *P
 		log.Warn("recovery: cannot ask the target yet", "error", detail)
 		return recoveryResult{detail: detail}
 	}
+}
+
+// dropPending deletes a pending record whose new value is not live, and records why.
+func (e *Engine) dropPending(ctx context.Context, r *run, why string) recoveryResult {
+	if err := deleteKey(ctx, e.storage, pendingPrefix+r.role.Name); err != nil {
+		return recoveryResult{detail: err.Error()}
+	}
+	e.pending.remove(r.role.Name)
+	r.out.Result = OutcomeFailed
+	r.out.Error = why
+	e.record(ctx, r)
+	e.logger.Info(why, "role", r.role.Name)
+	return recoveryResult{resolved: true}
 }

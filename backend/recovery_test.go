@@ -68,7 +68,7 @@ func TestRecoveryOldLiveDropsPending(t *testing.T) {
 		t.Fatalf("state = %+v", st)
 	}
 	h := te.history(t, "c")
-	if len(h) != 1 || h[0].Trigger != TriggerRecovery || h[0].Outcome != OutcomeFailed || !h[0].RolledBack {
+	if len(h) != 1 || h[0].Trigger != TriggerRecovery || h[0].Outcome != OutcomeFailed || h[0].RolledBack {
 		t.Fatalf("history = %+v", h)
 	}
 	if ft.Applies() != 0 {
@@ -77,14 +77,26 @@ func TestRecoveryOldLiveDropsPending(t *testing.T) {
 }
 
 func TestRecoveryFirstRotationNewRejected(t *testing.T) {
-	// A pending record of a first rotation has no old value: a rejected new value means
-	// nothing was changed that Vault could lose.
+	// A pending record of a first rotation has no old value: its new value may be the live one
+	// even if it does not verify (a wrong connection_url), so recovery keeps it and parks the
+	// role; a new rotation supersedes it.
 	te := newEnv(t)
-	te.importRole(t, "c", "pw-first")
-	te.putPending(t, "c", &Pending{New: secretOf("never-applied"), NewVersion: 1, Trigger: TriggerCreate})
-	te.e.recoverRole(context.Background(), "c")
-	if te.pendingRec(t, "c") != nil {
-		t.Fatal("pending record kept")
+	ctx := context.Background()
+	ft := te.importRole(t, "c", "pw-first")
+	te.putPending(t, "c", &Pending{New: secretOf("never-applied"), NewVersion: 2, OldVersion: 1, Trigger: TriggerCreate})
+	te.e.recoverRole(ctx, "c")
+	if te.pendingRec(t, "c") == nil {
+		t.Fatal("the only candidate for the live value was dropped")
+	}
+	if st := te.state(t, "c"); !st.Failing {
+		t.Fatalf("state = %+v, want failing", st)
+	}
+	out, err := te.e.Rotate(ctx, "c")
+	if err != nil || !out.Success {
+		t.Fatalf("a manual rotation does not supersede the record: %+v %v", out, err)
+	}
+	if te.pendingRec(t, "c") != nil || !ft.Live().Equal(te.state(t, "c").Current().Secret) {
+		t.Fatal("after the superseding rotation the target and Vault disagree")
 	}
 }
 

@@ -57,7 +57,7 @@ func (e *Engine) WriteRole(ctx context.Context, name string, in RoleInput) (*Wri
 		return res, nil
 	}
 	if out.Result == OutcomeUnresolved {
-		return res, userError(fmt.Errorf("the first rotation failed at %s and left an unresolved pending record; the role is kept so that recovery can finish: %s", out.FailedStep, out.Error))
+		return res, userError(fmt.Errorf("the first rotation failed at %s after the target took the new value, so the role is kept with that value pending: fix the role (e.g. connection_url) and rotate it: %s", out.FailedStep, out.Error))
 	}
 	if err := e.forget(ctx, name); err != nil {
 		return nil, err

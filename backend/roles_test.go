@@ -131,7 +131,6 @@ func TestWriteRoleFailingFirstRotationLeavesNoRole(t *testing.T) {
 		script func(*faultTarget)
 	}{
 		{"apply fails", func(ft *faultTarget) { ft.ScriptApply(applyFailBefore) }},
-		{"verify rejects", func(ft *faultTarget) { ft.ScriptVerify(verifyReject) }},
 		{"generate fails", func(ft *faultTarget) { ft.genErr = errTest }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -518,4 +517,36 @@ func TestSettingsDecodedIntoTypedMaps(t *testing.T) {
 		t.Fatalf("unexpected fields: %+v", got)
 	}
 	var _ rotators.Settings = got
+}
+
+// A first rotation whose new value the target took but that does not verify keeps the role with
+// the value pending: it may be the only live value (a typo in connection_url must not leave a
+// login with a password nobody has).
+func TestWriteRoleFirstValueThatDoesNotVerifyIsKept(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft, target := newFault(t, nil)
+	ft.ScriptVerify(verifyReject)
+	_, err := te.e.WriteRole(ctx, "gen", faultRole(target))
+	wantUserError(t, err, "the role is kept with that value pending")
+	p := te.pendingRec(t, "gen")
+	if p == nil || !p.New.Equal(ft.Live()) {
+		t.Fatalf("pending = %+v, want the value the target took", p)
+	}
+	if v, _ := te.e.ReadRole(ctx, "gen"); v == nil || !v.Pending || v.CurrentVersion != 0 {
+		t.Fatalf("role view = %+v", v)
+	}
+	// The operator fixes the role and rotates: the pending value verifies now and is promoted
+	// first, then the rotation runs.
+	out, err := te.e.Rotate(ctx, "gen")
+	if err != nil || !out.Success {
+		t.Fatalf("rotate after the fix: %+v %v", out, err)
+	}
+	h := te.history(t, "gen")
+	if len(h) < 2 || h[1].Trigger != TriggerRecovery || h[1].Outcome != OutcomeSuccess {
+		t.Fatalf("history = %+v", h)
+	}
+	if st := te.state(t, "gen"); !ft.Live().Equal(st.Current().Secret) || len(st.Versions) != 2 {
+		t.Fatalf("state = %+v, live %v", st, ft.Live())
+	}
 }

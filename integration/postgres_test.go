@@ -281,6 +281,32 @@ rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" }`,
 		s.assertLogin(t, "bad_app", "bad-app-pw", true) // the failed create changed nothing
 	})
 
+	t.Run("a typo in connection_url at create keeps the new password pending, not lost", func(t *testing.T) {
+		s.importAdmin(t, "typo-admin", "typo_admin", "typo-admin-pw")
+		s.createLogin(t, "typo_app", "typo-app-0", "")
+		wrong := strings.Replace(s.pg.URLTemplate(), "/postgres?", "/no_such_db?", 1)
+		_, re := s.writeErr("roles/typo", map[string]interface{}{
+			"type": "postgres", "admin_role": "typo-admin", "username": "typo_app",
+			"connection_url": wrong, "rotation_period": "720h",
+		})
+		expectStatus(t, re, http.StatusBadRequest, "the role is kept with that value pending")
+		// The admin did change the password; the new one is in Vault's pending record.
+		s.assertLogin(t, "typo_app", "typo-app-0", false)
+		if role := s.read(t, "roles/typo").Data; role["pending"] != true {
+			t.Fatalf("role: %#v", role)
+		}
+		_, re = s.writeErr("rotate/typo", nil)
+		expectStatus(t, re, http.StatusBadRequest, "unresolved")
+
+		s.write(t, "roles/typo", map[string]interface{}{"connection_url": s.pg.URLTemplate()})
+		s.write(t, "rotate/typo", nil)
+		_, pw, v := s.creds(t, "typo")
+		if v != 2 {
+			t.Fatalf("version %d: the pending value should have been promoted (1), then rotated (2)", v)
+		}
+		s.assertLogin(t, "typo_app", pw, true)
+	})
+
 	t.Run("no plaintext password reaches PostgreSQL's statement log or Vault's log", func(t *testing.T) {
 		pgLog := s.pg.Log(t)
 		if !strings.Contains(pgLog, "SCRAM-SHA-256$4096:") {
