@@ -41,16 +41,7 @@ func (b *Backend) handleHistory(ctx context.Context, _ *logical.Request, d *fram
 			"version_before": h.VersionBefore, "version_after": h.VersionAfter,
 			"rolled_back": h.RolledBack, "steps": stepsData(h.Steps),
 		}
-		if h.FailedStep != "" {
-			entry["failed_step"] = h.FailedStep
-			entry["error"] = h.Error
-		}
-		if len(h.Consumers) > 0 {
-			entry["consumers"] = consumersData(h.Consumers)
-		}
-		if len(h.Health) > 0 {
-			entry["health_checks"] = healthData(h.Health)
-		}
+		addFailureAndDeploy(entry, h.FailedStep, h.Error, h.Consumers, h.Health)
 		if h.RequestedBy != (backend.Requester{}) {
 			entry["requested_by"] = map[string]interface{}{"entity_id": h.RequestedBy.EntityID, "accessor": h.RequestedBy.Accessor}
 		}

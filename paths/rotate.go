@@ -102,17 +102,23 @@ func rotationData(out *backend.Outcome) map[string]interface{} {
 		"steps":          stepsData(out.Steps),
 		"rolled_back":    out.RolledBack,
 	}
-	if out.FailedStep != "" {
-		data["failed_step"] = out.FailedStep
-		data["error"] = out.Error
-	}
-	if len(out.Consumers) > 0 {
-		data["consumers"] = consumersData(out.Consumers)
-	}
-	if len(out.Health) > 0 {
-		data["health_checks"] = healthData(out.Health)
-	}
+	addFailureAndDeploy(data, out.FailedStep, out.Error, out.Consumers, out.Health)
 	return data
+}
+
+// addFailureAndDeploy adds the parts a rotation has only sometimes: the failed step with its
+// error, and the deploy results.
+func addFailureAndDeploy(data map[string]interface{}, failedStep, errText string, cs []backend.ConsumerResult, hs []backend.HealthResult) {
+	if failedStep != "" {
+		data["failed_step"] = failedStep
+		data["error"] = errText
+	}
+	if len(cs) > 0 {
+		data["consumers"] = consumersData(cs)
+	}
+	if len(hs) > 0 {
+		data["health_checks"] = healthData(hs)
+	}
 }
 
 func consumersData(list []backend.ConsumerResult) []map[string]interface{} {
