@@ -40,6 +40,18 @@ if [[ " ${need[*]} " == *" postgresql-15 "* ]] && [ ! -e /etc/postgresql-common/
 	echo "create_main_cluster = false" | "${sudo[@]}" tee /etc/postgresql-common/createcluster.d/no-main-cluster.conf >/dev/null
 fi
 
+# Packages must not start services (dockerd with its default bridge, sshd on :22): the project starts its own, on
+# loopback, without a bridge. policy-rc.d answering 101 tells invoke-rc.d not to start anything during the install.
+policy=/usr/sbin/policy-rc.d
+added_policy=0
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+	"${sudo[@]}" chmod 755 "$policy"
+	added_policy=1
+fi
+remove_policy() { [ "$added_policy" -eq 0 ] || "${sudo[@]}" rm -f "$policy"; }
+trap remove_policy EXIT
+
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
