@@ -146,17 +146,16 @@ func BenchmarkDrainDue(b *testing.B) {
 				benchImport(b, e, fmt.Sprintf("role-%04d", i), name, "drain-pw", time.Hour)
 			}
 			// Steady state: every role's history is already full (history_limit entries, as
-			// the engine writes them), so each rotation reads and rewrites a full history
-			// whatever the number of rounds.
-			full := make([]HistoryEntry, e.Config().HistoryLimit)
-			for i := range full {
-				full[i] = HistoryEntry{Time: t0, Trigger: TriggerSchedule, Outcome: OutcomeSuccess, VersionBefore: 1, VersionAfter: 1,
-					Steps: []StepResult{{Name: StepPrepare, Duration: time.Millisecond}, {Name: StepApply, Duration: time.Millisecond},
-						{Name: StepVerify, Duration: time.Millisecond}, {Name: StepPromote, Duration: time.Millisecond}}}
-			}
+			// the engine writes them: one key each), so each rotation also trims the oldest
+			// entry, whatever the number of rounds.
+			entry := HistoryEntry{Time: t0, Trigger: TriggerSchedule, Outcome: OutcomeSuccess, VersionBefore: 1, VersionAfter: 1,
+				Steps: []StepResult{{Name: StepPrepare, Duration: time.Millisecond}, {Name: StepApply, Duration: time.Millisecond},
+					{Name: StepVerify, Duration: time.Millisecond}, {Name: StepPromote, Duration: time.Millisecond}}}
 			for i := 0; i < n; i++ {
-				if err := putJSON(ctx, st.InmemStorage, historyPrefix+fmt.Sprintf("role-%04d", i), full); err != nil {
-					b.Fatal(err)
+				for seq := 1; seq <= e.Config().HistoryLimit; seq++ {
+					if err := putJSON(ctx, st.InmemStorage, historyKey(fmt.Sprintf("role-%04d", i), uint64(seq)), entry); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
 			rounds := 0

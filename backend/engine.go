@@ -37,6 +37,7 @@ type Engine struct {
 
 	locks   roleLocks
 	docker  dockerClients
+	histSeq historySeqs
 	notify  *notifier
 	events  logical.EventSender
 	queue   *dueQueue

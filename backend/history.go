@@ -2,7 +2,13 @@ package backend
 
 import (
 	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
 	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // HistoryEntry is one rotation in a role's record. It never holds a secret value: errors are
@@ -44,25 +50,119 @@ func (e *Engine) record(ctx context.Context, r *run) {
 	if entry.VersionAfter == 0 {
 		entry.VersionAfter = entry.VersionBefore
 	}
-	hist, err := e.History(ctx, r.role.Name)
+	// One small write per rotation (and one delete once the history is full), whatever
+	// history_limit is: the record never rewrites earlier entries.
+	limit := e.Config().HistoryLimit
+	seq, err := e.histSeq.next(ctx, e.storage, r.role.Name, limit)
+	if err == nil {
+		err = putJSON(ctx, e.storage, historyKey(r.role.Name, seq), entry)
+	}
+	if err == nil && seq > uint64(limit) {
+		err = deleteKey(ctx, e.storage, historyKey(r.role.Name, seq-uint64(limit)))
+	}
 	if err != nil {
-		e.logger.Error("read history", "role", r.role.Name, "error", err)
-	}
-	hist = append([]HistoryEntry{entry}, hist...)
-	if limit := e.Config().HistoryLimit; len(hist) > limit {
-		hist = hist[:limit]
-	}
-	if err := putJSON(ctx, e.storage, historyPrefix+r.role.Name, hist); err != nil {
 		e.logger.Error("write history", "role", r.role.Name, "error", err)
 	}
 	e.announce(r)
 }
 
-// History returns the role's rotations, newest first.
+// History returns the role's rotations, newest first, at most history_limit of them.
 func (e *Engine) History(ctx context.Context, name string) ([]HistoryEntry, error) {
-	var hist []HistoryEntry
-	if _, err := getJSON(ctx, e.storage, historyPrefix+name, &hist); err != nil {
+	seqs, err := listHistory(ctx, e.storage, name)
+	if err != nil {
 		return nil, err
 	}
+	if limit := e.Config().HistoryLimit; len(seqs) > limit {
+		seqs = seqs[len(seqs)-limit:]
+	}
+	hist := make([]HistoryEntry, 0, len(seqs))
+	for i := len(seqs) - 1; i >= 0; i-- {
+		var h HistoryEntry
+		ok, err := getJSON(ctx, e.storage, historyKey(name, seqs[i]), &h)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			hist = append(hist, h)
+		}
+	}
 	return hist, nil
+}
+
+// historyKey is where entry seq of a role's history lives: one key per entry, numbered in order.
+func historyKey(name string, seq uint64) string {
+	return fmt.Sprintf("%s%s/%020d", historyPrefix, name, seq)
+}
+
+// listHistory returns the sequence numbers of a role's history entries, oldest first.
+func listHistory(ctx context.Context, s logical.Storage, name string) ([]uint64, error) {
+	keys, err := s.List(ctx, historyPrefix+name+"/")
+	if err != nil {
+		return nil, fmt.Errorf("list history of %s: %w", name, err)
+	}
+	seqs := make([]uint64, 0, len(keys))
+	for _, k := range keys {
+		if n, err := strconv.ParseUint(k, 10, 64); err == nil {
+			seqs = append(seqs, n)
+		}
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	return seqs, nil
+}
+
+// historySeqs hands out each role's next history sequence number. It lists storage once per
+// role per process (the role's lock is held by every caller), trimming what lies beyond the
+// limit then, and counts in memory afterwards.
+type historySeqs struct {
+	mu   sync.Mutex
+	last map[string]uint64
+}
+
+func (h *historySeqs) next(ctx context.Context, s logical.Storage, name string, limit int) (uint64, error) {
+	h.mu.Lock()
+	last, known := h.last[name]
+	h.mu.Unlock()
+	if !known {
+		seqs, err := listHistory(ctx, s, name)
+		if err != nil {
+			return 0, err
+		}
+		if len(seqs) > 0 {
+			last = seqs[len(seqs)-1]
+		}
+		for len(seqs) >= limit && len(seqs) > 0 { // keep limit-1, the new entry makes limit
+			if err := deleteKey(ctx, s, historyKey(name, seqs[0])); err != nil {
+				return 0, err
+			}
+			seqs = seqs[1:]
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.last == nil {
+		h.last = map[string]uint64{}
+	}
+	h.last[name] = last + 1
+	return last + 1, nil
+}
+
+// forget drops a deleted role's counter.
+func (h *historySeqs) forget(name string) {
+	h.mu.Lock()
+	delete(h.last, name)
+	h.mu.Unlock()
+}
+
+// deleteHistory removes every entry of a role's history.
+func deleteHistory(ctx context.Context, s logical.Storage, name string) error {
+	seqs, err := listHistory(ctx, s, name)
+	if err != nil {
+		return err
+	}
+	for _, n := range seqs {
+		if err := deleteKey(ctx, s, historyKey(name, n)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -409,11 +409,15 @@ func (e *Engine) forget(ctx context.Context, name string) error {
 }
 
 func (e *Engine) forgetLocked(ctx context.Context, name string) error {
-	for _, prefix := range []string{rolePrefix, statePrefix, historyPrefix} {
+	for _, prefix := range []string{rolePrefix, statePrefix} {
 		if err := deleteKey(ctx, e.storage, prefix+name); err != nil {
 			return err
 		}
 	}
+	if err := deleteHistory(ctx, e.storage, name); err != nil {
+		return err
+	}
+	e.histSeq.forget(name)
 	e.queue.set(name, time.Time{})
 	e.logger.Info("role deleted", "role", name)
 	return nil
