@@ -313,6 +313,12 @@ func (e *Engine) ReadRole(ctx context.Context, name string) (*RoleView, error) {
 	if err != nil {
 		return nil, err
 	}
+	return e.view(role, st), nil
+}
+
+// view derives a role's read view from its stored role and state.
+func (e *Engine) view(role *Role, st *State) *RoleView {
+	name := role.Name
 	v := &RoleView{
 		Role: role, LastRotated: st.LastRotated, NextRotation: role.NextRotation(st, e.now()),
 		LastOutcome: st.LastOutcome, LastError: st.LastError, ConsecutiveFailures: st.ConsecutiveFailures,
@@ -323,7 +329,7 @@ func (e *Engine) ReadRole(ctx context.Context, name string) (*RoleView, error) {
 		v.DueAt = role.ScheduledAfter(st.LastRotated, e.now())
 		v.Overdue = e.now().After(v.DueAt)
 	}
-	return v, nil
+	return v
 }
 
 // KeySet returns the published document of a role whose kind publishes public keys (jwt: the
@@ -459,17 +465,18 @@ func linkedNames(r *Role) []string {
 
 // Creds returns kept version n of the role (0: the current one) and the kind's description of it.
 func (e *Engine) Creds(ctx context.Context, name string, n int) (*Version, map[string]interface{}, *RoleView, error) {
-	view, err := e.ReadRole(ctx, name)
+	role, err := e.loadRole(ctx, name)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if view == nil {
+	if role == nil {
 		return nil, nil, nil, ErrRoleNotFound
 	}
 	st, err := e.loadState(ctx, name)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	view := e.view(role, st)
 	v := st.Current()
 	if n != 0 {
 		v = st.Version(n)
