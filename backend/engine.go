@@ -13,6 +13,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
 // PluginVersion is the plugin's version, as registered in Vault's catalog.
@@ -35,14 +37,16 @@ type Engine struct {
 	cfgMu sync.RWMutex
 	cfg   Config
 
-	locks   roleLocks
-	docker  dockerClients
-	histSeq historySeqs
-	notify  *notifier
-	events  logical.EventSender
-	queue   *dueQueue
-	pending pendingSet
-	workers *workerPool
+	locks  roleLocks
+	docker dockerClients
+	// resources are the clients kinds keep open (database session pools), closed in Close.
+	resources *rotators.Resources
+	histSeq   historySeqs
+	notify    *notifier
+	events    logical.EventSender
+	queue     *dueQueue
+	pending   pendingSet
+	workers   *workerPool
 
 	ctx    context.Context // outlives requests; cancelled by Close
 	cancel context.CancelFunc
@@ -56,17 +60,18 @@ func New(conf *logical.BackendConfig) *Engine {
 		logger = hclog.NewNullLogger()
 	}
 	e := &Engine{
-		logger:  logger,
-		storage: conf.StorageView,
-		system:  conf.System,
-		clock:   systemClock{},
-		cfg:     DefaultConfig(),
-		queue:   newDueQueue(),
-		pending: pendingSet{names: map[string]bool{}},
-		ctx:     ctx,
-		cancel:  cancel,
-		notify:  newNotifier(logger),
-		events:  conf.EventsSender,
+		logger:    logger,
+		storage:   conf.StorageView,
+		system:    conf.System,
+		clock:     systemClock{},
+		cfg:       DefaultConfig(),
+		queue:     newDueQueue(),
+		pending:   pendingSet{names: map[string]bool{}},
+		ctx:       ctx,
+		cancel:    cancel,
+		notify:    newNotifier(logger),
+		resources: rotators.NewResources(),
+		events:    conf.EventsSender,
 	}
 	e.workers = newWorkerPool(ctx, e.runJob)
 	return e
@@ -123,6 +128,7 @@ func (e *Engine) Close() {
 	e.cancel()
 	e.workers.close()
 	e.docker.close()
+	e.resources.Close()
 }
 
 // writeSafe is false where storage writes would fail (replication secondaries, perf standbys).

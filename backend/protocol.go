@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/failpoint"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
@@ -206,7 +207,7 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 	if err := r.step(StepApply, func() error { return r.target.Apply(ctx, r.env, p.Old, p.New) }); err != nil {
 		return e.fail(ctx, r, StepApply, p), nil
 	}
-	failpoint("after-apply")
+	failpoint.Inject(failpoint.AfterApply)
 	if err := r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.New) }); err != nil {
 		return e.fail(ctx, r, StepVerify, p), nil
 	}
@@ -298,7 +299,7 @@ func (e *Engine) bind(ctx context.Context, r *run) error {
 
 // env builds the rotator's environment: the password generator and the linked roles.
 func (e *Engine) env(ctx context.Context, role *Role, kind rotators.Kind) (rotators.Env, error) {
-	env := rotators.Env{Password: e.passwordGenerator(role.PasswordPolicy), HasPolicy: role.PasswordPolicy != ""}
+	env := rotators.Env{Password: e.passwordGenerator(role.PasswordPolicy), HasPolicy: role.PasswordPolicy != "", Resources: e.resources}
 	for _, f := range kind.Fields() {
 		ref := role.Settings.String(f.Name)
 		if f.Kind != rotators.FieldRoleRef || ref == "" {

@@ -51,9 +51,14 @@ func (e *Engine) reschedule(role *Role, st *State) {
 	e.queue.set(role.Name, role.NextWake(st, e.now()))
 }
 
+// idleResource is how long a kind's client (a session pool for one admin credential) stays open
+// unused; a rotated admin password leaves its old pool idle for good.
+const idleResource = 2 * time.Minute
+
 // Tick is the periodic function: it resolves pending records and hands due roles to the
 // worker pool. It never waits for a rotation.
 func (e *Engine) Tick(ctx context.Context) error {
+	e.resources.CloseIdle(idleResource)
 	if !e.writeSafe() {
 		return nil
 	}

@@ -46,6 +46,16 @@ func (s Secret) Equal(o Secret) bool {
 // the difference: only a rejection proves which value is live.
 var ErrRejected = errors.New("credential rejected by the target")
 
+// ErrNotApplied marks an Apply error after which the target certainly holds what it held before:
+// the change was never sent, or the target answered that it refused it (a lock timeout, a
+// permission error). Every other Apply error leaves the outcome unknown: the change may have
+// reached the target, so the engine keeps both values until it can ask the target which one
+// works (docs/decisions.md, "Unknown is a state").
+var ErrNotApplied = errors.New("the target did not change")
+
+// NotApplied wraps err as ErrNotApplied.
+func NotApplied(err error) error { return fmt.Errorf("%w: %w", ErrNotApplied, err) }
+
 // Env is what the engine lends a rotator for one call: the parts of Vault it may use without
 // knowing Vault.
 type Env struct {
@@ -56,6 +66,9 @@ type Env struct {
 	// Linked holds, for each field of kind FieldRoleRef that is set, the referenced role's
 	// settings and current secret (e.g. postgres admin_role).
 	Linked map[string]Linked
+	// Resources holds the clients the kind keeps open between calls (database sessions); they
+	// belong to the mount's engine and are closed with it.
+	Resources *Resources
 }
 
 // Linked is another role that this role's rotation depends on.
@@ -75,6 +88,28 @@ type Target interface {
 	// Verify proves that s works at the target now. A wrapped ErrRejected means the target
 	// answered that s is not valid.
 	Verify(ctx context.Context, env Env, s Secret) error
+}
+
+// Finisher is a target whose Apply has work left once the new value is live (ssh: remove the
+// retired key from every host). When recovery rolls an interrupted rotation forward it calls
+// Finish before the new value is promoted. Finish must be idempotent: Apply may have done all
+// or part of it before the interruption.
+type Finisher interface {
+	Finish(ctx context.Context, env Env, old, new Secret) error
+}
+
+// Settler is a target that may still be changing after its client gave up on a change (a
+// statement still running at a database server). SettleTime bounds that: recovery waits that
+// long after an unknown outcome before it asks the target which value is live.
+type Settler interface {
+	SettleTime() time.Duration
+}
+
+// Accounts is a target whose values belong to one of several accounts (postgres alternating:
+// two logins). A rotation changes the account of its new value, so the value that account held
+// before (an older kept version) stops working; a failed rotation puts that value back too.
+type Accounts interface {
+	Account(s Secret) string
 }
 
 // Kind is one kind of secret: its role fields, its validation and its binding to a target.

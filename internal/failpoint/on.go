@@ -1,6 +1,6 @@
 //go:build failpoints
 
-package backend
+package failpoint
 
 import (
 	"os"
@@ -8,11 +8,14 @@ import (
 	"time"
 )
 
-// failpoint pauses at a named point of the protocol, so that a crash test can kill Vault inside
-// a window it knows. Only test builds (-tags failpoints) have it. ROTATION_FAILPOINT is
-// "name=duration", e.g. "after-apply=30s". With ROTATION_FAILPOINT_MARKER set, the point pauses
-// once: it writes the marker file, and does nothing once the file exists (after a restart).
-func failpoint(name string) {
+// Enabled is true in builds with -tags failpoints.
+const Enabled = true
+
+// Inject pauses at a named point, so that a crash test can kill Vault inside a window it knows.
+// ROTATION_FAILPOINT is "name=duration", e.g. "after-apply=30s". With ROTATION_FAILPOINT_MARKER
+// set, the point pauses once: it writes the marker file, and does nothing once the file exists
+// (after a restart).
+func Inject(name string) {
 	spec := os.Getenv("ROTATION_FAILPOINT")
 	point, dur, ok := strings.Cut(spec, "=")
 	if !ok || point != name {
