@@ -9,6 +9,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/failpoint"
 )
 
 // DefaultHealthTimeout bounds the health checks after a deploy when the role does not say.
@@ -64,13 +65,16 @@ func (e *Engine) newDeployment(role *Role) (*deployment, error) {
 // lands in the outcome under phase.
 func (e *Engine) runDeploy(ctx context.Context, r *run, phase string) error {
 	d := r.deploy
-	for _, c := range d.consumers {
+	for i, c := range d.consumers {
 		restarts, err := c.Restart(ctx, d.env)
 		for _, rs := range restarts {
 			r.out.Consumers = append(r.out.Consumers, ConsumerResult{Phase: phase, Restart: rs})
 		}
 		if err != nil {
 			return fmt.Errorf("consumer %w", err)
+		}
+		if i == 0 && phase == StepDeploy {
+			failpoint.Inject(failpoint.AfterFirstRestart)
 		}
 	}
 	results, err := consumers.RunHealthChecks(ctx, d.checks, d.timeout)

@@ -47,6 +47,14 @@ type Engine struct {
 	queue     *dueQueue
 	pending   pendingSet
 	workers   *workerPool
+	// windows are the roles between apply and promote, which creds waits for.
+	windows applyWindows
+	// timers wake recovery when a target has settled (recoverAt).
+	timersMu sync.Mutex
+	timers   map[string]*time.Timer
+	// started is when Initialize ran: a record left by a process that died is settled
+	// (rotators.Settler) counted from here.
+	started time.Time
 
 	ctx    context.Context // outlives requests; cancelled by Close
 	cancel context.CancelFunc
@@ -85,6 +93,7 @@ func (e *Engine) now() time.Time { return e.clock.Now().UTC() }
 // Initialize loads the config, rebuilds the schedule from storage, and queues the recovery of
 // every pending record left by an interrupted rotation.
 func (e *Engine) Initialize(ctx context.Context) error {
+	e.started = e.now()
 	if err := e.loadConfig(ctx); err != nil {
 		return err
 	}
@@ -126,6 +135,11 @@ func (e *Engine) Initialize(ctx context.Context) error {
 // Close cancels background rotations and waits for them to stop.
 func (e *Engine) Close() {
 	e.cancel()
+	e.timersMu.Lock()
+	for _, t := range e.timers {
+		t.Stop()
+	}
+	e.timersMu.Unlock()
 	e.workers.close()
 	e.docker.close()
 	e.resources.Close()

@@ -106,9 +106,10 @@ type applyFault int
 
 const (
 	applyOK          applyFault = iota
-	applyFailBefore             // error, the live value unchanged
-	applyFailAfter              // the live value changed, then an error
-	applyUnreachable            // error like a host that cannot be reached, unchanged
+	applyFailBefore             // the target refuses the change (ErrNotApplied), unchanged
+	applyFailAfter              // the live value changed, then the answer is lost (unknown)
+	applyLostBefore             // the answer is lost and the change never landed (unknown)
+	applyUnreachable            // cannot connect (ErrNotApplied), unchanged
 )
 
 // verifyFault scripts one Verify call.
@@ -147,6 +148,14 @@ type faultTarget struct {
 	applies      [][2]rotators.Secret
 	verifies     int
 	lastLinked   map[string]rotators.Linked
+	settle       time.Duration // SettleTime
+}
+
+// SettleTime makes the fake a rotators.Settler.
+func (f *faultTarget) SettleTime() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.settle
 }
 
 // newFault registers a fresh fake target holding live (nil: no value yet) and returns it.
@@ -237,7 +246,7 @@ func (f *faultTarget) Apply(ctx context.Context, env rotators.Env, from, to rota
 	f.applies = append(f.applies, [2]rotators.Secret{from.Clone(), to.Clone()})
 	f.lastLinked = env.Linked
 	if f.down {
-		return fmt.Errorf("dial fake target: connection refused (setting password %s)", to["password"])
+		return rotators.NotApplied(fmt.Errorf("dial fake target: connection refused (setting password %s)", to["password"]))
 	}
 	step := applyOK
 	if len(f.applyScript) > 0 {
@@ -245,12 +254,14 @@ func (f *faultTarget) Apply(ctx context.Context, env rotators.Env, from, to rota
 	}
 	switch step {
 	case applyFailBefore:
-		return fmt.Errorf("fake ALTER failed for password %s (old %s)", to["password"], from["password"])
+		return rotators.NotApplied(fmt.Errorf("fake ALTER refused for password %s (old %s)", to["password"], from["password"]))
 	case applyFailAfter:
 		f.live = to.Clone()
 		return fmt.Errorf("fake connection lost after setting password %s", to["password"])
+	case applyLostBefore:
+		return fmt.Errorf("fake connection lost before the server got password %s", to["password"])
 	case applyUnreachable:
-		return fmt.Errorf("dial fake target: i/o timeout (password %s)", to["password"])
+		return rotators.NotApplied(fmt.Errorf("dial fake target: i/o timeout (password %s)", to["password"]))
 	}
 	f.live = to.Clone()
 	return nil

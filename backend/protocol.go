@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -43,6 +44,8 @@ const (
 	StepRestore = "restore"
 	// StepRedeploy restarts the consumers again after the old value was restored.
 	StepRedeploy = "redeploy"
+	// StepFinish is a kind's remaining work when recovery rolls a rotation forward.
+	StepFinish = "finish"
 )
 
 // StepResult is one protocol step's timing and error.
@@ -103,6 +106,16 @@ type run struct {
 	secrets []rotators.Secret
 	// by is who asked for a manual rotation (empty for scheduled work).
 	by Requester
+	// leaveWindow ends the stretch between apply and promote during which creds waits for the
+	// outcome instead of handing out a value that may just have died (idempotent; nil outside it).
+	leaveWindow func()
+}
+
+// closeWindow ends the run's apply window, if it opened one.
+func (r *run) closeWindow() {
+	if r.leaveWindow != nil {
+		r.leaveWindow()
+	}
 }
 
 // redact removes the run's secret values from every error of its outcome.
@@ -132,13 +145,17 @@ func (r *run) step(name string, fn func() error) error {
 	return err
 }
 
-// rotate is the one rotation protocol (DESIGN.md §3) for every trigger. It returns an error
-// only when it could not start (no such role, storage failure); a failed rotation is an
-// Outcome, already recorded.
+// rotate is the one rotation protocol (README "How a rotation runs") for every trigger. It
+// returns an error only when it could not start (no such role, storage failure); a failed
+// rotation is an Outcome, already recorded.
 func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Outcome, error) {
 	unlock := e.locks.lock(name)
 	defer unlock()
+	return e.rotateLocked(ctx, name, rq)
+}
 
+// rotateLocked is rotate for a caller that holds the role's lock.
+func (e *Engine) rotateLocked(ctx context.Context, name string, rq rotateRequest) (*Outcome, error) {
 	role, err := e.loadRole(ctx, name)
 	if err != nil {
 		return nil, err
@@ -204,14 +221,52 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 	}); err != nil {
 		return e.fail(ctx, r, StepPrepare, nil), nil
 	}
-	if err := r.step(StepApply, func() error { return r.target.Apply(ctx, r.env, p.Old, p.New) }); err != nil {
-		return e.fail(ctx, r, StepApply, p), nil
+	failpoint.Inject(failpoint.AfterPrepare)
+	return e.applyAndFinish(ctx, r, p), nil
+}
+
+// applyAndFinish changes the target and carries the rotation to its end. From the moment the
+// change may have been sent, every failure keeps both values until the target says which one
+// it holds.
+func (e *Engine) applyAndFinish(ctx context.Context, r *run, p *Pending) *Outcome {
+	r.leaveWindow = e.windows.enter(r.role.Name)
+	defer r.closeWindow()
+
+	err := r.step(StepApply, func() error {
+		actx, cancel := context.WithTimeout(ctx, applyTimeout)
+		defer cancel()
+		return r.target.Apply(actx, r.env, p.Old, p.New)
+	})
+	switch {
+	case errors.Is(err, rotators.ErrNotApplied):
+		// The target answered that it did not change: nothing to put back.
+		return e.notApplied(ctx, r, p)
+	case err != nil:
+		return e.unknown(ctx, r, p, StepApply)
+	}
+	if err := e.enter(ctx, r.role.Name, p, PhaseApplied); err != nil {
+		// The record still says applying, which recovery resolves by asking the target.
+		e.logger.Warn("record the applied phase", "role", r.role.Name, "error", err)
 	}
 	failpoint.Inject(failpoint.AfterApply)
-	if err := r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.New) }); err != nil {
-		return e.fail(ctx, r, StepVerify, p), nil
+
+	if err := r.step(StepVerify, func() error { return e.verify(ctx, r, p.New) }); err != nil {
+		if p.Old == nil {
+			// A first value the target acknowledged is live there, even if it does not log in
+			// through this role's settings: it is the only value, so it is kept.
+			return e.keepUnverifiedFirst(ctx, r, p)
+		}
+		return e.fail(ctx, r, StepVerify, p)
 	}
-	return e.finish(ctx, r, p), nil
+	failpoint.Inject(failpoint.AfterVerify)
+	return e.finish(ctx, r, p)
+}
+
+// verify runs the target's Verify under its bound.
+func (e *Engine) verify(ctx context.Context, r *run, s rotators.Secret) error {
+	vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
+	return r.target.Verify(vctx, r.env, s)
 }
 
 // finish deploys a value that is live at the target to its consumers and promotes it. The
@@ -219,11 +274,14 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 func (e *Engine) finish(ctx context.Context, r *run, p *Pending) *Outcome {
 	if !r.deploy.empty() {
 		// Stage the new value: consumers read creds when they start, and must get the new one.
-		p.Step = StepDeploy
-		if err := putJSON(ctx, e.storage, pendingPrefix+r.role.Name, p); err != nil {
-			r.out.Steps = append(r.out.Steps, StepResult{Name: StepDeploy, Error: err.Error()})
-			return e.fail(ctx, r, StepDeploy, p)
+		p.Deployed = true
+		if p.Phase != PhaseDeploying {
+			if err := e.enter(ctx, r.role.Name, p, PhaseDeploying); err != nil {
+				r.out.Steps = append(r.out.Steps, StepResult{Name: StepDeploy, Error: err.Error()})
+				return e.fail(ctx, r, StepDeploy, p)
+			}
 		}
+		r.closeWindow() // creds now hands out the staged value
 		if err := r.step(StepDeploy, func() error { return e.runDeploy(ctx, r, StepDeploy) }); err != nil {
 			// A first value has nothing to roll back to: it works at the target, so it stays.
 			if r.role.RollbackOnFailure() && p.Old != nil {
@@ -245,6 +303,21 @@ func (e *Engine) finish(ctx context.Context, r *run, p *Pending) *Outcome {
 // keepFailedDeploy is rollback_on_failure=false: the new value stays current although the
 // consumers did not come back healthy, and the rotation is recorded as failed.
 func (e *Engine) keepFailedDeploy(ctx context.Context, r *run, p *Pending) *Outcome {
+	return e.promoteFailed(ctx, r, p, StepDeploy)
+}
+
+// keepUnverifiedFirst promotes a first value the target acknowledged but that does not verify
+// (a typo in connection_url, say): it is live at the target and there is no other, so Vault
+// must hold it. The rotation is recorded as failed at verify, so the operator fixes the role.
+func (e *Engine) keepUnverifiedFirst(ctx context.Context, r *run, p *Pending) *Outcome {
+	r.out.Steps = append(r.out.Steps, StepResult{Name: StepRestore,
+		Error: "no earlier value to put back: the target acknowledged the new one, so it is kept as the current value"})
+	return e.promoteFailed(ctx, r, p, StepVerify)
+}
+
+// promoteFailed promotes a value that is live at the target although a later step failed.
+func (e *Engine) promoteFailed(ctx context.Context, r *run, p *Pending, failed string) *Outcome {
+	r.closeWindow()
 	if err := r.step(StepPromote, func() error { return e.promote(ctx, r, p) }); err != nil {
 		r.out.Success = false
 		r.out.Result = OutcomeUnresolved
@@ -254,7 +327,7 @@ func (e *Engine) keepFailedDeploy(ctx context.Context, r *run, p *Pending) *Outc
 	}
 	r.out.Success = false
 	r.out.Result = OutcomeFailed
-	r.out.FailedStep = StepDeploy
+	r.out.FailedStep = failed
 	r.out.Error = stepErrors(r.out.Steps)
 	r.redact()
 	e.countFailure(ctx, r)
@@ -343,13 +416,29 @@ func (e *Engine) prepare(ctx context.Context, r *run, rq rotateRequest) (*Pendin
 			return nil, err
 		}
 	}
-	p := &Pending{Old: old, New: newValue, OldVersion: next - 1, NewVersion: next, Trigger: rq.trigger, Step: StepApply, Started: e.now()}
-	r.secrets = []rotators.Secret{old, newValue}
+	p := &Pending{Old: old, New: newValue, OldVersion: next - 1, NewVersion: next, Trigger: rq.trigger,
+		Phase: PhaseApplying, Started: e.now(), Displaced: displaced(r.target, r.state, old, newValue)}
+	r.secrets = []rotators.Secret{old, newValue, p.Displaced}
 	if err := putJSON(ctx, e.storage, pendingPrefix+r.role.Name, p); err != nil {
 		return nil, err
 	}
 	e.pending.add(r.role.Name)
 	return p, nil
+}
+
+// displaced is the kept value that applying next overwrites when it is not old: with several
+// accounts (alternating logins), the newest kept value of next's account.
+func displaced(t rotators.Target, st *State, old, next rotators.Secret) rotators.Secret {
+	acc, ok := t.(rotators.Accounts)
+	if !ok || old == nil || acc.Account(old) == acc.Account(next) {
+		return nil
+	}
+	for _, v := range st.Versions {
+		if acc.Account(v.Secret) == acc.Account(next) {
+			return v.Secret.Clone()
+		}
+	}
+	return nil
 }
 
 // promote makes the pending value the current version and records the success. It is
@@ -369,15 +458,25 @@ func (e *Engine) promote(ctx context.Context, r *run, p *Pending) error {
 	if err := putJSON(ctx, e.storage, statePrefix+r.role.Name, st); err != nil {
 		return err
 	}
-	if err := deleteKey(ctx, e.storage, pendingPrefix+r.role.Name); err != nil {
+	r.closeWindow() // creds reads the new current version from here on
+	failpoint.Inject(failpoint.AfterStateWrite)
+	if err := e.dropRecord(ctx, r.role.Name); err != nil {
 		return err
 	}
-	e.pending.remove(r.role.Name)
 	r.out.Success = true
 	r.out.Result = OutcomeSuccess
 	r.out.NewVersion = p.NewVersion
 	e.reschedule(r.role, st)
 	e.logger.Info("rotated", "role", r.role.Name, "type", r.role.Type, "trigger", string(r.out.Trigger), "version", p.NewVersion)
+	return nil
+}
+
+// dropRecord deletes the role's pending record: the rotation it held is over.
+func (e *Engine) dropRecord(ctx context.Context, name string) error {
+	if err := deleteKey(ctx, e.storage, pendingPrefix+name); err != nil {
+		return err
+	}
+	e.pending.remove(name)
 	return nil
 }
 
@@ -390,6 +489,69 @@ func (e *Engine) promoteStep(ctx context.Context, r *run, p *Pending) error {
 	return err
 }
 
+// notApplied ends a rotation whose change the target refused: the old value is live, nothing
+// was changed, so the record goes.
+func (e *Engine) notApplied(ctx context.Context, r *run, p *Pending) *Outcome {
+	out := r.out
+	out.FailedStep = StepApply
+	out.Result = OutcomeFailed
+	if err := e.dropRecord(ctx, r.role.Name); err != nil {
+		e.logger.Error("drop the pending record of a change the target refused", "role", r.role.Name, "error", err)
+		out.Result = OutcomeUnresolved
+	}
+	r.closeWindow()
+	out.Error = stepErrors(out.Steps)
+	r.redact()
+	e.countFailure(ctx, r)
+	return out
+}
+
+// unknown ends a rotation whose change may or may not have reached the target (a timeout, a
+// lost connection): both values stay in the pending record, and recovery asks the target which
+// one it holds once the target can no longer be changing.
+func (e *Engine) unknown(ctx context.Context, r *run, p *Pending, step string) *Outcome {
+	out := r.out
+	out.FailedStep = step
+	out.Result = OutcomeUnresolved
+	p.SettleAt = e.now().Add(settleTime(r.target))
+	if err := putJSON(ctx, e.storage, pendingPrefix+r.role.Name, p); err != nil {
+		e.logger.Error("record the settle time of an unknown outcome", "role", r.role.Name, "error", err)
+	}
+	e.recoverAt(r.role.Name, p.SettleAt)
+	r.closeWindow()
+	out.Steps = append(out.Steps, StepResult{Name: StepRecover, Error: fmt.Sprintf(
+		"the outcome is unknown: both values are kept, and the target is asked which one it holds after %s", p.SettleAt.Format(time.RFC3339))})
+	out.Error = stepErrors(out.Steps)
+	r.redact()
+	e.countFailure(ctx, r)
+	return out
+}
+
+// recoverAt queues the recovery of the role's record for when its target has settled; a later
+// call for the same role replaces the earlier timer.
+func (e *Engine) recoverAt(name string, at time.Time) {
+	d := at.Sub(e.now())
+	if d < 0 {
+		d = 0
+	}
+	e.timersMu.Lock()
+	defer e.timersMu.Unlock()
+	if e.timers == nil {
+		e.timers = map[string]*time.Timer{}
+	}
+	if t := e.timers[name]; t != nil {
+		t.Stop()
+	}
+	e.timers[name] = time.AfterFunc(d, func() {
+		e.timersMu.Lock()
+		delete(e.timers, name)
+		e.timersMu.Unlock()
+		if e.ctx.Err() == nil {
+			e.workers.submit(job{name: name, recover: true})
+		}
+	})
+}
+
 // fail handles a failure at step: put the old value back at the target when one was touched,
 // then count the failure, back off, and record it. p is nil when the target was not touched.
 func (e *Engine) fail(ctx context.Context, r *run, step string, p *Pending) *Outcome {
@@ -400,50 +562,75 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, p *Pending) *Out
 		// An earlier pending record is still unresolved: which value is live is not known.
 		out.Result = OutcomeUnresolved
 	}
-	if p != nil && p.Old == nil && step == StepVerify {
-		// The target took a first value that does not verify (a wrong connection_url, say):
-		// it may be the only live value, so it stays in the pending record until it verifies.
-		r.out.Steps = append(r.out.Steps, StepResult{Name: StepRestore,
-			Error: "no earlier value to put back; the new one is kept pending until it verifies"})
+	if p != nil && p.Old == nil {
+		// A first value that may be live has nothing to roll back to: it stays in the record.
 		out.Result = OutcomeUnresolved
 	} else if p != nil {
-		deployed := p.Step == StepDeploy
-		if deployed {
-			// Stop handing out the new value while it is taken back.
-			p.Step = StepRestore
-			if err := putJSON(ctx, e.storage, pendingPrefix+r.role.Name, p); err != nil {
-				e.logger.Error("unstage the new value", "role", r.role.Name, "error", err)
-			}
-		}
-		var putBack bool
-		restoreErr := r.step(StepRestore, func() (err error) {
-			putBack, err = e.restore(ctx, r, p)
-			return err
-		})
-		if restoreErr == nil {
-			// Rolled back: the target had to be given the old value again, or the consumers
-			// had taken the new one. An apply that changed nothing leaves nothing to roll back.
-			out.RolledBack = putBack || deployed
-			if err := deleteKey(ctx, e.storage, pendingPrefix+r.role.Name); err != nil {
-				out.Result = OutcomeUnresolved
-			} else {
-				e.pending.remove(r.role.Name)
-			}
-			if deployed {
-				// The consumers were restarted with the new value: restart them again on
-				// the old one and check that they are healthy.
-				_ = r.step(StepRedeploy, func() error { return e.runDeploy(ctx, r, StepRedeploy) })
-			}
-		} else {
-			// Neither value is known to be live: both stay in the pending record and
-			// recovery asks the target again on every tick.
+		res := e.rollBack(ctx, r, p)
+		out.RolledBack = res.rolledBack
+		if !res.done {
 			out.Result = OutcomeUnresolved
 		}
 	}
+	r.closeWindow()
 	out.Error = stepErrors(out.Steps)
 	r.redact()
 	e.countFailure(ctx, r)
 	return out
+}
+
+// rollBackResult says how far a rollback got.
+type rollBackResult struct {
+	done       bool // the old value is live and the record is gone
+	rolledBack bool // something had to be put back (the target, or consumers)
+}
+
+// rollBack takes a rotation back from wherever it stands (a live failure or recovery in the
+// restoring or redeploying phase): the old value at the target, then consumers on it, then the
+// record deleted. When the target cannot be put back, the record stays in restoring.
+func (e *Engine) rollBack(ctx context.Context, r *run, p *Pending) rollBackResult {
+	name := r.role.Name
+	if p.Phase != PhaseRestoring && p.Phase != PhaseRedeploying {
+		if err := e.enter(ctx, name, p, PhaseRestoring); err != nil {
+			// Creds may still stage the new value; the record keeps both values either way.
+			e.logger.Error("record the restoring phase", "role", name, "error", err)
+		}
+	}
+	var putBack bool
+	if p.Phase == PhaseRestoring {
+		r.closeWindow()
+		err := r.step(StepRestore, func() (err error) {
+			putBack, err = e.restore(ctx, r, p)
+			return err
+		})
+		if err != nil {
+			if !errors.Is(err, rotators.ErrNotApplied) && !errors.Is(err, rotators.ErrRejected) {
+				// The restore's own change may still land: ask only once the target settled.
+				p.SettleAt = e.now().Add(settleTime(r.target))
+				if err := putJSON(ctx, e.storage, pendingPrefix+name, p); err != nil {
+					e.logger.Error("record the settle time of a restore", "role", name, "error", err)
+				}
+				e.recoverAt(name, p.SettleAt)
+			}
+			return rollBackResult{}
+		}
+		failpoint.Inject(failpoint.InsideRestore)
+		if p.Deployed {
+			if err := e.enter(ctx, name, p, PhaseRedeploying); err != nil {
+				e.logger.Error("record the redeploying phase", "role", name, "error", err)
+			}
+		}
+	}
+	if p.Deployed {
+		// The consumers were restarted with the new value: restart them again on the old one
+		// and check that they are healthy. Their health does not change which value is live.
+		_ = r.step(StepRedeploy, func() error { return e.runDeploy(ctx, r, StepRedeploy) })
+	}
+	if err := e.dropRecord(ctx, name); err != nil {
+		r.out.Steps = append(r.out.Steps, StepResult{Name: StepRestore, Error: err.Error()})
+		return rollBackResult{rolledBack: putBack || p.Deployed}
+	}
+	return rollBackResult{done: true, rolledBack: putBack || p.Deployed}
 }
 
 // stepErrors joins the errors of the steps that failed, each named by its step.
@@ -478,19 +665,37 @@ func (e *Engine) countFailure(ctx context.Context, r *run) {
 	e.reschedule(r.role, st)
 }
 
-// restore makes the old value live again after a failed apply, verify or deploy; putBack says
-// whether the target had to be changed for it.
+// restore makes the old value live again after a failed apply, verify or deploy, and the value
+// the change displaced (alternating: the other login's previous password); putBack says whether
+// the target had to be changed for it. It is idempotent: recovery runs it again after a crash.
 func (e *Engine) restore(ctx context.Context, r *run, p *Pending) (putBack bool, err error) {
-	if p.Old == nil {
-		return false, nil // a first rotation: there was no value to lose
+	for _, want := range []rotators.Secret{p.Old, p.Displaced} {
+		if want == nil {
+			continue
+		}
+		changed, err := e.putBack(ctx, r, p.New, want)
+		if err != nil {
+			return putBack, err
+		}
+		putBack = putBack || changed
 	}
-	if err := r.target.Verify(ctx, r.env, p.Old); err == nil {
-		return false, nil // the target never changed, or kept the old value
+	return putBack, nil
+}
+
+// putBack makes want live at the target unless it already is.
+func (e *Engine) putBack(ctx context.Context, r *run, from, want rotators.Secret) (bool, error) {
+	if err := e.verify(ctx, r, want); err == nil {
+		return false, nil // the target never changed, or kept this value
 	}
-	if err := r.target.Apply(ctx, r.env, p.New, p.Old); err != nil {
+	err := func() error {
+		actx, cancel := context.WithTimeout(ctx, applyTimeout)
+		defer cancel()
+		return r.target.Apply(actx, r.env, from, want)
+	}()
+	if err != nil {
 		return false, fmt.Errorf("put the old value back: %w", err)
 	}
-	if err := r.target.Verify(ctx, r.env, p.Old); err != nil {
+	if err := e.verify(ctx, r, want); err != nil {
 		return true, fmt.Errorf("old value after restore: %w", err)
 	}
 	return true, nil

@@ -129,31 +129,84 @@ func TestRotateApplyFailsBeforeChange(t *testing.T) {
 	if out.RolledBack {
 		t.Fatal("rolled_back although the target never changed")
 	}
-	if got := strings.Join(stepNames(out.Steps), ","); got != "prepare,apply,restore" {
-		t.Fatalf("steps = %s", got)
+	if got := strings.Join(stepNames(out.Steps), ","); got != "prepare,apply" {
+		t.Fatalf("steps = %s; a change the target refused needs no restore", got)
 	}
 	if n := ft.Applies(); n != 1 {
 		t.Fatalf("%d Apply calls; the old value was live, no restore Apply was needed", n)
 	}
 }
 
-func TestRotateApplyFailsAfterChange(t *testing.T) {
-	te := newEnv(t)
-	old := secretOf("pw-old-after")
-	ft := te.importRole(t, "a", old["password"])
-	ft.ScriptApply(applyFailAfter)
-	out, err := te.e.Rotate(context.Background(), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	assertFailedRotation(t, te, "a", ft, out, StepApply, old)
-	if ft.Applies() > 1 && !out.RolledBack {
-		t.Fatal("the target was put back, but rolled_back is false")
-	}
-	ft.mu.Lock()
-	defer ft.mu.Unlock()
-	if len(ft.applies) != 2 || !ft.applies[1][1].Equal(old) || !ft.applies[1][0].Equal(ft.applies[0][1]) {
-		t.Fatalf("restore was not Apply(from=new, to=old): %v", ft.applies)
+// A change whose answer was lost may have landed: the outcome is unknown. Both values stay in
+// the pending record, nothing touches the target until it has settled, and recovery then asks
+// which value it holds.
+func TestRotateApplyAnswerLostIsUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fault  applyFault
+		landed bool
+	}{
+		{"change landed", applyFailAfter, true},
+		{"change never landed", applyLostBefore, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			te := newEnv(t)
+			ctx := context.Background()
+			old := secretOf("pw-old-lost")
+			ft := te.importRole(t, "a", old["password"])
+			ft.settle = 20 * time.Second
+			ft.ScriptApply(tc.fault)
+			out, err := te.e.Rotate(ctx, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.Success || out.Result != OutcomeUnresolved || out.FailedStep != StepApply || out.RolledBack {
+				t.Fatalf("outcome = %+v", out)
+			}
+			if n := ft.Applies(); n != 1 {
+				t.Fatalf("%d Apply calls: nothing may be put back while the target may still be changing", n)
+			}
+			p := te.pendingRec(t, "a")
+			if p == nil || p.Phase != PhaseApplying || !p.Old.Equal(old) || !p.SettleAt.Equal(te.clock.Now().Add(20*time.Second)) {
+				t.Fatalf("pending = %+v", p)
+			}
+			wantUserError(t, te.e.DeleteRole(ctx, "a"), "pending")
+
+			// Before the target settled, recovery asks nothing.
+			ft.mu.Lock()
+			verifies := ft.verifies
+			ft.mu.Unlock()
+			te.clock.Advance(10 * time.Second)
+			te.e.recoverRole(ctx, "a")
+			ft.mu.Lock()
+			asked := ft.verifies != verifies
+			ft.mu.Unlock()
+			if asked || te.pendingRec(t, "a") == nil {
+				t.Fatal("recovery asked the target before it settled")
+			}
+			// After it, recovery resolves to the value the target holds.
+			te.clock.Advance(11 * time.Second)
+			st := te.state(t, "a")
+			if st.RetryAt.After(te.clock.Now()) {
+				te.clock.Set(st.RetryAt)
+			}
+			te.e.recoverRole(ctx, "a")
+			if te.pendingRec(t, "a") != nil {
+				t.Fatal("pending record not resolved after the target settled")
+			}
+			st = te.state(t, "a")
+			if !st.Current().Secret.Equal(ft.Live()) {
+				t.Fatalf("current %v, live %v", st.Current().Secret, ft.Live())
+			}
+			if want := 1; tc.landed {
+				want = 2
+				if st.Current().Number != want {
+					t.Fatalf("version %d, want %d", st.Current().Number, want)
+				}
+			} else if st.Current().Number != want {
+				t.Fatalf("version %d, want %d", st.Current().Number, want)
+			}
+		})
 	}
 }
 
@@ -556,7 +609,7 @@ func TestNoSecretInRecords(t *testing.T) {
 		{"recovery: both rejected", func(t *testing.T, te *testEnv, ft *faultTarget) []*Outcome {
 			ft.SetLive(secretOf("someone-else-changed-it"))
 			te.putPending(t, "x", &Pending{Old: secretOf("pw-old-secret"), New: secretOf(generated), OldVersion: 1, NewVersion: 2, Trigger: TriggerSchedule})
-			te.e.recoverRole(context.Background(), "x")
+			recoverUntilParked(t, te, "x")
 			return nil
 		}},
 		{"recovery: unreachable, then a rotation", func(t *testing.T, te *testEnv, ft *faultTarget) []*Outcome {

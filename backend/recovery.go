@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
@@ -14,7 +15,10 @@ type recoveryResult struct {
 	detail   string
 }
 
-// recoverRole resolves the role's pending record if no rotation holds the role (background job).
+// recoverRole resolves the role's pending record if no rotation holds the role (background
+// job). A parked role is left alone until an operator writes or rotates it, and a record whose
+// last recovery failed waits for its backoff: recovery never keeps logging in to a target that
+// cannot answer.
 func (e *Engine) recoverRole(ctx context.Context, name string) {
 	unlock, ok := e.locks.tryLock(name)
 	if !ok {
@@ -40,32 +44,71 @@ func (e *Engine) recoverRole(ctx context.Context, name string) {
 		e.logger.Error("recovery: read state", "role", name, "error", err)
 		return
 	}
+	if st.Failing || e.now().Before(p.RetryAt) {
+		return
+	}
 	e.resolvePending(ctx, role, st, p, false)
 }
 
-// resolvePending asks the target which value of a pending record is live (DESIGN.md §8):
+// resolvePending finishes or takes back the rotation of a pending record, by its phase
+// (phases.go). Before it asks the target anything it waits until the target can no longer be
+// changing on the record's behalf. The caller holds the lock.
 //
-//	Verify(new) ok                   → roll forward: promote the new value
-//	Verify(new) rejected, old ok     → the target never changed or was restored: drop the record
-//	both rejected                    → keep both, park the role as failing
-//	target not reachable             → keep both, ask again on the next tick
+//	applying, applied, deploying → ask which value is live (resolveForward)
+//	restoring, redeploying       → finish the rollback: old value back, consumers on it
 //
-// It records what it did in the history with the recovery trigger. The caller holds the lock.
-//
-// A record without an old value (a first rotation) whose new value is rejected is kept too,
-// since it may be the live value, unless supersede is set: a new rotation replaces it.
+// supersede is set when a new rotation is about to replace the record.
 func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *Pending, supersede bool) recoveryResult {
-	log := e.logger.With("role", role.Name)
 	r := &run{role: role, state: st, out: &Outcome{Role: role.Name, Trigger: TriggerRecovery, OldVersion: p.OldVersion},
-		secrets: []rotators.Secret{p.Old, p.New}}
+		secrets: []rotators.Secret{p.Old, p.New, p.Displaced}}
 	if err := e.bind(ctx, r); err != nil {
-		log.Error("recovery: cannot bind the role to its target", "error", err)
-		return recoveryResult{detail: err.Error()}
+		return e.stuck(ctx, r, p, "cannot bind the role to its target: "+err.Error())
+	}
+	if at := e.settledAt(p, r.target); e.now().Before(at) {
+		e.recoverAt(role.Name, at)
+		return recoveryResult{detail: fmt.Sprintf("the outcome of the last change is unknown until %s, when the target can no longer be applying it", at.Format(time.RFC3339))}
+	}
+	switch p.Phase {
+	case PhaseRestoring, PhaseRedeploying:
+		return e.resolveBack(ctx, r, p)
+	default:
+		return e.resolveForward(ctx, r, p, supersede)
+	}
+}
+
+// resolveForward asks the target which value of the record is live:
+//
+//	new verifies                 → roll forward: the kind's remaining work, deploy, promote
+//	new rejected, old verifies   → the change never landed: drop the record
+//	both rejected, or no answer  → keep both; retry with backoff, park after max_failures
+func (e *Engine) resolveForward(ctx context.Context, r *run, p *Pending, supersede bool) recoveryResult {
+	log := e.logger.With("role", r.role.Name)
+	if cur := r.state.Current(); cur != nil && cur.Number == p.NewVersion && cur.Secret.Equal(p.New) {
+		// Cut short after the new version was stored: only the record is left.
+		if err := e.dropRecord(ctx, r.role.Name); err != nil {
+			return recoveryResult{detail: err.Error()}
+		}
+		r.out.Success, r.out.Result, r.out.NewVersion = true, OutcomeSuccess, p.NewVersion
+		e.record(ctx, r)
+		return recoveryResult{resolved: true}
 	}
 
-	newErr := r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.New) })
+	newErr := r.step(StepVerify, func() error { return e.verify(ctx, r, p.New) })
 	if newErr == nil {
-		// Roll forward: deploy to the consumers and promote, as the interrupted rotation would have.
+		if p.Phase == PhaseApplying {
+			if err := e.enter(ctx, r.role.Name, p, PhaseApplied); err != nil {
+				return e.stuck(ctx, r, p, err.Error())
+			}
+		}
+		if f, ok := r.target.(rotators.Finisher); ok {
+			if err := r.step(StepFinish, func() error {
+				fctx, cancel := context.WithTimeout(ctx, applyTimeout)
+				defer cancel()
+				return f.Finish(fctx, r.env, p.Old, p.New)
+			}); err != nil {
+				return e.stuck(ctx, r, p, "the new value is live, but the rest of the change failed: "+err.Error())
+			}
+		}
 		out := e.finish(ctx, r, p)
 		if out.Result == OutcomeUnresolved {
 			log.Error("recovery: roll forward did not finish", "error", out.Error)
@@ -75,53 +118,79 @@ func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *P
 		return recoveryResult{resolved: true}
 	}
 	if !errors.Is(newErr, rotators.ErrRejected) {
-		detail := redacted("target unreachable: "+newErr.Error(), p.Old, p.New)
-		log.Warn("recovery: cannot ask the target yet", "error", detail)
-		return recoveryResult{detail: detail}
+		return e.stuck(ctx, r, p, "target unreachable: "+newErr.Error())
 	}
 
 	if p.Old == nil && supersede {
 		return e.dropPending(ctx, r, "recovery: the first value does not verify; a new rotation replaces it")
 	}
-	oldErr := fmt.Errorf("%w: there is no earlier value", rotators.ErrRejected)
-	if p.Old != nil {
-		oldErr = r.step(StepVerify, func() error { return r.target.Verify(ctx, r.env, p.Old) })
+	if p.Old == nil {
+		return e.stuck(ctx, r, p, "the first value does not verify at the target and there is no earlier one; it is kept in the pending record: fix the target or the role and rotate")
 	}
+	oldErr := r.step(StepVerify, func() error { return e.verify(ctx, r, p.Old) })
 	switch {
 	case oldErr == nil:
 		return e.dropPending(ctx, r, "recovery: the new value was never live; kept the old one")
 	case errors.Is(oldErr, rotators.ErrRejected):
-		detail := "the target rejects both the old and the new value; both are kept in the pending record"
-		if p.Old == nil {
-			detail = "the first value does not verify at the target and there is no earlier one; it is kept in the pending record: fix the role (e.g. connection_url) and rotate"
-		}
-		if !st.Failing {
-			st.Failing = true
-			st.LastOutcome = OutcomeUnresolved
-			st.LastError = detail
-			if err := putJSON(ctx, e.storage, statePrefix+role.Name, st); err != nil {
-				log.Error("recovery: record failing", "error", err)
-			}
-			r.out.Result = OutcomeUnresolved
-			r.out.Error = detail
-			e.record(ctx, r)
-			e.reschedule(role, st)
-		}
-		log.Error("recovery: " + detail)
-		return recoveryResult{detail: detail}
+		return e.stuck(ctx, r, p, "the target rejects both the old and the new value; both are kept in the pending record")
 	default:
-		detail := redacted(fmt.Sprintf("target unreachable: %v", oldErr), p.Old, p.New)
-		log.Warn("recovery: cannot ask the target yet", "error", detail)
-		return recoveryResult{detail: detail}
+		return e.stuck(ctx, r, p, "target unreachable: "+oldErr.Error())
 	}
+}
+
+// resolveBack finishes a rollback that was cut short: the old value (and a displaced one) back
+// at the target, the consumers restarted on it when they had taken the new one, the record gone.
+func (e *Engine) resolveBack(ctx context.Context, r *run, p *Pending) recoveryResult {
+	res := e.rollBack(ctx, r, p)
+	if !res.done {
+		return e.stuck(ctx, r, p, "the old value could not be put back yet: "+stepErrors(r.out.Steps))
+	}
+	r.out.Result = OutcomeFailed
+	r.out.RolledBack = res.rolledBack
+	r.out.Error = "recovery: finished putting the old value back after a failed rotation"
+	r.redact()
+	e.record(ctx, r)
+	e.logger.Info(r.out.Error, "role", r.role.Name)
+	return recoveryResult{resolved: true}
+}
+
+// stuck records a recovery that could not resolve the record: it is tried again after a
+// backoff, and after max_failures attempts the role is parked, so that recovery stops logging in
+// to the target until an operator writes or rotates the role.
+func (e *Engine) stuck(ctx context.Context, r *run, p *Pending, detail string) recoveryResult {
+	detail = redacted(detail, p.Old, p.New, p.Displaced)
+	cfg := e.Config()
+	st := r.state
+	p.Attempts++
+	p.RetryAt = e.now().Add(backoff(cfg, p.Attempts))
+	if err := putJSON(ctx, e.storage, pendingPrefix+r.role.Name, p); err != nil {
+		e.logger.Error("recovery: record the attempt", "role", r.role.Name, "error", err)
+	}
+	if p.Attempts >= cfg.MaxFailures && !st.Failing {
+		st.Failing = true
+		st.LastOutcome = OutcomeUnresolved
+		st.LastError = detail
+		if err := putJSON(ctx, e.storage, statePrefix+r.role.Name, st); err != nil {
+			e.logger.Error("recovery: record failing", "role", r.role.Name, "error", err)
+		}
+		r.out.Result = OutcomeUnresolved
+		r.out.Error = detail
+		e.record(ctx, r)
+		e.reschedule(r.role, st)
+		e.logger.Error("recovery: role parked; write or rotate it once the target is fixed", "role", r.role.Name,
+			"attempts", p.Attempts, "detail", detail)
+	} else {
+		e.logger.Warn("recovery: not resolved yet", "role", r.role.Name, "attempts", p.Attempts,
+			"retry_at", p.RetryAt, "detail", detail)
+	}
+	return recoveryResult{detail: detail}
 }
 
 // dropPending deletes a pending record whose new value is not live, and records why.
 func (e *Engine) dropPending(ctx context.Context, r *run, why string) recoveryResult {
-	if err := deleteKey(ctx, e.storage, pendingPrefix+r.role.Name); err != nil {
+	if err := e.dropRecord(ctx, r.role.Name); err != nil {
 		return recoveryResult{detail: err.Error()}
 	}
-	e.pending.remove(r.role.Name)
 	r.out.Result = OutcomeFailed
 	r.out.Error = why
 	e.record(ctx, r)

@@ -18,7 +18,7 @@ func crashed(t *testing.T, te *testEnv, name string, live string) (*faultTarget,
 	t.Helper()
 	ft := te.importRole(t, name, "pw-crash-old")
 	p := &Pending{Old: secretOf("pw-crash-old"), New: secretOf("pw-crash-new"), OldVersion: 1, NewVersion: 2,
-		Trigger: TriggerSchedule, Step: StepApply, Started: te.clock.Now()}
+		Trigger: TriggerSchedule, Phase: PhaseApplying, Started: te.clock.Now()}
 	te.putPending(t, name, p)
 	ft.SetLive(secretOf(live))
 	te.clock.Advance(time.Minute)
@@ -84,7 +84,7 @@ func TestRecoveryFirstRotationNewRejected(t *testing.T) {
 	ctx := context.Background()
 	ft := te.importRole(t, "c", "pw-first")
 	te.putPending(t, "c", &Pending{New: secretOf("never-applied"), NewVersion: 2, OldVersion: 1, Trigger: TriggerCreate})
-	te.e.recoverRole(ctx, "c")
+	recoverUntilParked(t, te, "c")
 	if te.pendingRec(t, "c") == nil {
 		t.Fatal("the only candidate for the live value was dropped")
 	}
@@ -100,16 +100,43 @@ func TestRecoveryFirstRotationNewRejected(t *testing.T) {
 	}
 }
 
+// recoverUntilParked runs background recovery max_failures times, each after its backoff.
+func recoverUntilParked(t *testing.T, te *testEnv, name string) {
+	t.Helper()
+	for i := 0; i < te.e.Config().MaxFailures; i++ {
+		if p := te.pendingRec(t, name); p != nil && p.RetryAt.After(te.clock.Now()) {
+			te.clock.Set(p.RetryAt)
+		}
+		te.e.recoverRole(context.Background(), name)
+	}
+}
+
 func TestRecoveryBothRejectedKeepsBothAndFails(t *testing.T) {
 	te := newEnv(t)
 	ctx := context.Background()
 	ft, p := crashed(t, te, "c", "changed-by-someone-else")
-	te.e.recoverRole(ctx, "c")
 
+	// One attempt: kept, retried after a backoff, not parked yet.
+	te.e.recoverRole(ctx, "c")
 	kept := te.pendingRec(t, "c")
 	if kept == nil || !kept.Old.Equal(p.Old) || !kept.New.Equal(p.New) || !te.e.pending.has("c") {
 		t.Fatalf("pending record = %+v, want both values kept", kept)
 	}
+	if kept.Attempts != 1 || !kept.RetryAt.After(te.clock.Now()) || te.state(t, "c").Failing {
+		t.Fatalf("after one attempt: pending %+v, state %+v", kept, te.state(t, "c"))
+	}
+	// Before the backoff passes, recovery does not log in again.
+	ft.mu.Lock()
+	verifies := ft.verifies
+	ft.mu.Unlock()
+	te.e.recoverRole(ctx, "c")
+	ft.mu.Lock()
+	if ft.verifies != verifies {
+		t.Fatal("recovery logged in again before its backoff")
+	}
+	ft.mu.Unlock()
+
+	recoverUntilParked(t, te, "c")
 	st := te.state(t, "c")
 	if !st.Failing || st.LastOutcome != OutcomeUnresolved || st.Current().Number != 1 {
 		t.Fatalf("state = %+v", st)
@@ -121,16 +148,34 @@ func TestRecoveryBothRejectedKeepsBothAndFails(t *testing.T) {
 	if len(h) != 1 || h[0].Trigger != TriggerRecovery || h[0].Outcome != OutcomeUnresolved {
 		t.Fatalf("history = %+v", h)
 	}
-	// Asked again on the next tick: still kept, not recorded twice.
-	te.e.recoverRole(ctx, "c")
+	// Parked: later ticks do not log in to the target at all (an account-lockout risk).
+	ft.mu.Lock()
+	verifies = ft.verifies
+	ft.mu.Unlock()
+	for i := 0; i < 3; i++ {
+		te.clock.Advance(time.Hour)
+		te.e.recoverRole(ctx, "c")
+	}
+	ft.mu.Lock()
+	if ft.verifies != verifies {
+		t.Fatalf("a parked role was tried %d more times", ft.verifies-verifies)
+	}
+	ft.mu.Unlock()
 	if te.pendingRec(t, "c") == nil || len(te.history(t, "c")) != 1 {
-		t.Fatal("a repeated recovery changed the record")
+		t.Fatal("a parked recovery changed the record")
 	}
 	// The pending record blocks deletion and import.
 	wantUserError(t, te.e.DeleteRole(ctx, "c"), "pending")
 
-	// The target comes back with the new value: rolled forward, no longer failing.
+	// The target comes back with the new value; the operator's write un-parks the role, and the
+	// next recovery rolls forward.
 	ft.SetLive(p.New)
+	if _, err := te.e.WriteRole(ctx, "c", RoleInput{RotationPeriod: ptr(2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if kept := te.pendingRec(t, "c"); kept.Attempts != 0 || !kept.RetryAt.IsZero() {
+		t.Fatalf("the write did not reset the recovery attempts: %+v", kept)
+	}
 	te.e.recoverRole(ctx, "c")
 	st = te.state(t, "c")
 	if st.Failing || st.Current().Number != 2 || te.pendingRec(t, "c") != nil {
@@ -161,6 +206,9 @@ func TestRecoveryUnreachableKeepsPendingNotFailing(t *testing.T) {
 			}
 			if h := te.history(t, "c"); len(h) != 0 {
 				t.Fatalf("history = %+v", h)
+			}
+			if p := te.pendingRec(t, "c"); p.Attempts != 1 || !p.RetryAt.After(te.clock.Now()) {
+				t.Fatalf("the failed attempt is not counted with a backoff: %+v", p)
 			}
 		})
 	}

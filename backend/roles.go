@@ -1,9 +1,12 @@
 package backend
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,31 +47,40 @@ func (e *Engine) WriteRole(ctx context.Context, name string, in RoleInput) (*Wri
 	if err := ValidateRoleName(name); err != nil {
 		return nil, userError(err)
 	}
+	// One lock from the write to the end of the first rotation and its cleanup: no other
+	// rotation of the role can start in between and be deleted with a failed create.
+	unlock := e.locks.lock(name)
+	defer unlock()
 	res, err := e.writeRoleLocked(ctx, name, in)
 	if err != nil || !res.Created || res.Imported {
 		return res, err
 	}
-	out, err := e.rotate(ctx, name, rotateRequest{trigger: TriggerCreate})
+	out, err := e.rotateLocked(ctx, name, rotateRequest{trigger: TriggerCreate})
 	if err != nil {
 		return nil, err
 	}
 	res.Rotation = out
-	if out.Success {
+	switch {
+	case out.Success:
 		return res, nil
+	case out.Result == OutcomeUnresolved || e.pending.has(name):
+		return res, userError(fmt.Errorf("the first rotation failed at %s, and the target may hold the new value, so the role is kept with that value pending until the plugin can tell: %s", out.FailedStep, out.Error))
 	}
-	if out.Result == OutcomeUnresolved {
-		return res, userError(fmt.Errorf("the first rotation failed at %s after the target took the new value, so the role is kept with that value pending: fix the role (e.g. connection_url) and rotate it: %s", out.FailedStep, out.Error))
+	st, err := e.loadState(ctx, name)
+	if err != nil {
+		return nil, err
 	}
-	if err := e.forget(ctx, name); err != nil {
+	if st.Current() != nil {
+		// The target took the first value although a later step failed: it is kept.
+		return res, userError(fmt.Errorf("the first rotation failed at %s after the target took the new value, which is kept as the current value: fix the role and rotate it: %s", out.FailedStep, out.Error))
+	}
+	if err := e.forgetLocked(ctx, name); err != nil {
 		return nil, err
 	}
 	return nil, userError(fmt.Errorf("the first rotation failed at %s, so the role was not created: %s", out.FailedStep, out.Error))
 }
 
 func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput) (*WriteResult, error) {
-	unlock := e.locks.lock(name)
-	defer unlock()
-
 	existing, err := e.loadRole(ctx, name)
 	if err != nil {
 		return nil, err
@@ -95,25 +107,42 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 			return nil, userError(errors.New(why))
 		}
 	}
-	if secret != nil {
-		if p, err := e.loadPending(ctx, name); err != nil {
+	st := &State{}
+	var pend *Pending
+	if existing != nil {
+		if st, err = e.loadState(ctx, name); err != nil {
 			return nil, err
-		} else if p != nil {
+		}
+		if pend, err = e.loadPending(ctx, name); err != nil {
+			return nil, err
+		}
+	}
+	if pend != nil {
+		if secret != nil {
 			return nil, userError(errors.New("an unresolved rotation is pending for this role; it must be resolved before a value is imported"))
 		}
+		// The record is resolved against the role's target; moving the target under it could
+		// promote a value that works elsewhere. Only a parked role (recovery gave up) may be
+		// repointed by its operator.
+		if changesTarget(existing, role) && !st.Failing {
+			return nil, userError(fmt.Errorf("a rotation of this role is unresolved (phase %s): its type-specific settings and consumers cannot change until it is resolved (rotate/%s resolves it) or recovery parks the role", pend.Phase, name))
+		}
+	}
+	if secret != nil {
 		if err := e.verifyImport(ctx, role, kind, secret); err != nil {
 			return nil, err
 		}
 	}
 
-	st := &State{}
-	if existing != nil {
-		if st, err = e.loadState(ctx, name); err != nil {
+	// A write is the operator's answer to a failing role: the schedule, and the recovery of a
+	// pending record, may try again.
+	st.Failing, st.ConsecutiveFailures, st.RetryAt = false, 0, time.Time{}
+	if pend != nil && (pend.Attempts > 0 || !pend.RetryAt.IsZero()) {
+		pend.Attempts, pend.RetryAt = 0, time.Time{}
+		if err := putJSON(ctx, e.storage, pendingPrefix+name, pend); err != nil {
 			return nil, err
 		}
 	}
-	// A write is the operator's answer to a failing role: the schedule may try again.
-	st.Failing, st.ConsecutiveFailures, st.RetryAt = false, 0, time.Time{}
 	if secret != nil {
 		next := 1
 		if cur := st.Current(); cur != nil {
@@ -136,6 +165,14 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 	}
 	e.logger.Info("role written", "role", name, "type", role.Type, "created", res.Created, "imported", res.Imported)
 	return res, nil
+}
+
+// changesTarget reports whether a write changes what a pending record is resolved against: the
+// kind's settings or the consumers.
+func changesTarget(before, after *Role) bool {
+	a, errA := json.Marshal(before.Settings)
+	b, errB := json.Marshal(after.Settings)
+	return errA != nil || errB != nil || !bytes.Equal(a, b) || !slices.Equal(before.Consumers, after.Consumers)
 }
 
 // mergeRole applies a write to the existing role (nil: create) and validates the result.
@@ -465,6 +502,11 @@ func linkedNames(r *Role) []string {
 
 // Creds returns kept version n of the role (0: the current one) and the kind's description of it.
 func (e *Engine) Creds(ctx context.Context, name string, n int) (*Version, map[string]interface{}, *RoleView, error) {
+	if n == 0 {
+		// Between apply and promote the stored current value may already be dead at the target:
+		// wait (bounded) for the outcome rather than hand it out.
+		e.windows.wait(ctx, name)
+	}
 	role, err := e.loadRole(ctx, name)
 	if err != nil {
 		return nil, nil, nil, err
@@ -505,7 +547,7 @@ func (e *Engine) staged(ctx context.Context, name string) (*Version, error) {
 		return nil, nil
 	}
 	p, err := e.loadPending(ctx, name)
-	if err != nil || p == nil || p.Step != StepDeploy {
+	if err != nil || p == nil || !p.staging() {
 		return nil, err
 	}
 	return &Version{Number: p.NewVersion, Created: p.Started, Trigger: p.Trigger, Secret: p.New}, nil

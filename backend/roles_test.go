@@ -519,34 +519,82 @@ func TestSettingsDecodedIntoTypedMaps(t *testing.T) {
 	var _ rotators.Settings = got
 }
 
-// A first rotation whose new value the target took but that does not verify keeps the role with
-// the value pending: it may be the only live value (a typo in connection_url must not leave a
-// login with a password nobody has).
+// A first rotation whose new value the target acknowledged but that does not verify keeps the
+// value as the current one: it is live at the target and there is no other (a typo in
+// connection_url must not leave a login with a password nobody has).
 func TestWriteRoleFirstValueThatDoesNotVerifyIsKept(t *testing.T) {
 	te := newEnv(t)
 	ctx := context.Background()
 	ft, target := newFault(t, nil)
 	ft.ScriptVerify(verifyReject)
 	_, err := te.e.WriteRole(ctx, "gen", faultRole(target))
-	wantUserError(t, err, "the role is kept with that value pending")
-	p := te.pendingRec(t, "gen")
-	if p == nil || !p.New.Equal(ft.Live()) {
-		t.Fatalf("pending = %+v, want the value the target took", p)
+	wantUserError(t, err, "which is kept as the current value")
+	if p := te.pendingRec(t, "gen"); p != nil {
+		t.Fatalf("pending = %+v; the acknowledged value belongs in the state", p)
 	}
-	if v, _ := te.e.ReadRole(ctx, "gen"); v == nil || !v.Pending || v.CurrentVersion != 0 {
+	v, _ := te.e.ReadRole(ctx, "gen")
+	if v == nil || v.Pending || v.CurrentVersion != 1 || v.LastOutcome != OutcomeFailed {
 		t.Fatalf("role view = %+v", v)
 	}
-	// The operator fixes the role and rotates: the pending value verifies now and is promoted
-	// first, then the rotation runs.
+	if st := te.state(t, "gen"); !ft.Live().Equal(st.Current().Secret) {
+		t.Fatalf("state = %+v, live %v", st, ft.Live())
+	}
+	// The operator fixes the role and rotates from the kept value.
 	out, err := te.e.Rotate(ctx, "gen")
 	if err != nil || !out.Success {
 		t.Fatalf("rotate after the fix: %+v %v", out, err)
 	}
-	h := te.history(t, "gen")
-	if len(h) < 2 || h[1].Trigger != TriggerRecovery || h[1].Outcome != OutcomeSuccess {
-		t.Fatalf("history = %+v", h)
-	}
 	if st := te.state(t, "gen"); !ft.Live().Equal(st.Current().Secret) || len(st.Versions) != 2 {
 		t.Fatalf("state = %+v, live %v", st, ft.Live())
+	}
+}
+
+// A first rotation whose answer was lost keeps the role and its pending record: the value may be
+// the only live one.
+func TestWriteRoleFirstRotationUnknownKeepsRole(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft, target := newFault(t, nil)
+	ft.ScriptApply(applyFailAfter)
+	_, err := te.e.WriteRole(ctx, "gen", faultRole(target))
+	wantUserError(t, err, "kept with that value pending")
+	p := te.pendingRec(t, "gen")
+	if p == nil || !p.New.Equal(ft.Live()) || p.Phase != PhaseApplying {
+		t.Fatalf("pending = %+v, want the value the target may hold", p)
+	}
+	if r, _ := te.e.loadRole(ctx, "gen"); r == nil {
+		t.Fatal("the role was deleted although its first value may be live")
+	}
+	te.e.recoverRole(ctx, "gen")
+	if st := te.state(t, "gen"); st.Current() == nil || !st.Current().Secret.Equal(ft.Live()) {
+		t.Fatalf("recovery did not promote the live first value: %+v", st)
+	}
+}
+
+// While a rotation is unresolved, the target it is resolved against cannot move, unless
+// recovery has parked the role.
+func TestWriteRoleSettingsFrozenWhilePending(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	te.importRole(t, "p", "pw-frozen")
+	te.putPending(t, "p", &Pending{Old: secretOf("pw-frozen"), New: secretOf("pw-next"), OldVersion: 1, NewVersion: 2, Phase: PhaseApplying})
+	in := RoleInput{Settings: map[string]interface{}{fFaultTags: []string{"moved"}}}
+	_, err := te.e.WriteRole(ctx, "p", in)
+	wantUserError(t, err, "unresolved")
+	if r, _ := te.e.loadRole(ctx, "p"); len(r.Settings.List(fFaultTags)) != 0 {
+		t.Fatal("the refused write was stored")
+	}
+	// A schedule change is fine.
+	if _, err := te.e.WriteRole(ctx, "p", RoleInput{RotationPeriod: ptr(3 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	// Parked: the operator may repoint the role.
+	st := te.state(t, "p")
+	st.Failing = true
+	if err := putJSON(ctx, te.storage, statePrefix+"p", st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.e.WriteRole(ctx, "p", in); err != nil {
+		t.Fatal(err)
 	}
 }

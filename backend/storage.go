@@ -80,15 +80,29 @@ func (s *State) push(v Version, keep int) {
 }
 
 // Pending is the write-ahead record of a rotation in flight: both values, stored before the
-// target is touched, so that whichever value is live at the target is always in Vault.
+// target is touched, so that whichever value is live at the target is always in Vault. Phase
+// (phases.go) says how far the rotation got.
 type Pending struct {
 	Old        rotators.Secret `json:"old,omitempty"`
 	New        rotators.Secret `json:"new"`
 	OldVersion int             `json:"old_version"`
 	NewVersion int             `json:"new_version"`
 	Trigger    Trigger         `json:"trigger"`
-	Step       string          `json:"step"`
+	Phase      Phase           `json:"phase"`
 	Started    time.Time       `json:"started"`
+	// Displaced is the kept value the change overwrites when it is not Old (alternating: the
+	// previous password of the login being changed); a failed rotation puts it back too.
+	Displaced rotators.Secret `json:"displaced,omitempty"`
+	// Deployed: consumers may have restarted on the new value, so a rollback restarts them again.
+	Deployed bool `json:"deployed,omitempty"`
+	// SettleAt is when the target can no longer be changing after a change whose answer was lost.
+	SettleAt time.Time `json:"settle_at,omitempty"`
+	// Attempts counts the recoveries that could not resolve the record; RetryAt is when
+	// recovery may try again.
+	Attempts int       `json:"attempts,omitempty"`
+	RetryAt  time.Time `json:"retry_at,omitempty"`
+	// LegacyStep is the step name records stored before phases carried (read once, migrated).
+	LegacyStep string `json:"step,omitempty"`
 }
 
 func getJSON(ctx context.Context, s logical.Storage, key string, out interface{}) (bool, error) {
@@ -146,5 +160,6 @@ func (e *Engine) loadPending(ctx context.Context, name string) (*Pending, error)
 	if err != nil || !ok {
 		return nil, err
 	}
+	p.migratePhase()
 	return &p, nil
 }

@@ -112,7 +112,7 @@ func (f *faultTarget) Apply(_ context.Context, _ rotators.Env, _, to rotators.Se
 	defer f.mu.Unlock()
 	if f.failApply > 0 {
 		f.failApply--
-		return fmt.Errorf("fake target refused password %s", to["password"])
+		return rotators.NotApplied(fmt.Errorf("fake target refused password %s", to["password"]))
 	}
 	f.live = to.Clone()
 	return nil

@@ -85,6 +85,12 @@ func rotationResponse(name string, out *backend.Outcome, err error) (*logical.Re
 		switch out.Result {
 		case backend.OutcomeUnresolved:
 			state = "it is not yet known which value is live at the target; both are kept and recovery retries"
+		case backend.OutcomeFailed:
+			if out.NewVersion > out.OldVersion {
+				state = "the new value is live at the target and is now the current one"
+				break
+			}
+			fallthrough
 		default:
 			state = "the previous value is still the current one and is live at the target"
 		}
