@@ -149,6 +149,15 @@ type faultTarget struct {
 	verifies     int
 	lastLinked   map[string]rotators.Linked
 	settle       time.Duration // SettleTime
+	finishes     [][2]rotators.Secret
+}
+
+// Finish makes the fake a rotators.Finisher: it records the call.
+func (f *faultTarget) Finish(_ context.Context, _ rotators.Env, old, next rotators.Secret) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.finishes = append(f.finishes, [2]rotators.Secret{old.Clone(), next.Clone()})
+	return nil
 }
 
 // SettleTime makes the fake a rotators.Settler.

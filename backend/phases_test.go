@@ -1,0 +1,178 @@
+package backend
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
+)
+
+func TestPhaseTransitions(t *testing.T) {
+	allowed := map[[2]Phase]bool{
+		{PhaseApplying, PhaseApplied}:      true,
+		{PhaseApplying, PhaseRestoring}:    true,
+		{PhaseApplied, PhaseDeploying}:     true,
+		{PhaseApplied, PhaseRestoring}:     true,
+		{PhaseDeploying, PhaseRestoring}:   true,
+		{PhaseRestoring, PhaseRedeploying}: true,
+	}
+	all := []Phase{PhaseApplying, PhaseApplied, PhaseDeploying, PhaseRestoring, PhaseRedeploying}
+	for _, from := range all {
+		for _, to := range all {
+			if got := canMove(from, to); got != allowed[[2]Phase{from, to}] {
+				t.Errorf("canMove(%s, %s) = %v", from, to, got)
+			}
+		}
+	}
+	// A move the machine does not allow is refused and nothing is written.
+	te := newEnv(t)
+	te.importRole(t, "m", "pw-moves")
+	p := &Pending{Old: secretOf("pw-moves"), New: secretOf("pw-next"), OldVersion: 1, NewVersion: 2, Phase: PhaseDeploying}
+	te.putPending(t, "m", p)
+	if err := te.e.enter(context.Background(), "m", p, PhaseApplied); err == nil {
+		t.Fatal("deploying → applied was allowed")
+	}
+	if got := te.pendingRec(t, "m"); got.Phase != PhaseDeploying {
+		t.Fatalf("stored phase %s after a refused move", got.Phase)
+	}
+}
+
+// Records written before phases existed carry a step name; they read back with a phase.
+func TestPendingLegacyStepMigrates(t *testing.T) {
+	for step, want := range map[string]Phase{StepApply: PhaseApplying, StepDeploy: PhaseDeploying, StepRestore: PhaseRestoring, "": PhaseApplying} {
+		te := newEnv(t)
+		te.importRole(t, "l", "pw-legacy")
+		te.putPending(t, "l", &Pending{Old: secretOf("pw-legacy"), New: secretOf("pw-new"), OldVersion: 1, NewVersion: 2, LegacyStep: step})
+		if got := te.pendingRec(t, "l"); got.Phase != want || got.LegacyStep != "" {
+			t.Errorf("step %q read back as phase %q", step, got.Phase)
+		}
+	}
+}
+
+// Roll-forward runs the kind's remaining work (rotators.Finisher) before promoting.
+func TestRecoveryRollForwardFinishesTheKindsWork(t *testing.T) {
+	te := newEnv(t)
+	ft, p := crashed(t, te, "c", "pw-crash-new")
+	te.e.recoverRole(context.Background(), "c")
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if len(ft.finishes) != 1 || !ft.finishes[0][0].Equal(p.Old) || !ft.finishes[0][1].Equal(p.New) {
+		t.Fatalf("Finish calls = %v, want one with (old, new)", ft.finishes)
+	}
+	if cur := te.state(t, "c").Current(); cur.Number != 2 {
+		t.Fatalf("current = %+v", cur)
+	}
+}
+
+// A crash inside a rollback: recovery finishes it, whatever the target holds.
+func TestRecoveryRestoringFinishesTheRollback(t *testing.T) {
+	for _, live := range []string{"pw-crash-new", "pw-crash-old"} {
+		t.Run(live, func(t *testing.T) {
+			te := newEnv(t)
+			ft, p := crashed(t, te, "c", live)
+			p.Phase = PhaseRestoring
+			te.putPending(t, "c", p)
+			te.e.recoverRole(context.Background(), "c")
+			if te.pendingRec(t, "c") != nil {
+				t.Fatal("record kept after the rollback finished")
+			}
+			if !ft.Live().Equal(p.Old) {
+				t.Fatalf("live = %v, want the old value", ft.Live())
+			}
+			st := te.state(t, "c")
+			if st.Current().Number != 1 || !st.Current().Secret.Equal(p.Old) {
+				t.Fatalf("state = %+v", st)
+			}
+			h := te.history(t, "c")
+			if len(h) != 1 || h[0].Trigger != TriggerRecovery || h[0].Outcome != OutcomeFailed || h[0].RolledBack != (live == "pw-crash-new") {
+				t.Fatalf("history = %+v", h)
+			}
+		})
+	}
+}
+
+// A crash after the target was restored but before the consumers were: recovery redeploys them
+// on the old value (here a health check stands in for the consumers) and then drops the record.
+func TestRecoveryRedeployingRestartsConsumers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	te := newEnv(t)
+	ft := te.importRole(t, "c", "pw-crash-old", func(in *RoleInput) {
+		in.HealthChecks = ptr([]string{"tcp://" + ln.Addr().String()})
+	})
+	p := &Pending{Old: secretOf("pw-crash-old"), New: secretOf("pw-crash-new"), OldVersion: 1, NewVersion: 2,
+		Trigger: TriggerSchedule, Phase: PhaseRedeploying, Deployed: true, Started: te.clock.Now()}
+	te.putPending(t, "c", p)
+	te.e.recoverRole(context.Background(), "c")
+	if te.pendingRec(t, "c") != nil {
+		t.Fatal("record kept after the redeploy")
+	}
+	if ft.Applies() != 0 {
+		t.Fatal("the target was changed although it already held the old value")
+	}
+	h := te.history(t, "c")
+	if len(h) != 1 || !h[0].RolledBack || len(h[0].Health) != 1 || h[0].Health[0].Phase != StepRedeploy {
+		t.Fatalf("history = %+v", h)
+	}
+}
+
+// Between apply and promote, creds waits for the outcome instead of handing out the old value,
+// which may already be dead at the target.
+func TestCredsWaitsForTheApplyWindow(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft := te.importRole(t, "w", "pw-window-old")
+	gate := make(chan struct{})
+	g := &gauge{}
+	ft.mu.Lock()
+	ft.gate, ft.inApply = gate, g
+	ft.mu.Unlock()
+
+	rotated := make(chan *Outcome, 1)
+	go func() {
+		out, _ := te.e.Rotate(ctx, "w")
+		rotated <- out
+	}()
+	eventually(t, "the rotation is inside Apply", func() bool { return g.cur.Load() == 1 })
+
+	got := make(chan rotators.Secret, 1)
+	go func() {
+		v, _, _, err := te.e.Creds(ctx, "w", 0)
+		if err != nil {
+			got <- nil
+			return
+		}
+		got <- v.Secret
+	}()
+	select {
+	case s := <-got:
+		t.Fatalf("creds answered %v while the rotation was between apply and promote", s["password"] == "pw-window-old")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(gate)
+	out := <-rotated
+	if out == nil || !out.Success {
+		t.Fatalf("rotation = %+v", out)
+	}
+	if s := <-got; s == nil || !s.Equal(ft.Live()) {
+		t.Fatal("creds did not answer the value live after the rotation")
+	}
+	// An explicit version does not wait.
+	if _, _, _, err := te.e.Creds(ctx, "w", 1); err != nil {
+		t.Fatal(err)
+	}
+}
