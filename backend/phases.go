@@ -70,8 +70,13 @@ func (e *Engine) enter(ctx context.Context, name string, p *Pending, phase Phase
 	if !canMove(p.Phase, phase) {
 		return fmt.Errorf("protocol: no move from %s to %s", p.Phase, phase)
 	}
+	prev := p.Phase
 	p.Phase = phase
-	return putJSON(ctx, e.storage, pendingPrefix+name, p)
+	if err := putJSON(ctx, e.storage, pendingPrefix+name, p); err != nil {
+		p.Phase = prev // what is stored is what counts
+		return err
+	}
+	return nil
 }
 
 // Bounds of the calls the engine makes to a target (docs/decisions.md, "Bounds").

@@ -106,15 +106,25 @@ type run struct {
 	secrets []rotators.Secret
 	// by is who asked for a manual rotation (empty for scheduled work).
 	by Requester
-	// leaveWindow ends the stretch between apply and promote during which creds waits for the
-	// outcome instead of handing out a value that may just have died (idempotent; nil outside it).
+	// leaveWindow ends the stretch during which creds waits for the outcome instead of handing
+	// out a value that may just have died (between apply and promote, and during a restore);
+	// nil when no window is open.
 	leaveWindow func()
+	windows     *applyWindows
 }
 
-// closeWindow ends the run's apply window, if it opened one.
+// openWindow makes creds reads of the role wait until closeWindow (no-op when one is open).
+func (r *run) openWindow() {
+	if r.leaveWindow == nil {
+		r.leaveWindow = r.windows.enter(r.role.Name)
+	}
+}
+
+// closeWindow ends the run's window, if it has one open.
 func (r *run) closeWindow() {
 	if r.leaveWindow != nil {
 		r.leaveWindow()
+		r.leaveWindow = nil
 	}
 }
 
@@ -186,7 +196,7 @@ func (e *Engine) rotateLocked(ctx context.Context, name string, rq rotateRequest
 	if rq.trigger == TriggerManual || rq.trigger == TriggerRollback {
 		st.Failing = false // rotated by hand: the schedule may try again
 	}
-	r := &run{role: role, state: st, out: &Outcome{Role: name, Trigger: rq.trigger}, by: requesterFrom(ctx)}
+	r := &run{role: role, state: st, out: &Outcome{Role: name, Trigger: rq.trigger}, by: requesterFrom(ctx), windows: &e.windows}
 	if cur := st.Current(); cur != nil {
 		r.out.OldVersion = cur.Number
 	}
@@ -229,7 +239,7 @@ func (e *Engine) rotateLocked(ctx context.Context, name string, rq rotateRequest
 // change may have been sent, every failure keeps both values until the target says which one
 // it holds.
 func (e *Engine) applyAndFinish(ctx context.Context, r *run, p *Pending) *Outcome {
-	r.leaveWindow = e.windows.enter(r.role.Name)
+	r.openWindow()
 	defer r.closeWindow()
 
 	err := r.step(StepApply, func() error {
@@ -274,9 +284,10 @@ func (e *Engine) verify(ctx context.Context, r *run, s rotators.Secret) error {
 func (e *Engine) finish(ctx context.Context, r *run, p *Pending) *Outcome {
 	if !r.deploy.empty() {
 		// Stage the new value: consumers read creds when they start, and must get the new one.
-		p.Deployed = true
 		if p.Phase != PhaseDeploying {
+			p.Deployed = true
 			if err := e.enter(ctx, r.role.Name, p, PhaseDeploying); err != nil {
+				p.Deployed = false // no consumer was restarted
 				r.out.Steps = append(r.out.Steps, StepResult{Name: StepDeploy, Error: err.Error()})
 				return e.fail(ctx, r, StepDeploy, p)
 			}
@@ -590,15 +601,16 @@ type rollBackResult struct {
 // record deleted. When the target cannot be put back, the record stays in restoring.
 func (e *Engine) rollBack(ctx context.Context, r *run, p *Pending) rollBackResult {
 	name := r.role.Name
-	if p.Phase != PhaseRestoring && p.Phase != PhaseRedeploying {
-		if err := e.enter(ctx, name, p, PhaseRestoring); err != nil {
-			// Creds may still stage the new value; the record keeps both values either way.
-			e.logger.Error("record the restoring phase", "role", name, "error", err)
-		}
-	}
 	var putBack bool
-	if p.Phase == PhaseRestoring {
-		r.closeWindow()
+	if p.Phase != PhaseRedeploying {
+		// While the old value is put back the target may hold either: creds waits for it.
+		r.openWindow()
+		if p.Phase != PhaseRestoring {
+			if err := e.enter(ctx, name, p, PhaseRestoring); err != nil {
+				// The record keeps both values either way; recovery resolves it.
+				e.logger.Error("record the restoring phase", "role", name, "error", err)
+			}
+		}
 		err := r.step(StepRestore, func() (err error) {
 			putBack, err = e.restore(ctx, r, p)
 			return err
@@ -612,6 +624,7 @@ func (e *Engine) rollBack(ctx context.Context, r *run, p *Pending) rollBackResul
 				}
 				e.recoverAt(name, p.SettleAt)
 			}
+			r.closeWindow()
 			return rollBackResult{}
 		}
 		failpoint.Inject(failpoint.InsideRestore)
@@ -620,6 +633,7 @@ func (e *Engine) rollBack(ctx context.Context, r *run, p *Pending) rollBackResul
 				e.logger.Error("record the redeploying phase", "role", name, "error", err)
 			}
 		}
+		r.closeWindow() // the old value is live: consumers restarting now must get it at once
 	}
 	if p.Deployed {
 		// The consumers were restarted with the new value: restart them again on the old one

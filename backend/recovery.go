@@ -16,9 +16,9 @@ type recoveryResult struct {
 }
 
 // recoverRole resolves the role's pending record if no rotation holds the role (background
-// job). A parked role is left alone until an operator writes or rotates it, and a record whose
-// last recovery failed waits for its backoff: recovery never keeps logging in to a target that
-// cannot answer.
+// job). A record that recovery gave up on (max_failures attempts) is left alone until an operator
+// writes or rotates the role, and a record whose last recovery failed waits for its backoff:
+// recovery never keeps logging in to a target that cannot answer.
 func (e *Engine) recoverRole(ctx context.Context, name string) {
 	unlock, ok := e.locks.tryLock(name)
 	if !ok {
@@ -44,8 +44,8 @@ func (e *Engine) recoverRole(ctx context.Context, name string) {
 		e.logger.Error("recovery: read state", "role", name, "error", err)
 		return
 	}
-	if st.Failing || e.now().Before(p.RetryAt) {
-		return
+	if p.Attempts >= e.Config().MaxFailures || e.now().Before(p.RetryAt) {
+		return // parked by recovery, or waiting for its backoff
 	}
 	e.resolvePending(ctx, role, st, p, false)
 }
@@ -60,7 +60,7 @@ func (e *Engine) recoverRole(ctx context.Context, name string) {
 // supersede is set when a new rotation is about to replace the record.
 func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *Pending, supersede bool) recoveryResult {
 	r := &run{role: role, state: st, out: &Outcome{Role: role.Name, Trigger: TriggerRecovery, OldVersion: p.OldVersion},
-		secrets: []rotators.Secret{p.Old, p.New, p.Displaced}}
+		secrets: []rotators.Secret{p.Old, p.New, p.Displaced}, windows: &e.windows}
 	if err := e.bind(ctx, r); err != nil {
 		return e.stuck(ctx, r, p, "cannot bind the role to its target: "+err.Error())
 	}
@@ -129,6 +129,9 @@ func (e *Engine) resolveForward(ctx context.Context, r *run, p *Pending, superse
 	}
 	oldErr := r.step(StepVerify, func() error { return e.verify(ctx, r, p.Old) })
 	switch {
+	case oldErr == nil && p.Deployed:
+		// Consumers may hold the new value, which is not live: restart them on the old one.
+		return e.resolveBack(ctx, r, p)
 	case oldErr == nil:
 		return e.dropPending(ctx, r, "recovery: the new value was never live; kept the old one")
 	case errors.Is(oldErr, rotators.ErrRejected):

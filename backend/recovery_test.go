@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -404,5 +405,60 @@ func TestPromoteFailureKeepsPendingForRecovery(t *testing.T) {
 	}
 	if p, _ := e.loadPending(ctx, "p"); p != nil {
 		t.Fatal("pending kept after recovery")
+	}
+}
+
+// A role the schedule parked (max_failures reached by failed rotations) still has its unknown
+// outcome resolved: parking stops new rotations, not the resolution of a value that may be live.
+func TestRecoveryResolvesUnknownOfAParkedRole(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	if err := te.e.SetConfig(ctx, Config{MaxParallel: 1, HistoryLimit: 10, RetryBase: time.Second, RetryMax: time.Second,
+		MaxFailures: 1, DockerHost: DefaultDockerHost}); err != nil {
+		t.Fatal(err)
+	}
+	ft := te.importRole(t, "k", "pw-parked-old")
+	ft.ScriptApply(applyFailAfter)
+	out, _ := te.e.Rotate(ctx, "k")
+	if out.Result != OutcomeUnresolved || !te.state(t, "k").Failing {
+		t.Fatalf("outcome %+v, state %+v: want unresolved and parked", out, te.state(t, "k"))
+	}
+	te.e.recoverRole(ctx, "k")
+	st := te.state(t, "k")
+	if te.pendingRec(t, "k") != nil || st.Current().Number != 2 || !st.Current().Secret.Equal(ft.Live()) {
+		t.Fatalf("unknown outcome of a parked role not resolved: %+v", st)
+	}
+}
+
+// A record in deploying whose new value turns out not to be live: the consumers, which may
+// have restarted on it, are restarted on the old one before the record goes.
+func TestRecoveryDeployingNewNotLiveRedeploys(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	te := newEnv(t)
+	te.importRole(t, "c", "pw-crash-old", func(in *RoleInput) {
+		in.HealthChecks = ptr([]string{"tcp://" + ln.Addr().String()})
+	})
+	te.putPending(t, "c", &Pending{Old: secretOf("pw-crash-old"), New: secretOf("pw-crash-new"), OldVersion: 1, NewVersion: 2,
+		Trigger: TriggerSchedule, Phase: PhaseDeploying, Deployed: true, Started: te.clock.Now()})
+	te.e.recoverRole(context.Background(), "c")
+	if te.pendingRec(t, "c") != nil {
+		t.Fatal("record kept")
+	}
+	h := te.history(t, "c")
+	if len(h) != 1 || !h[0].RolledBack || len(h[0].Health) != 1 || h[0].Health[0].Phase != StepRedeploy {
+		t.Fatalf("history = %+v", h)
 	}
 }
