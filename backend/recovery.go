@@ -111,8 +111,9 @@ func (e *Engine) resolveForward(ctx context.Context, r *run, p *Pending, superse
 		}
 		out := e.finish(ctx, r, p)
 		if out.Result == OutcomeUnresolved {
-			log.Error("recovery: roll forward did not finish", "error", out.Error)
-			return recoveryResult{detail: out.Error}
+			// The record is still there (finish deletes it only when it is done): count the
+			// attempt, so that a promotion that can never be written does not redeploy forever.
+			return e.stuck(ctx, r, p, "roll forward did not finish: "+out.Error)
 		}
 		log.Info("recovery: the new value is live; rolled forward", "version", p.NewVersion, "outcome", out.Result)
 		return recoveryResult{resolved: true}

@@ -462,3 +462,49 @@ func TestRecoveryDeployingNewNotLiveRedeploys(t *testing.T) {
 		t.Fatalf("history = %+v", h)
 	}
 }
+
+// A roll forward whose promotion can never be written is an attempt like any other: after
+// max_failures of them recovery stops, instead of verifying and redeploying on every tick.
+func TestRecoveryPromoteThatNeverSucceedsParks(t *testing.T) {
+	storage := &flakyStorage{Storage: &logical.InmemStorage{}}
+	clock := newClock(t0)
+	e := New(&logical.BackendConfig{StorageView: storage, System: &logical.StaticSystemView{}})
+	e.SetClock(clock)
+	if err := e.Initialize(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	ctx := context.Background()
+	ft, target := newFault(t, secretOf("pw-never-old"))
+	in := faultRole(target)
+	in.Secrets[fFaultValue] = "pw-never-old"
+	if _, err := e.WriteRole(ctx, "p", in); err != nil {
+		t.Fatal(err)
+	}
+	storage.arm(statePrefix)
+	if out, _ := e.Rotate(ctx, "p"); out.Result != OutcomeUnresolved {
+		t.Fatalf("outcome = %+v", out)
+	}
+	for i := 0; i < e.Config().MaxFailures; i++ {
+		if p, _ := e.loadPending(ctx, "p"); p.RetryAt.After(clock.Now()) {
+			clock.Set(p.RetryAt)
+		}
+		e.recoverRole(ctx, "p")
+	}
+	p, _ := e.loadPending(ctx, "p")
+	if p == nil || p.Attempts != e.Config().MaxFailures || !p.New.Equal(ft.Live()) {
+		t.Fatalf("pending = %+v", p)
+	}
+	ft.mu.Lock()
+	verifies := ft.verifies
+	ft.mu.Unlock()
+	for i := 0; i < 3; i++ {
+		clock.Advance(time.Hour)
+		e.recoverRole(ctx, "p")
+	}
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if ft.verifies != verifies {
+		t.Fatalf("recovery kept trying after %d attempts", p.Attempts)
+	}
+}
