@@ -281,7 +281,7 @@ rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" }`,
 		s.assertLogin(t, "bad_app", "bad-app-pw", true) // the failed create changed nothing
 	})
 
-	t.Run("a typo in connection_url at create keeps the new password pending, not lost", func(t *testing.T) {
+	t.Run("a typo in connection_url at create keeps the password PostgreSQL took as version 1, not lost", func(t *testing.T) {
 		s.importAdmin(t, "typo-admin", "typo_admin", "typo-admin-pw")
 		s.createLogin(t, "typo_app", "typo-app-0", "")
 		wrong := strings.Replace(s.pg.URLTemplate(), "/postgres?", "/no_such_db?", 1)
@@ -289,20 +289,24 @@ rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" }`,
 			"type": "postgres", "admin_role": "typo-admin", "username": "typo_app",
 			"connection_url": wrong, "rotation_period": "720h",
 		})
-		expectStatus(t, re, http.StatusBadRequest, "the role is kept with that value pending")
-		// The admin did change the password; the new one is in Vault's pending record.
+		expectStatus(t, re, http.StatusBadRequest, "which is kept as the current value")
+		// The admin did change the password (PostgreSQL acknowledged it); Vault holds the new one.
 		s.assertLogin(t, "typo_app", "typo-app-0", false)
-		if role := s.read(t, "roles/typo").Data; role["pending"] != true {
-			t.Fatalf("role: %#v", role)
+		role := s.read(t, "roles/typo").Data
+		if role["pending"] != false || role["last_outcome"] != "failed" {
+			t.Fatalf("role: pending=%v last_outcome=%v", role["pending"], role["last_outcome"])
 		}
-		_, re = s.writeErr("rotate/typo", nil)
-		expectStatus(t, re, http.StatusBadRequest, "unresolved")
+		_, pw1, v1 := s.creds(t, "typo")
+		if v1 != 1 {
+			t.Fatalf("version %d, want the acknowledged value as version 1", v1)
+		}
+		s.assertLogin(t, "typo_app", pw1, true)
 
 		s.write(t, "roles/typo", map[string]interface{}{"connection_url": s.pg.URLTemplate()})
 		s.write(t, "rotate/typo", nil)
 		_, pw, v := s.creds(t, "typo")
 		if v != 2 {
-			t.Fatalf("version %d: the pending value should have been promoted (1), then rotated (2)", v)
+			t.Fatalf("version %d after the fix and a rotation, want 2", v)
 		}
 		s.assertLogin(t, "typo_app", pw, true)
 	})
