@@ -20,8 +20,9 @@ const (
 	commandTimeout = 30 * time.Second // one remote script
 	editAttempts   = 3                // compare-and-swap retries when the file changes under us
 
-	exitChanged = 3 // the write script's exit status: the file is not what we read
-	exitRefused = 5 // authorized_keys is a symlink or not a regular file
+	exitChanged  = 3 // the write script's exit status: the file is not what we read
+	exitRefused  = 5 // authorized_keys is a symlink or not a regular file
+	exitMismatch = 6 // a temporary file does not hold the bytes that were sent (cksum); nothing renamed
 )
 
 // Apply makes `to` the authorized key of username on every host, in place of `from`:
@@ -387,9 +388,17 @@ printf 'absent\n'
 
 // writeScript is a POSIX sh script that replaces ~/.ssh/authorized_keys by content atomically
 // (a temp file in ~/.ssh, mode 600, renamed over it) if the file still holds expected, and exits
-// with exitChanged otherwise. The bytes travel as printf octal escapes, so any byte (and the
-// absence of a final newline) survives the shell.
+// with exitChanged otherwise. The bytes travel as printf octal escapes (writePrintf), so any byte
+// (and the absence of a final newline) survives the shell; before it compares or renames, the
+// script checks each temporary file against the cksum of the bytes it was meant to hold and exits
+// with exitMismatch when they differ (README, "What a rotation does on the hosts").
 func writeScript(expected []byte, expectedPresent bool, content []byte, present bool) string {
+	return writeScriptWith(writePrintf, expected, expectedPresent, content, present)
+}
+
+// writeScriptWith is writeScript with the printf encoder as a parameter, so that a test can show
+// that the cksum check catches an encoder that loses bytes.
+func writeScriptWith(encode func(*strings.Builder, []byte), expected []byte, expectedPresent bool, content []byte, present bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `umask 077
 d="$HOME/.ssh"
@@ -402,14 +411,21 @@ if [ -e "$f" ] && [ ! -f "$f" ]; then fail "~/.ssh/authorized_keys is not a regu
 [ -d "$d" ] || mkdir -m 700 "$d" || fail "cannot create ~/.ssh"
 trap 'rm -f "$t" "$e"' EXIT
 rm -f "$t" "$e"
-`, exitRefused)
+check() {
+	w=$2
+	s=$(cksum < "$1") || fail "cannot run cksum on a temporary file in ~/.ssh"
+	set -- $s
+	[ "$1 $2" = "$w" ] || fail "a temporary file in ~/.ssh does not hold the bytes that were sent (cksum $1 $2, want $w); authorized_keys was not changed" %[2]d
+}
+`, exitRefused, exitMismatch)
 	if expectedPresent {
 		b.WriteString("{\n")
-		writePrintf(&b, expected)
+		encode(&b, expected)
 		fmt.Fprintf(&b, `} > "$e" || fail "cannot write a temporary file in ~/.ssh"
+check "$e" '%[2]s'
 [ -f "$f" ] || fail "authorized_keys changed while it was edited" %[1]d
 cmp -s "$e" "$f" || fail "authorized_keys changed while it was edited" %[1]d
-`, exitChanged)
+`, exitChanged, cksum(expected))
 	} else {
 		fmt.Fprintf(&b, "[ -e \"$f\" ] && fail \"authorized_keys changed while it was edited\" %d\n", exitChanged)
 	}
@@ -418,17 +434,21 @@ cmp -s "$e" "$f" || fail "authorized_keys changed while it was edited" %[1]d
 		return b.String()
 	}
 	b.WriteString("(set -C; : > \"$t\") || fail \"cannot create a temporary file in ~/.ssh\"\n{\n")
-	writePrintf(&b, content)
-	b.WriteString(`} > "$t" || fail "cannot write a temporary file in ~/.ssh"
+	encode(&b, content)
+	fmt.Fprintf(&b, `} > "$t" || fail "cannot write a temporary file in ~/.ssh"
+check "$t" '%s'
 chmod 600 "$t" || fail "cannot chmod the temporary file"
 mv -f "$t" "$f" || fail "cannot rename the temporary file over authorized_keys"
 exit 0
-`)
+`, cksum(content))
 	return b.String()
 }
 
 // writePrintf writes printf commands that print data exactly: safe bytes as themselves, every
-// other byte (quotes, backslash, percent, newline, non-ASCII) as a 3-digit octal escape.
+// other byte (quotes, backslash, percent, newline, non-ASCII, and '-') as a 3-digit octal escape.
+// '-' is never safe: a format argument that starts with '-' is taken for an option by dash's and
+// bash's printf, which then print nothing, and the data is split into chunks wherever the size
+// says. No argument can start with '-' this way, whatever the bytes.
 func writePrintf(b *strings.Builder, data []byte) {
 	const chunk = 256
 	if len(data) == 0 {
@@ -458,5 +478,5 @@ func isSafe(c byte) bool {
 	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		return true
 	}
-	return strings.IndexByte(" +/=@.,:_-", c) >= 0
+	return strings.IndexByte(" +/=@.,:_", c) >= 0
 }
