@@ -1,0 +1,155 @@
+package ssh
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
+)
+
+// testHosts starts n real sshd hosts for one new user and binds a target to them (host keys
+// checked).
+func testHosts(t *testing.T, n int) (*target, []*testenv.SSHHost, string) {
+	t.Helper()
+	user := testenv.NewSSHUser(t)
+	var hosts []*testenv.SSHHost
+	var addrs, known []string
+	for range n {
+		h := testenv.StartSSHHost(t, user)
+		hosts = append(hosts, h)
+		addrs = append(addrs, h.Addr)
+		known = append(known, h.KnownHostsLine)
+	}
+	tg, err := (Kind{}).Bind(settings(map[string]interface{}{FieldHosts: addrs, FieldUsername: user, FieldHostKeys: known}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg.(*target), hosts, user
+}
+
+// testSecret imports a new key as a secret; line is its authorized_keys line (comment "test").
+func testSecret(t *testing.T) (s rotators.Secret, line string) {
+	t.Helper()
+	priv, line := testenv.NewSSHKey(t, "test")
+	s, err := (Kind{}).ImportSecret(rotators.Settings{}, map[string]string{FieldPrivateKey: priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, line
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// randomFile is one property-test input: bytes of every value, runs of the characters that
+// printf or the shell treat specially, CR/LF, sizes 0 to 64 KiB, with or without a final newline.
+func randomFile(rng *rand.Rand) []byte {
+	const maxSize = 64 << 10
+	if rng.IntN(4) == 0 {
+		return randomBytes(rng, rng.IntN(maxSize+1)) // every byte value, uniform
+	}
+	size := rng.IntN(maxSize + 1)
+	var b []byte
+	for len(b) < size {
+		n := 1 + rng.IntN(700)
+		switch rng.IntN(9) {
+		case 0:
+			b = append(b, bytes.Repeat([]byte{'-'}, n)...)
+		case 1:
+			b = append(b, bytes.Repeat([]byte{'%'}, n)...)
+		case 2:
+			b = append(b, bytes.Repeat([]byte{'\''}, n)...)
+		case 3:
+			b = append(b, bytes.Repeat([]byte{'\\'}, n)...)
+		case 4:
+			b = append(b, bytes.Repeat([]byte("\r\n"), n/2+1)...)
+		case 5:
+			b = append(b, bytes.Repeat([]byte{'\n'}, n)...)
+		case 6:
+			b = append(b, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0 -%s'\\c\\0 $HOME `id` \"x\"\n"...)
+		case 7:
+			b = append(b, bytes.Repeat([]byte{0}, n)...)
+		default:
+			b = append(b, randomBytes(rng, n)...)
+		}
+	}
+	b = b[:size]
+	if len(b) > 0 && rng.IntN(2) == 0 {
+		b[len(b)-1] = '\n'
+	}
+	return b
+}
+
+// TestSSHWriteReadExactBytesThroughSSHD: files written through the real write script to a real
+// sshd host are read back (through the read script, and on the host's disk) byte for byte:
+// deterministic cases (the '-' at every 256-byte boundary of issue 8, every byte value, empty,
+// 64 KiB) and a few dozen random files.
+func TestSSHWriteReadExactBytesThroughSSHD(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	tg, hosts, _ := testHosts(t, 1)
+	h := hosts[0]
+	s, line := testSecret(t)
+	h.AuthorizeKey(t, line)
+	signer, err := signerOf(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One connection for the whole test: sshd checks authorized_keys only at login, and the files
+	// written here do not authorize the key.
+	c, err := tg.connect(ctx, h.Addr, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+
+	allBytes := make([]byte, 0, 1024)
+	for i := range 1024 {
+		allBytes = append(allBytes, byte(i))
+	}
+	cases := [][]byte{dashAtBoundaries(true), dashAtBoundaries(false), allBytes, {}, []byte("-"), []byte("%"), []byte("\r\n")}
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	cases = append(cases, randomBytes(rng, 64<<10))
+	for range 32 {
+		cases = append(cases, randomFile(rng))
+	}
+
+	prev, prevPresent := h.ReadAuthorizedKeys(t), true
+	for i, want := range cases {
+		if _, err := c.write(ctx, prev, prevPresent, want, true); err != nil {
+			t.Fatalf("case %d (%d bytes): write: %v", i, len(want), err)
+		}
+		if got := h.ReadAuthorizedKeys(t); !bytes.Equal(got, want) {
+			t.Fatalf("case %d: the host's file has %d bytes, want %d (first difference at %d)", i, len(got), len(want), firstDiff(got, want))
+		}
+		got, present, err := c.read(ctx)
+		if err != nil || !present || !bytes.Equal(got, want) {
+			t.Fatalf("case %d: read back %d bytes (present %v, %v), want %d (first difference at %d)", i, len(got), present, err, len(want), firstDiff(got, want))
+		}
+		prev = want
+	}
+	if _, err := c.write(ctx, prev, true, nil, false); err != nil {
+		t.Fatalf("remove: %v", err)
+	}
+	if _, present, err := c.read(ctx); err != nil || present {
+		t.Fatalf("after remove: present %v, %v", present, err)
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
