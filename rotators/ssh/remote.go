@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -16,13 +18,30 @@ import (
 )
 
 const (
-	dialTimeout    = 15 * time.Second // TCP connect and SSH handshake
-	commandTimeout = 30 * time.Second // one remote script
+	dialTimeout    = 15 * time.Second // TCP connect and SSH handshake, each
+	commandTimeout = 30 * time.Second // one remote script, from opening its session to its exit status
 	editAttempts   = 3                // compare-and-swap retries when the file changes under us
 
-	exitChanged  = 3 // the write script's exit status: the file is not what we read
-	exitRefused  = 5 // authorized_keys is a symlink or not a regular file
-	exitMismatch = 6 // a temporary file does not hold the bytes that were sent (cksum); nothing renamed
+	// scriptBound is how long the write script may live on a host: a watchdog it starts first
+	// kills it then, whether or not a client still waits (docs/decisions.md, "SSH settle time").
+	scriptBound = commandTimeout
+	// settleTime is what SettleTime returns: the script can change authorized_keys only after the
+	// client confirmed the change, which it does before it gives up, and only while the script
+	// lives, at most scriptBound after it started, which was before the confirmation. Twice the
+	// bound leaves room for a loaded host (the watchdog polls once a second).
+	settleTime = 2 * scriptBound
+
+	// The write script's exit statuses when it stops before the rename; authorized_keys is then
+	// certainly unchanged. Any other status (a signal, a shell that cannot run the script) or a
+	// missing one leaves the outcome unknown.
+	exitChanged     = 3 // the file is not what we read
+	exitFailed      = 4 // a step before the rename failed (mkdir, temporary file, chmod, mv)
+	exitRefused     = 5 // authorized_keys is a symlink or not a regular file
+	exitMismatch    = 6 // a temporary file does not hold the bytes that were sent (cksum)
+	exitUnconfirmed = 7 // the client did not confirm the change (gone, or past its deadline)
+
+	readyLine   = "ready\n" // the write script's stdout when only the rename is left
+	confirmLine = "go\n"    // the client's answer on stdin: rename now
 )
 
 // Apply makes `to` the authorized key of username on every host, in place of `from`:
@@ -225,9 +244,10 @@ func (t *target) Verify(ctx context.Context, _ rotators.Env, s rotators.Secret) 
 
 // conn is one SSH connection to a host as the role's user.
 type conn struct {
-	client *gossh.Client
-	signer gossh.Signer
-	stop   func() bool
+	client  *gossh.Client
+	signer  gossh.Signer
+	stop    func() bool
+	timeout time.Duration // of each remote script: commandTimeout
 }
 
 func (c *conn) close() {
@@ -259,14 +279,19 @@ func (t *target) connect(ctx context.Context, addr string, signer gossh.Signer) 
 		deadline = dl
 	}
 	_ = nc.SetDeadline(deadline)
+	stopHandshake := context.AfterFunc(ctx, func() { nc.Close() })
 	sc, chans, reqs, err := gossh.NewClientConn(nc, addr, cfg)
+	stopHandshake()
 	if err != nil {
 		nc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, classify(err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	client := gossh.NewClient(sc, chans, reqs)
-	return &conn{client: client, signer: signer, stop: context.AfterFunc(ctx, func() { client.Close() })}, nil
+	return &conn{client: client, signer: signer, stop: context.AfterFunc(ctx, func() { client.Close() }), timeout: commandTimeout}, nil
 }
 
 // classify tells a refused key from other handshake failures.
@@ -287,45 +312,115 @@ func classify(err error) error {
 }
 
 // run runs a POSIX sh script (fed on stdin, so it never appears in a process list) and returns
-// its stdout and exit status.
-func (c *conn) run(ctx context.Context, script string) (stdout []byte, code int, err error) {
+// its stdout and exit status (-1: none). Everything from opening the session to the exit status
+// is bounded by c.timeout (commandTimeout). With confirm, the script prints readyLine before its one change
+// and waits for confirmLine on stdin, which run sends only while its deadline has not passed.
+func (c *conn) run(ctx context.Context, script string, confirm bool) (stdout []byte, code int, err error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, fmt.Errorf("no answer within %s", c.timeout))
+	defer cancel()
+	// The bound closes the whole connection, not only the session: opening a session has no
+	// bound of its own, and closing one waits for the host's answer, which a hung host never
+	// sends. The connection is then dead; undo opens a new one (see hostState.undo).
+	stop := context.AfterFunc(ctx, func() { c.client.Close() })
+	defer stop()
+	failed := func(what string, err error) ([]byte, int, error) {
+		if ctx.Err() != nil {
+			return nil, -1, fmt.Errorf("%s: %w", what, context.Cause(ctx))
+		}
+		return nil, -1, fmt.Errorf("%s: %w", what, err)
+	}
 	sess, err := c.client.NewSession()
 	if err != nil {
-		return nil, -1, fmt.Errorf("open session: %w", err)
+		return failed("open session", err)
 	}
 	defer sess.Close()
-	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	defer stop()
-	var out, errOut bytes.Buffer
-	sess.Stdin = strings.NewReader(script)
-	sess.Stdout = &out
+	in, err := sess.StdinPipe()
+	if err != nil {
+		return failed("open session", err)
+	}
+	out := newScriptOutput(confirm)
+	var errOut bytes.Buffer
+	sess.Stdout = out
 	sess.Stderr = &errOut
-	err = sess.Run("sh")
+	if err := sess.Start("sh"); err != nil {
+		return failed("remote script", err)
+	}
+	go feed(ctx, in, script, out.ready)
+	err = sess.Wait()
 	if err == nil {
 		return out.Bytes(), 0, nil
 	}
 	msg := strings.TrimSpace(errOut.String())
 	var exit *gossh.ExitError
-	if errors.As(err, &exit) {
+	switch {
+	case errors.As(err, &exit) && exit.Signal() != "":
+		return out.Bytes(), exit.ExitStatus(), fmt.Errorf("remote script killed by signal %s", exit.Signal())
+	case errors.As(err, &exit):
 		if msg == "" {
 			msg = fmt.Sprintf("remote script exited with status %d", exit.ExitStatus())
 		}
 		return out.Bytes(), exit.ExitStatus(), errors.New(msg)
-	}
-	if ctx.Err() != nil {
-		return nil, -1, fmt.Errorf("remote script: %w", ctx.Err())
-	}
-	if msg != "" {
+	case ctx.Err() != nil:
+		return failed("remote script", err)
+	case msg != "":
 		return nil, -1, fmt.Errorf("remote script: %v: %s", err, msg)
 	}
 	return nil, -1, fmt.Errorf("remote script: %w", err)
 }
 
+// feed writes script to the shell's stdin. Without ready it then closes stdin; with it, it waits
+// for the script's readyLine and answers confirmLine, unless ctx is done: a script that gets no
+// confirmation exits with exitUnconfirmed and changes nothing.
+func feed(ctx context.Context, in io.WriteCloser, script string, ready <-chan struct{}) {
+	defer in.Close()
+	if _, err := io.WriteString(in, script); err != nil || ready == nil {
+		return
+	}
+	select {
+	case <-ready:
+		if ctx.Err() == nil {
+			_, _ = io.WriteString(in, confirmLine)
+		}
+	case <-ctx.Done():
+	}
+}
+
+// scriptOutput collects a script's stdout; with confirm, ready is closed once readyLine came.
+type scriptOutput struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	ready chan struct{} // nil without confirm
+	seen  bool
+}
+
+func newScriptOutput(confirm bool) *scriptOutput {
+	o := &scriptOutput{}
+	if confirm {
+		o.ready = make(chan struct{})
+	}
+	return o
+}
+
+func (o *scriptOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf.Write(p)
+	if o.ready != nil && !o.seen && bytes.Contains(o.buf.Bytes(), []byte(readyLine)) {
+		o.seen = true
+		close(o.ready)
+	}
+	return len(p), nil
+}
+
+func (o *scriptOutput) Bytes() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]byte(nil), o.buf.Bytes()...)
+}
+
 // read returns ~/.ssh/authorized_keys (present=false when it does not exist).
 func (c *conn) read(ctx context.Context) (content []byte, present bool, err error) {
-	out, _, err := c.run(ctx, readScript)
+	out, _, err := c.run(ctx, readScript, false)
 	if err != nil {
 		return nil, false, fmt.Errorf("read authorized_keys: %w", err)
 	}
@@ -341,7 +436,7 @@ func (c *conn) read(ctx context.Context) (content []byte, present bool, err erro
 // write replaces authorized_keys with content (present=false: removes it) if it still holds
 // expected (expectedPresent=false: does not exist).
 func (c *conn) write(ctx context.Context, expected []byte, expectedPresent bool, content []byte, present bool) (int, error) {
-	_, code, err := c.run(ctx, writeScript(expected, expectedPresent, content, present))
+	_, code, err := c.run(ctx, writeScript(expected, expectedPresent, content, present), true)
 	if err != nil {
 		return code, fmt.Errorf("write authorized_keys: %w", err)
 	}
@@ -388,36 +483,63 @@ printf 'absent\n'
 
 // writeScript is a POSIX sh script that replaces ~/.ssh/authorized_keys by content atomically
 // (a temp file in ~/.ssh, mode 600, renamed over it) if the file still holds expected, and exits
-// with exitChanged otherwise. The bytes travel as printf octal escapes (writePrintf), so any byte
-// (and the absence of a final newline) survives the shell; before it compares or renames, the
-// script checks each temporary file against the cksum of the bytes it was meant to hold and exits
-// with exitMismatch when they differ (README, "What a rotation does on the hosts").
+// with exitChanged otherwise (README, "What a rotation does on the hosts"):
+//
+//   - the bytes travel as printf octal escapes (writePrintf), so any byte (and the absence of a
+//     final newline) survives the shell; before it compares or renames, the script checks each
+//     temporary file against the cksum of the bytes it was meant to hold (exitMismatch);
+//   - it starts a watchdog that kills it scriptBound after it started, and it makes its one
+//     change (the rename, or the removal when present is false) only after it printed readyLine
+//     and read confirmLine from the client (exitUnconfirmed otherwise), so a host can change
+//     at most scriptBound after the client gave up (SettleTime);
+//   - every stop before the change has its own exit status (exitChanged ... exitUnconfirmed).
+//
+// The script is one { } group: the shell reads all of it before it runs any of it, so that the
+// confirmation is the only thing left on stdin.
 func writeScript(expected []byte, expectedPresent bool, content []byte, present bool) string {
-	return writeScriptWith(writePrintf, expected, expectedPresent, content, present)
+	return scriptWriter{encode: writePrintf, bound: scriptBound}.script(expected, expectedPresent, content, present)
 }
 
-// writeScriptWith is writeScript with the printf encoder as a parameter, so that a test can show
-// that the cksum check catches an encoder that loses bytes.
-func writeScriptWith(encode func(*strings.Builder, []byte), expected []byte, expectedPresent bool, content []byte, present bool) string {
+// scriptWriter makes write scripts; tests change its parts (an encoder that loses bytes, a
+// short bound) to show what the script does then.
+type scriptWriter struct {
+	encode func(*strings.Builder, []byte)
+	bound  time.Duration
+}
+
+func (sw scriptWriter) script(expected []byte, expectedPresent bool, content []byte, present bool) string {
+	encode := sw.encode
 	var b strings.Builder
-	fmt.Fprintf(&b, `umask 077
+	fmt.Fprintf(&b, `{
+w=$$
+( n=0
+  while [ "$n" -lt %[5]d ] && kill -0 "$w" 2>/dev/null; do sleep 1; n=$((n+1)); done
+  kill -0 "$w" 2>/dev/null && kill -KILL "$w"
+) </dev/null >/dev/null 2>&1 &
+umask 077
 d="$HOME/.ssh"
 f="$d/authorized_keys"
 t="$d/.authorized_keys.vault-plugin-rotation.$$"
 e="$t.expected"
-fail() { echo "$1" >&2; exit "${2:-1}"; }
+fail() { echo "$1" >&2; exit "${2:-%[3]d}"; }
 if [ -L "$f" ]; then fail "~/.ssh/authorized_keys is a symbolic link; the plugin does not replace it" %[1]d; fi
 if [ -e "$f" ] && [ ! -f "$f" ]; then fail "~/.ssh/authorized_keys is not a regular file" %[1]d; fi
 [ -d "$d" ] || mkdir -m 700 "$d" || fail "cannot create ~/.ssh"
 trap 'rm -f "$t" "$e"' EXIT
 rm -f "$t" "$e"
 check() {
-	w=$2
+	c=$2
 	s=$(cksum < "$1") || fail "cannot run cksum on a temporary file in ~/.ssh"
 	set -- $s
-	[ "$1 $2" = "$w" ] || fail "a temporary file in ~/.ssh does not hold the bytes that were sent (cksum $1 $2, want $w); authorized_keys was not changed" %[2]d
+	[ "$1 $2" = "$c" ] || fail "a temporary file in ~/.ssh does not hold the bytes that were sent (cksum $1 $2, want $c); authorized_keys was not changed" %[2]d
 }
-`, exitRefused, exitMismatch)
+confirm() {
+	printf '%[6]s'
+	IFS= read -r g || fail "the client did not confirm the change (gone or past its deadline); authorized_keys was not changed" %[4]d
+	[ "$g" = '%[7]s' ] || fail "the client did not confirm the change; authorized_keys was not changed" %[4]d
+}
+`, exitRefused, exitMismatch, exitFailed, exitUnconfirmed, int(sw.bound/time.Second),
+		strings.ReplaceAll(readyLine, "\n", `\n`), strings.TrimSuffix(confirmLine, "\n"))
 	if expectedPresent {
 		b.WriteString("{\n")
 		encode(&b, expected)
@@ -430,7 +552,7 @@ cmp -s "$e" "$f" || fail "authorized_keys changed while it was edited" %[1]d
 		fmt.Fprintf(&b, "[ -e \"$f\" ] && fail \"authorized_keys changed while it was edited\" %d\n", exitChanged)
 	}
 	if !present {
-		b.WriteString("rm -f \"$f\" || fail \"cannot remove authorized_keys\"\nexit 0\n")
+		b.WriteString("confirm\nrm -f \"$f\" || fail \"cannot remove authorized_keys\"\nexit 0\n}\n")
 		return b.String()
 	}
 	b.WriteString("(set -C; : > \"$t\") || fail \"cannot create a temporary file in ~/.ssh\"\n{\n")
@@ -438,8 +560,10 @@ cmp -s "$e" "$f" || fail "authorized_keys changed while it was edited" %[1]d
 	fmt.Fprintf(&b, `} > "$t" || fail "cannot write a temporary file in ~/.ssh"
 check "$t" '%s'
 chmod 600 "$t" || fail "cannot chmod the temporary file"
+confirm
 mv -f "$t" "$f" || fail "cannot rename the temporary file over authorized_keys"
 exit 0
+}
 `, cksum(content))
 	return b.String()
 }
@@ -480,3 +604,7 @@ func isSafe(c byte) bool {
 	}
 	return strings.IndexByte(" +/=@.,:_", c) >= 0
 }
+
+// SettleTime implements rotators.Settler: after a client gave up on a write (its reply lost or
+// late), the host's write script can still rename for at most scriptBound (see settleTime).
+func (t *target) SettleTime() time.Duration { return settleTime }

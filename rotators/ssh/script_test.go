@@ -2,14 +2,17 @@ package ssh
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSSHCksumMatchesPOSIXCksum: the Go cksum prints what the cksum binary prints, on edge sizes
@@ -102,8 +105,17 @@ func shells(t *testing.T) []string {
 	return found
 }
 
-// runShell runs script with shell, HOME=home, and returns stdout and the exit status.
-func runShell(t *testing.T, shell, home, script string) (string, int) {
+// runShell runs script with shell, HOME=home, the way conn.run does (with confirm: the script's
+// change is confirmed once it is ready), and returns stdout and the exit status (-1: killed).
+func runShell(t *testing.T, shell, home, script string, confirm bool) (string, int) {
+	t.Helper()
+	return runShellFed(t, shell, home, func(in io.WriteCloser, ready <-chan struct{}) {
+		feed(context.Background(), in, script, ready)
+	}, confirm)
+}
+
+// runShellFed is runShell with the caller writing stdin.
+func runShellFed(t *testing.T, shell, home string, fd func(in io.WriteCloser, ready <-chan struct{}), confirm bool) (string, int) {
 	t.Helper()
 	args := []string{}
 	if filepath.Base(shell) == "busybox" {
@@ -111,20 +123,28 @@ func runShell(t *testing.T, shell, home, script string) (string, int) {
 	}
 	cmd := exec.Command(shell, args...)
 	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin"}
-	cmd.Stdin = strings.NewReader(script)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := newScriptOutput(confirm)
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	cmd.Stdout, cmd.Stderr = out, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go fd(in, out.ready)
+	err = cmd.Wait()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		msg := strings.TrimSpace(stderr.String())
 		t.Logf("%s: exit %d: %s", filepath.Base(shell), ee.ExitCode(), msg[strings.LastIndexByte(msg, '\n')+1:])
-		return string(out), ee.ExitCode()
+		return string(out.Bytes()), ee.ExitCode()
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(out), 0
+	return string(out.Bytes()), 0
 }
 
 // TestSSHOldEncoderLosesDashChunks reproduces the bug of issue 8 with the old encoder: the shells
@@ -138,7 +158,7 @@ func TestSSHOldEncoderLosesDashChunks(t *testing.T) {
 			b.WriteString("{\n")
 			enc(&b, data)
 			b.WriteString("} 2>/dev/null\n")
-			out, code := runShell(t, sh, t.TempDir(), b.String())
+			out, code := runShell(t, sh, t.TempDir(), b.String(), false)
 			switch {
 			case code != 0:
 				t.Fatalf("%s, %s encoder: exit %d", sh, name, code)
@@ -175,6 +195,7 @@ func TestSSHWritePrintfNoOptionArgument(t *testing.T) {
 // its bytes; the current encoder writes the file exactly.
 func TestSSHWriteScriptCksumCheck(t *testing.T) {
 	data := dashAtBoundaries(false)
+	oldWriter := scriptWriter{encode: oldWritePrintf, bound: scriptBound}
 	orig := []byte("ssh-ed25519 AAAA original\n")
 	for _, sh := range shells(t) {
 		home := t.TempDir()
@@ -189,19 +210,19 @@ func TestSSHWriteScriptCksumCheck(t *testing.T) {
 		if err := os.WriteFile(f, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, code := runShell(t, sh, home, writeScriptWith(oldWritePrintf, data, true, orig, true)); code != exitMismatch {
+		if _, code := runShell(t, sh, home, oldWriter.script(data, true, orig, true), true); code != exitMismatch {
 			t.Fatalf("%s: old encoder, lossy expected copy: exit %d, want %d", sh, code, exitMismatch)
 		}
 		if err := os.WriteFile(f, orig, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, code := runShell(t, sh, home, writeScriptWith(oldWritePrintf, orig, true, data, true)); code != exitMismatch {
+		if _, code := runShell(t, sh, home, oldWriter.script(orig, true, data, true), true); code != exitMismatch {
 			t.Fatalf("%s: old encoder, lossy new content: exit %d, want %d", sh, code, exitMismatch)
 		}
 		if got, _ := os.ReadFile(f); !bytes.Equal(got, orig) {
 			t.Fatalf("%s: a write that failed its check changed the file: %q", sh, got)
 		}
-		if _, code := runShell(t, sh, home, writeScript(orig, true, data, true)); code != 0 {
+		if _, code := runShell(t, sh, home, writeScript(orig, true, data, true), true); code != 0 {
 			t.Fatalf("%s: exit %d", sh, code)
 		}
 		if got, _ := os.ReadFile(f); !bytes.Equal(got, data) {
@@ -210,5 +231,84 @@ func TestSSHWriteScriptCksumCheck(t *testing.T) {
 		if entries, _ := os.ReadDir(filepath.Dir(f)); len(entries) != 1 {
 			t.Fatalf("%s: temporary files left: %v", sh, entries)
 		}
+	}
+}
+
+// TestSSHWriteScriptNeedsConfirmation: the write script changes nothing unless the client
+// confirms: stdin closed without the confirmation, or another word, ends it with
+// exitUnconfirmed, the file untouched and no temporary file left; the removal waits too.
+func TestSSHWriteScriptNeedsConfirmation(t *testing.T) {
+	orig := []byte("ssh-ed25519 AAAA original\n")
+	for _, sh := range shells(t) {
+		home := t.TempDir()
+		f := filepath.Join(home, ".ssh", "authorized_keys")
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, orig, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for name, script := range map[string]string{
+			"replace": writeScript(orig, true, []byte("new\n"), true),
+			"remove":  writeScript(orig, true, nil, false),
+		} {
+			for answer, fd := range map[string]func(io.WriteCloser, <-chan struct{}){
+				"stdin closed": func(in io.WriteCloser, _ <-chan struct{}) {
+					_, _ = io.WriteString(in, script)
+					in.Close()
+				},
+				"another word": func(in io.WriteCloser, ready <-chan struct{}) {
+					_, _ = io.WriteString(in, script)
+					<-ready
+					_, _ = io.WriteString(in, "yes\n")
+					in.Close()
+				},
+			} {
+				out, code := runShellFed(t, sh, home, fd, true)
+				if code != exitUnconfirmed || out != readyLine {
+					t.Fatalf("%s, %s, %s: exit %d, stdout %q", sh, name, answer, code, out)
+				}
+				if got, err := os.ReadFile(f); err != nil || !bytes.Equal(got, orig) {
+					t.Fatalf("%s, %s, %s: file %q, %v", sh, name, answer, got, err)
+				}
+				if entries, _ := os.ReadDir(filepath.Dir(f)); len(entries) != 1 {
+					t.Fatalf("%s: temporary files left: %v", sh, entries)
+				}
+			}
+		}
+	}
+}
+
+// TestSSHWriteScriptWatchdog: a write script whose client neither confirms nor goes away is
+// killed by its own watchdog (here after 1 s) before its change, and the file keeps its bytes.
+// The production bound is below SettleTime.
+func TestSSHWriteScriptWatchdog(t *testing.T) {
+	orig := []byte("ssh-ed25519 AAAA original\n")
+	short := scriptWriter{encode: writePrintf, bound: time.Second}
+	for _, sh := range shells(t) {
+		home := t.TempDir()
+		f := filepath.Join(home, ".ssh", "authorized_keys")
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, orig, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		script := short.script(orig, true, []byte("new\n"), true)
+		// stdin stays open: exec closes it once the shell is gone.
+		out, code := runShellFed(t, sh, home, func(in io.WriteCloser, _ <-chan struct{}) { _, _ = io.WriteString(in, script) }, true)
+		if code != -1 || out != readyLine {
+			t.Fatalf("%s: exit %d (want killed), stdout %q", sh, code, out)
+		}
+		if got, _ := os.ReadFile(f); !bytes.Equal(got, orig) {
+			t.Fatalf("%s: file %q", sh, got)
+		}
+	}
+	want := fmt.Sprintf(`while [ "$n" -lt %d ]`, int(scriptBound/time.Second))
+	if !strings.Contains(writeScript(nil, false, nil, true), want) {
+		t.Fatalf("the write script has no watchdog of %s", scriptBound)
+	}
+	if (&target{}).SettleTime() <= scriptBound {
+		t.Fatalf("SettleTime %s does not cover the script's bound %s", (&target{}).SettleTime(), scriptBound)
 	}
 }

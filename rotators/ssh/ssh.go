@@ -61,8 +61,9 @@ type Kind struct{}
 
 // Interface guards.
 var (
-	_ rotators.Kind   = Kind{}
-	_ rotators.Target = (*target)(nil)
+	_ rotators.Kind    = Kind{}
+	_ rotators.Target  = (*target)(nil)
+	_ rotators.Settler = (*target)(nil)
 )
 
 func (Kind) Name() string { return "ssh" }

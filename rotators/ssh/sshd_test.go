@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,4 +156,107 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// blackHole forwards TCP connections to a host until it is switched on; from then on it drops
+// every byte both ways, as a host that hangs or a network that cuts without a reset would.
+type blackHole struct {
+	addr string
+	on   atomic.Bool
+}
+
+func startBlackHole(t *testing.T, target string) *blackHole {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackHole{addr: ln.Addr().String()}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !b.on.Load() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, d)
+			mu.Unlock()
+			go pipe(d, c)
+			go pipe(c, d)
+		}
+	}()
+	return b
+}
+
+// TestSSHCommandBoundedOnHungHost: when a host stops answering, opening a session and running a
+// script end with an error at the command bound (here 1 s), not when the caller's context ends.
+func TestSSHCommandBoundedOnHungHost(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	_, hosts, user := testHosts(t, 1)
+	h := hosts[0]
+	s, line := testSecret(t)
+	h.AuthorizeKey(t, line)
+	signer, err := signerOf(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bh := startBlackHole(t, h.Addr)
+	tg, err := (Kind{}).Bind(settings(map[string]interface{}{FieldHosts: []string{bh.addr}, FieldUsername: user, FieldInsecureIgnoreHostKey: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, what := range []string{"read", "write"} {
+		bh.on.Store(false)
+		c, err := tg.(*target).connect(ctx, bh.addr, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.timeout = time.Second
+		if _, _, err := c.read(ctx); err != nil {
+			t.Fatalf("read before the host hangs: %v", err)
+		}
+		bh.on.Store(true)
+		if what == "read" {
+			_, _, err = c.read(ctx)
+		} else {
+			_, err = c.write(ctx, nil, false, []byte("x\n"), true)
+		}
+		if err == nil || !strings.Contains(err.Error(), "no answer within 1s") || ctx.Err() != nil {
+			t.Fatalf("%s on a hung host: %v", what, err)
+		}
+		c.close()
+	}
+	if got := h.ReadAuthorizedKeys(t); !bytes.Equal(got, []byte(line+"\n")) {
+		t.Fatalf("authorized_keys changed: %q", got)
+	}
 }
