@@ -51,43 +51,42 @@ const (
 //  2. log in with `to` on every host;
 //  3. on every host, remove `from`'s lines.
 //
-// When any step fails on a host, every host already changed gets its original authorized_keys
-// back (byte for byte, unless someone else edited it meanwhile: then `to` is removed and `from`
-// re-added), and the error names the host. Restoring is Apply(from=new, to=old).
+// When any step fails on a host, every host Apply changed, or may have changed (a write whose
+// answer was lost), gets its original authorized_keys back (byte for byte, unless someone else
+// edited it meanwhile: then `to` is removed and `from`'s line re-added), and the error names the
+// host. The error wraps rotators.ErrNotApplied only when every host certainly holds what it held
+// before: nothing was written, or every changed host was put back. Restoring is
+// Apply(from=new, to=old).
 func (t *target) Apply(ctx context.Context, _ rotators.Env, from, to rotators.Secret) error {
 	if from == nil {
-		return errors.New("no current key to log in with; import it with private_key")
+		return rotators.NotApplied(errors.New("no current key to log in with; import it with private_key"))
 	}
 	fromSigner, err := signerOf(from)
 	if err != nil {
-		return fmt.Errorf("current key: %w", err)
+		return rotators.NotApplied(fmt.Errorf("current key: %w", err))
 	}
 	toSigner, err := signerOf(to)
 	if err != nil {
-		return fmt.Errorf("new key: %w", err)
+		return rotators.NotApplied(fmt.Errorf("new key: %w", err))
 	}
+	a := &applyRun{t: t, from: fromSigner, to: toSigner, hosts: make([]*hostState, len(t.cfg.hosts))}
+	defer a.close()
 	fromKey, toKey := fromSigner.PublicKey(), toSigner.PublicKey()
-
-	hosts := make([]*hostState, len(t.cfg.hosts))
-	defer func() {
-		for _, h := range hosts {
-			if h != nil {
-				h.close()
-			}
-		}
-	}()
 
 	// 0. Every host lets the current key in, before any is changed.
 	for i, addr := range t.cfg.hosts {
 		c, err := t.connect(ctx, addr, fromSigner)
 		if err != nil {
-			return hostError(addr, "log in with the current key", err)
+			return rotators.NotApplied(hostError(addr, "log in with the current key", err))
 		}
-		hosts[i] = &hostState{addr: addr, fromConn: c}
+		a.hosts[i] = &hostState{addr: addr, fromConn: c}
+	}
+	if sameKey(fromKey, toKey) {
+		return nil // already the key: removing `from` would remove `to`
 	}
 
 	// 1. Add the new key.
-	for _, h := range hosts {
+	for _, h := range a.hosts {
 		err := h.fromConn.edit(ctx, func(content []byte) ([]byte, bool) {
 			out, stray := removeStray(content, fromKey, toKey)
 			line := keyLine(optionsOf(out, fromKey), toKey, fromKey)
@@ -95,29 +94,44 @@ func (t *target) Apply(ctx context.Context, _ rotators.Env, from, to rotators.Se
 			return out, stray || added
 		}, h)
 		if err != nil {
-			return t.undo(ctx, hosts, hostError(h.addr, "add the new key to authorized_keys", err))
+			return a.fail(ctx, hostError(h.addr, "add the new key to authorized_keys", err))
 		}
 	}
 
 	// 2. The new key logs in everywhere.
-	for _, h := range hosts {
+	for _, h := range a.hosts {
 		c, err := t.connect(ctx, h.addr, toSigner)
 		if err != nil {
-			return t.undo(ctx, hosts, hostError(h.addr, "log in with the new key", err))
+			return a.fail(ctx, hostError(h.addr, "log in with the new key", err))
 		}
 		h.toConn = c
 	}
 
 	// 3. Remove the old key.
-	for _, h := range hosts {
+	for _, h := range a.hosts {
 		err := h.toConn.edit(ctx, func(content []byte) ([]byte, bool) {
 			return removeKey(content, fromKey)
 		}, h)
 		if err != nil {
-			return t.undo(ctx, hosts, hostError(h.addr, "remove the old key from authorized_keys", err))
+			return a.fail(ctx, hostError(h.addr, "remove the old key from authorized_keys", err))
 		}
 	}
 	return nil
+}
+
+// applyRun is one Apply: its keys and what it did on each host.
+type applyRun struct {
+	t        *target
+	from, to gossh.Signer
+	hosts    []*hostState // nil after a host whose login failed in step 0
+}
+
+func (a *applyRun) close() {
+	for _, h := range a.hosts {
+		if h != nil {
+			h.close()
+		}
+	}
 }
 
 // hostState is what Apply did on one host, to undo it.
@@ -126,10 +140,18 @@ type hostState struct {
 	fromConn *conn // logged in with `from`
 	toConn   *conn // logged in with `to` (from step 2)
 
-	orig        []byte // authorized_keys before Apply (nil until read)
+	orig        []byte // authorized_keys before Apply's first write (nil until read)
 	origPresent bool
-	written     bool   // Apply replaced the file at least once
-	last        []byte // what Apply wrote last
+	touched     bool     // a write of Apply reached the host, or may have (its answer was lost)
+	wrote       [][]byte // every content Apply wrote or may have written
+}
+
+// record notes a content Apply wrote, or may have written; h may be nil (nothing to record).
+func (h *hostState) record(content []byte) {
+	if h != nil {
+		h.touched = true
+		h.wrote = append(h.wrote, content)
+	}
 }
 
 func (h *hostState) close() {
@@ -141,70 +163,116 @@ func (h *hostState) close() {
 	}
 }
 
-// undo puts back the original authorized_keys of every host Apply changed, then returns cause
-// with any host it could not put back.
-func (t *target) undo(ctx context.Context, hosts []*hostState, cause error) error {
+// fail puts back the original authorized_keys of every host Apply touched and returns cause:
+// wrapped as rotators.ErrNotApplied when every host holds what it held before, plain (the
+// outcome is unknown) with the hosts it could not put back otherwise.
+func (a *applyRun) fail(ctx context.Context, cause error) error {
 	var failed []string
-	for _, h := range hosts {
-		if h == nil || !h.written {
+	undone := 0
+	for _, h := range a.hosts {
+		if h == nil || !h.touched {
 			continue
 		}
-		if err := h.undo(ctx); err != nil {
+		if err := a.undo(ctx, h); err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", h.addr, err))
+			continue
 		}
+		undone++
 	}
-	if len(failed) > 0 {
-		return fmt.Errorf("%w; could not put back the original authorized_keys on %s (it still authorizes the new key; the next rotation from the current key removes it)",
+	switch {
+	case len(failed) > 0:
+		return fmt.Errorf("%w; could not put back the original authorized_keys on %s (it may still authorize the new key; the next rotation from the current key removes it)",
 			cause, strings.Join(failed, "; "))
+	case undone == 0:
+		return rotators.NotApplied(cause)
 	}
-	return fmt.Errorf("%w (hosts already changed were put back)", cause)
+	return rotators.NotApplied(fmt.Errorf("%w (hosts already changed were put back)", cause))
 }
 
-func (h *hostState) undo(ctx context.Context) error {
-	// Any live session will do; the one that wrote last surely is.
-	conns := []*conn{h.toConn, h.fromConn}
-	var err error
-	for _, c := range conns {
-		if c == nil {
+// undo puts back h's original authorized_keys through a live connection of Apply, else through a
+// new one: with the old key (authorized unless step 3 removed it here), then with the new one.
+func (a *applyRun) undo(ctx context.Context, h *hostState) error {
+	err := errors.New("no connection")
+	for _, c := range []*conn{h.toConn, h.fromConn} {
+		if c == nil || c.broken {
 			continue
 		}
-		var code int
-		code, err = c.write(ctx, h.last, true, h.orig, h.origPresent)
-		if err == nil {
-			return nil
+		if err = h.restore(ctx, c, a.from.PublicKey(), a.to.PublicKey()); err == nil || !c.broken {
+			return err
 		}
-		if code == exitChanged {
-			// Someone else edited the file since: undo by key instead of by bytes.
-			return h.undoByKey(ctx, c)
+	}
+	for _, signer := range []gossh.Signer{a.from, a.to} {
+		c, cerr := a.t.connect(ctx, h.addr, signer)
+		if cerr != nil {
+			err = fmt.Errorf("log in again: %w", cerr)
+			if errors.Is(cerr, rotators.ErrRejected) {
+				continue
+			}
+			return err
+		}
+		err = h.restore(ctx, c, a.from.PublicKey(), a.to.PublicKey())
+		c.close()
+		if err == nil || !c.broken {
+			return err
 		}
 	}
 	return err
 }
 
-// undoByKey removes the new key and re-adds the old key's original line when it is gone.
-func (h *hostState) undoByKey(ctx context.Context, c *conn) error {
-	var fromLine []byte
-	var fromKey gossh.PublicKey
-	if h.fromConn != nil {
-		fromKey = h.fromConn.signer.PublicKey()
-		for _, l := range splitLines(h.orig) {
-			if p, ok := parseLine(l); ok && sameKey(p.key, fromKey) {
-				fromLine = bytes.TrimRight(l, "\r\n")
-				break
+// restore puts back the original authorized_keys as a compare-and-swap: nothing to do when the
+// file holds it; the original bytes when the file holds what Apply wrote (or may have); when
+// someone else edited it since, by key: `to` removed (unless the original had it) and `from`'s
+// original line re-added when gone.
+func (h *hostState) restore(ctx context.Context, c *conn, fromKey, toKey gossh.PublicKey) error {
+	for attempt := 0; attempt < editAttempts; attempt++ {
+		content, present, err := c.read(ctx)
+		if err != nil {
+			return err
+		}
+		out, outPresent := h.orig, h.origPresent
+		switch {
+		case present == h.origPresent && bytes.Equal(content, h.orig):
+			return nil
+		case present && h.wroteContains(content):
+		default:
+			var changed bool
+			if out, changed = h.byKey(content, fromKey, toKey); !changed {
+				return nil
 			}
+			outPresent = true
+		}
+		code, err := c.write(ctx, content, present, out, outPresent)
+		if code == exitChanged {
+			continue
+		}
+		return err
+	}
+	return errors.New("authorized_keys kept changing while it was put back")
+}
+
+func (h *hostState) wroteContains(content []byte) bool {
+	for _, w := range h.wrote {
+		if bytes.Equal(w, content) {
+			return true
 		}
 	}
-	return c.edit(ctx, func(content []byte) ([]byte, bool) {
-		out, removed := content, false
-		if h.toConn != nil {
-			out, removed = removeKey(out, h.toConn.signer.PublicKey())
+	return false
+}
+
+// byKey removes `to` (unless the original had it) and re-adds `from`'s original line when gone.
+func (h *hostState) byKey(content []byte, fromKey, toKey gossh.PublicKey) ([]byte, bool) {
+	out, removed := content, false
+	if !hasKey(h.orig, toKey) {
+		out, removed = removeKey(out, toKey)
+	}
+	added := false
+	for _, l := range splitLines(h.orig) {
+		if p, ok := parseLine(l); ok && sameKey(p.key, fromKey) {
+			out, added = addLine(out, fromKey, string(bytes.TrimRight(l, "\r\n")))
+			break
 		}
-		added := false
-		if fromLine != nil {
-			out, added = addLine(out, fromKey, string(fromLine))
-		}
-		return out, removed || added
-	}, nil)
+	}
+	return out, removed || added
 }
 
 func hostError(addr, what string, err error) error {
@@ -248,6 +316,7 @@ type conn struct {
 	signer  gossh.Signer
 	stop    func() bool
 	timeout time.Duration // of each remote script: commandTimeout
+	broken  bool          // a script got no exit status: the connection may be dead
 }
 
 func (c *conn) close() {
@@ -291,7 +360,11 @@ func (t *target) connect(ctx context.Context, addr string, signer gossh.Signer) 
 	}
 	_ = nc.SetDeadline(time.Time{})
 	client := gossh.NewClient(sc, chans, reqs)
-	return &conn{client: client, signer: signer, stop: context.AfterFunc(ctx, func() { client.Close() }), timeout: commandTimeout}, nil
+	timeout := t.cmdTimeout
+	if timeout <= 0 {
+		timeout = commandTimeout
+	}
+	return &conn{client: client, signer: signer, stop: context.AfterFunc(ctx, func() { client.Close() }), timeout: timeout}, nil
 }
 
 // classify tells a refused key from other handshake failures.
@@ -313,8 +386,9 @@ func classify(err error) error {
 
 // run runs a POSIX sh script (fed on stdin, so it never appears in a process list) and returns
 // its stdout and exit status (-1: none). Everything from opening the session to the exit status
-// is bounded by c.timeout (commandTimeout). With confirm, the script prints readyLine before its one change
-// and waits for confirmLine on stdin, which run sends only while its deadline has not passed.
+// is bounded by c.timeout (commandTimeout). With confirm, the script prints readyLine before its
+// one change and waits for confirmLine on stdin, which run sends only while its deadline has not
+// passed.
 func (c *conn) run(ctx context.Context, script string, confirm bool) (stdout []byte, code int, err error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, fmt.Errorf("no answer within %s", c.timeout))
 	defer cancel()
@@ -324,6 +398,7 @@ func (c *conn) run(ctx context.Context, script string, confirm bool) (stdout []b
 	stop := context.AfterFunc(ctx, func() { c.client.Close() })
 	defer stop()
 	failed := func(what string, err error) ([]byte, int, error) {
+		c.broken = true
 		if ctx.Err() != nil {
 			return nil, -1, fmt.Errorf("%s: %w", what, context.Cause(ctx))
 		}
@@ -362,7 +437,9 @@ func (c *conn) run(ctx context.Context, script string, confirm bool) (stdout []b
 		return out.Bytes(), exit.ExitStatus(), errors.New(msg)
 	case ctx.Err() != nil:
 		return failed("remote script", err)
-	case msg != "":
+	}
+	c.broken = true
+	if msg != "" {
 		return nil, -1, fmt.Errorf("remote script: %v: %s", err, msg)
 	}
 	return nil, -1, fmt.Errorf("remote script: %w", err)
@@ -444,14 +521,15 @@ func (c *conn) write(ctx context.Context, expected []byte, expectedPresent bool,
 }
 
 // edit applies fn to authorized_keys as a compare-and-swap, retried when the file changes between
-// the read and the write. h (may be nil) records the original and the written bytes for undo.
+// the read and the write. h (may be nil) records the original and every content written, or
+// perhaps written (a write whose answer was lost), for undo.
 func (c *conn) edit(ctx context.Context, fn func([]byte) ([]byte, bool), h *hostState) error {
 	for attempt := 0; attempt < editAttempts; attempt++ {
 		content, present, err := c.read(ctx)
 		if err != nil {
 			return err
 		}
-		if h != nil && !h.written {
+		if h != nil && !h.touched {
 			// The original is the last content read before Apply's first write.
 			h.orig, h.origPresent = append([]byte{}, content...), present
 		}
@@ -460,18 +538,28 @@ func (c *conn) edit(ctx context.Context, fn func([]byte) ([]byte, bool), h *host
 			return nil
 		}
 		code, err := c.write(ctx, content, present, out, true)
-		if code == exitChanged {
+		switch {
+		case err == nil:
+			h.record(out)
+			return nil
+		case code == exitChanged:
 			continue
+		case !stoppedBeforeChange(code):
+			h.record(out)
 		}
-		if err != nil {
-			return err
-		}
-		if h != nil {
-			h.written, h.last = true, out
-		}
-		return nil
+		return err
 	}
 	return errors.New("authorized_keys kept changing while it was edited; try again")
+}
+
+// stoppedBeforeChange reports whether a write script's exit status is one of its own stops
+// before the rename (or removal): authorized_keys then certainly holds what it held.
+func stoppedBeforeChange(code int) bool {
+	switch code {
+	case exitChanged, exitFailed, exitRefused, exitMismatch, exitUnconfirmed:
+		return true
+	}
+	return false
 }
 
 const readScript = `f="$HOME/.ssh/authorized_keys"

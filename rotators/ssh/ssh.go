@@ -21,6 +21,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 
@@ -101,7 +102,7 @@ func (Kind) Bind(s rotators.Settings) (rotators.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &target{cfg: c}, nil
+	return &target{cfg: c, cmdTimeout: commandTimeout}, nil
 }
 
 func parseConfig(s rotators.Settings) (config, error) {
@@ -285,7 +286,10 @@ func signerOf(s rotators.Secret) (gossh.Signer, error) {
 	return signer, nil
 }
 
-type target struct{ cfg config }
+type target struct {
+	cfg        config
+	cmdTimeout time.Duration // of each remote script: commandTimeout (tests shorten it)
+}
 
 func (t *target) Generate(context.Context, rotators.Env, rotators.Secret) (rotators.Secret, error) {
 	key, err := generateKey(t.cfg)

@@ -158,63 +158,101 @@ func firstDiff(a, b []byte) int {
 	return min(len(a), len(b))
 }
 
-// blackHole forwards TCP connections to a host until it is switched on; from then on it drops
-// every byte both ways, as a host that hangs or a network that cuts without a reset would.
-type blackHole struct {
+// proxy forwards TCP connections to a host, and can stand for a host that hangs or a network
+// that cuts without a reset: a frozen connection drops every byte both ways and stays open.
+type proxy struct {
 	addr string
-	on   atomic.Bool
+	// refuse, when set, is asked for each new connection (numbered from 1) before it is
+	// forwarded; true closes it at once.
+	refuse func(n int) bool
+	// upLimit, when not 0, freezes a connection once its client sent more bytes than that.
+	upLimit int64
+
+	mu    sync.Mutex
+	n     int
+	links []*link
 }
 
-func startBlackHole(t *testing.T, target string) *blackHole {
+type link struct {
+	client, host net.Conn
+	frozen       atomic.Bool
+	up           atomic.Int64
+}
+
+// startProxy forwards a new 127.0.0.1 port to target; the knownHostsLine of the target is
+// rewritten for the proxy's address.
+func startProxy(t *testing.T, target *testenv.SSHHost) (*proxy, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &blackHole{addr: ln.Addr().String()}
-	var mu sync.Mutex
-	var conns []net.Conn
+	p := &proxy{addr: ln.Addr().String()}
 	t.Cleanup(func() {
 		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, l := range p.links {
+			l.client.Close()
+			l.host.Close()
 		}
 	})
-	pipe := func(dst, src net.Conn) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 && !b.on.Load() {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			d, err := net.Dial("tcp", target)
+			p.mu.Lock()
+			p.n++
+			n, refuse := p.n, p.refuse
+			p.mu.Unlock()
+			if refuse != nil && refuse(n) {
+				c.Close()
+				continue
+			}
+			d, err := net.Dial("tcp", target.Addr)
 			if err != nil {
 				c.Close()
 				continue
 			}
-			mu.Lock()
-			conns = append(conns, c, d)
-			mu.Unlock()
-			go pipe(d, c)
-			go pipe(c, d)
+			l := &link{client: c, host: d}
+			p.mu.Lock()
+			p.links = append(p.links, l)
+			p.mu.Unlock()
+			go p.pipe(l, d, c, true)
+			go p.pipe(l, c, d, false)
 		}
 	}()
-	return b
+	_, port, _ := net.SplitHostPort(p.addr)
+	return p, "[127.0.0.1]:" + port + " " + strings.SplitN(target.KnownHostsLine, " ", 2)[1]
+}
+
+func (p *proxy) pipe(l *link, dst, src net.Conn, up bool) {
+	buf := make([]byte, 4<<10)
+	for {
+		n, err := src.Read(buf)
+		if up && p.upLimit > 0 && l.up.Add(int64(n)) > p.upLimit {
+			l.frozen.Store(true)
+		}
+		if n > 0 && !l.frozen.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// freezeAll freezes every connection open now.
+func (p *proxy) freezeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.links {
+		l.frozen.Store(true)
+	}
 }
 
 // TestSSHCommandBoundedOnHungHost: when a host stops answering, opening a session and running a
@@ -230,22 +268,21 @@ func TestSSHCommandBoundedOnHungHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bh := startBlackHole(t, h.Addr)
-	tg, err := (Kind{}).Bind(settings(map[string]interface{}{FieldHosts: []string{bh.addr}, FieldUsername: user, FieldInsecureIgnoreHostKey: true}))
+	px, known := startProxy(t, h)
+	tg, err := (Kind{}).Bind(settings(map[string]interface{}{FieldHosts: []string{px.addr}, FieldUsername: user, FieldHostKeys: []string{known}}))
 	if err != nil {
 		t.Fatal(err)
 	}
+	tg.(*target).cmdTimeout = time.Second
 	for _, what := range []string{"read", "write"} {
-		bh.on.Store(false)
-		c, err := tg.(*target).connect(ctx, bh.addr, signer)
+		c, err := tg.(*target).connect(ctx, px.addr, signer)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.timeout = time.Second
 		if _, _, err := c.read(ctx); err != nil {
 			t.Fatalf("read before the host hangs: %v", err)
 		}
-		bh.on.Store(true)
+		px.freezeAll()
 		if what == "read" {
 			_, _, err = c.read(ctx)
 		} else {
