@@ -85,7 +85,7 @@ func (s *applySetup) checkUnchanged(t *testing.T) {
 }
 
 // TestSSHApplyOnRealHosts: Apply leaves exactly the new key of ours, the foreign lines byte for
-// byte and in order; the old key no longer logs in.
+// byte and in order; the old key no longer logs in. Apply(new, new) changes nothing.
 func TestSSHApplyOnRealHosts(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -94,6 +94,12 @@ func TestSSHApplyOnRealHosts(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.checkLogins(t, false, true)
+	// Applying the live key over itself changes nothing (step 3 would remove it otherwise).
+	s.before = [][]byte{s.hosts[0].ReadAuthorizedKeys(t), s.hosts[1].ReadAuthorizedKeys(t)}
+	if err := s.tg.Apply(ctx, rotators.Env{}, s.new, s.new); err != nil {
+		t.Fatal(err)
+	}
+	s.checkUnchanged(t)
 	newLine := keyLine("", mustKey(t, s.new), mustKey(t, s.old))
 	want := [][]byte{
 		[]byte(strings.Join(s.foreignLines, "") + newLine + "\n"),

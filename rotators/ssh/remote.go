@@ -107,10 +107,10 @@ func (t *target) Apply(ctx context.Context, _ rotators.Env, from, to rotators.Se
 		h.toConn = c
 	}
 
-	// 3. Remove the old key.
+	// 3. Remove the old key (and strays that replaced it, as Finish does).
 	for _, h := range a.hosts {
 		err := h.toConn.edit(ctx, func(content []byte) ([]byte, bool) {
-			return removeKey(content, fromKey)
+			return retire(content, fromKey, toKey)
 		}, h)
 		if err != nil {
 			return a.fail(ctx, hostError(h.addr, "remove the old key from authorized_keys", err))
@@ -273,6 +273,62 @@ func (h *hostState) byKey(content []byte, fromKey, toKey gossh.PublicKey) ([]byt
 		}
 	}
 	return out, removed || added
+}
+
+// Finish implements rotators.Finisher: recovery calls it when it rolls an interrupted rotation
+// forward (the new key logs in everywhere), so that exactly the new key is left. On every host it
+// logs in with new and removes every line of old's key and our stray lines that replaced old
+// (retire); a host where that is already so is not written. It goes on past a failed host and
+// names each one; a host that refuses new makes the error a wrapped rotators.ErrRejected.
+func (t *target) Finish(ctx context.Context, _ rotators.Env, old, new rotators.Secret) error {
+	if old == nil {
+		return nil // no retired key
+	}
+	newSigner, err := signerOf(new)
+	if err != nil {
+		return fmt.Errorf("new key: %w", err)
+	}
+	oldKey, err := publicKeyOf(old)
+	if err != nil {
+		return fmt.Errorf("old key: %w", err)
+	}
+	newKey := newSigner.PublicKey()
+	if sameKey(oldKey, newKey) {
+		return nil
+	}
+	var rejected, other []string
+	for _, addr := range t.cfg.hosts {
+		err := t.finishHost(ctx, addr, newSigner, oldKey)
+		switch {
+		case err == nil:
+		case errors.Is(err, rotators.ErrRejected):
+			rejected = append(rejected, err.Error())
+		default:
+			other = append(other, err.Error())
+		}
+	}
+	switch {
+	case len(rejected) > 0:
+		return fmt.Errorf("%w: %s", rotators.ErrRejected, strings.Join(append(rejected, other...), "; "))
+	case len(other) > 0:
+		return errors.New(strings.Join(other, "; "))
+	}
+	return nil
+}
+
+func (t *target) finishHost(ctx context.Context, addr string, signer gossh.Signer, oldKey gossh.PublicKey) error {
+	c, err := t.connect(ctx, addr, signer)
+	if err != nil {
+		return hostError(addr, "log in with the new key", err)
+	}
+	defer c.close()
+	err = c.edit(ctx, func(content []byte) ([]byte, bool) {
+		return retire(content, oldKey, signer.PublicKey())
+	}, nil)
+	if err != nil {
+		return hostError(addr, "remove the old key from authorized_keys", err)
+	}
+	return nil
 }
 
 func hostError(addr, what string, err error) error {

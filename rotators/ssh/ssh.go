@@ -62,9 +62,10 @@ type Kind struct{}
 
 // Interface guards.
 var (
-	_ rotators.Kind    = Kind{}
-	_ rotators.Target  = (*target)(nil)
-	_ rotators.Settler = (*target)(nil)
+	_ rotators.Kind     = Kind{}
+	_ rotators.Target   = (*target)(nil)
+	_ rotators.Settler  = (*target)(nil)
+	_ rotators.Finisher = (*target)(nil)
 )
 
 func (Kind) Name() string { return "ssh" }
@@ -284,6 +285,22 @@ func signerOf(s rotators.Secret) (gossh.Signer, error) {
 		return nil, errors.New("the stored private key does not parse")
 	}
 	return signer, nil
+}
+
+// publicKeyOf returns the public key of a secret: of its private key, else its public_key line.
+func publicKeyOf(s rotators.Secret) (gossh.PublicKey, error) {
+	if s[PartPrivateKey] != "" {
+		signer, err := signerOf(s)
+		if err != nil {
+			return nil, err
+		}
+		return signer.PublicKey(), nil
+	}
+	key, _, _, _, err := gossh.ParseAuthorizedKey([]byte(s[PartPublicKey]))
+	if err != nil {
+		return nil, errors.New("the stored public key does not parse")
+	}
+	return key, nil
 }
 
 type target struct {
