@@ -6,7 +6,9 @@
 // whole file (temp file in ~/.ssh, mode 600, then rename) done by a small POSIX sh script: no
 // private key ever reaches a host, and every line that is not ours is kept byte for byte. When
 // any host fails, the hosts already changed are put back before the error (naming the host) is
-// returned, so that a failed Apply leaves the old key live everywhere.
+// returned, so that a failed Apply leaves the old key live everywhere; the error wraps
+// rotators.ErrNotApplied only when that is certain. Finish completes the removal of the old key
+// when recovery rolls an interrupted rotation forward (README, "SSH keys").
 package ssh
 
 import (
