@@ -174,14 +174,14 @@ func TestSSHApplyNotApplied(t *testing.T) {
 			px = p
 			return p.addr, known
 		})
-		px.refuse = func(n int) bool { return n >= 2 } // step 0's connection only
+		px.setRefuse(func(n int) bool { return n >= 2 }) // step 0's connection only
 		err := s.tg.Apply(ctx, rotators.Env{}, s.old, s.new)
 		t.Log(err)
 		if !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), "host "+px.addr+": log in with the new key") {
 			t.Fatalf("got %v", err)
 		}
 		s.checkUnchanged(t)
-		px.refuse = nil
+		px.setRefuse(nil)
 		s.checkLogins(t, true, false)
 	})
 
@@ -200,9 +200,9 @@ func TestSSHApplyNotApplied(t *testing.T) {
 		s.before[1] = append([]byte(bigForeign), s.before[1]...)
 		s.hosts[1].WriteAuthorizedKeys(t, s.before[1])
 		s.tg.cmdTimeout = 3 * time.Second
-		px.upLimit = 60 << 10 // the login and the read pass, the write script does not
+		px.upLimit.Store(60 << 10) // the login and the read pass, the write script does not
 		if !reconnect {
-			px.refuse = func(n int) bool { return n >= 2 }
+			px.setRefuse(func(n int) bool { return n >= 2 })
 		}
 		err := s.tg.Apply(ctx, rotators.Env{}, s.old, s.new)
 		t.Log(err)
@@ -210,7 +210,8 @@ func TestSSHApplyNotApplied(t *testing.T) {
 			!strings.Contains(err.Error(), "no answer within 3s") {
 			t.Fatalf("got %v", err)
 		}
-		px.refuse, px.upLimit = nil, 0
+		px.setRefuse(nil)
+		px.upLimit.Store(0)
 		return s, px, err
 	}
 

@@ -458,7 +458,7 @@ func (c *conn) run(ctx context.Context, script string, confirm bool) (stdout []b
 	defer cancel()
 	// The bound closes the whole connection, not only the session: opening a session has no
 	// bound of its own, and closing one waits for the host's answer, which a hung host never
-	// sends. The connection is then dead; undo opens a new one (see hostState.undo).
+	// sends. The connection is then dead; undo opens a new one (see applyRun.undo).
 	stop := context.AfterFunc(ctx, func() { c.client.Close() })
 	defer stop()
 	failed := func(what string, err error) ([]byte, int, error) {

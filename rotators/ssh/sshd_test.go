@@ -162,15 +162,21 @@ func firstDiff(a, b []byte) int {
 // that cuts without a reset: a frozen connection drops every byte both ways and stays open.
 type proxy struct {
 	addr string
+	// upLimit, when not 0, freezes a connection once its client sent more bytes than that.
+	upLimit atomic.Int64
+
+	mu sync.Mutex
 	// refuse, when set, is asked for each new connection (numbered from 1) before it is
 	// forwarded; true closes it at once.
 	refuse func(n int) bool
-	// upLimit, when not 0, freezes a connection once its client sent more bytes than that.
-	upLimit int64
+	n      int
+	links  []*link
+}
 
-	mu    sync.Mutex
-	n     int
-	links []*link
+func (p *proxy) setRefuse(f func(n int) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refuse = f
 }
 
 type link struct {
@@ -232,7 +238,7 @@ func (p *proxy) pipe(l *link, dst, src net.Conn, up bool) {
 	buf := make([]byte, 4<<10)
 	for {
 		n, err := src.Read(buf)
-		if up && p.upLimit > 0 && l.up.Add(int64(n)) > p.upLimit {
+		if limit := p.upLimit.Load(); up && limit > 0 && l.up.Add(int64(n)) > limit {
 			l.frozen.Store(true)
 		}
 		if n > 0 && !l.frozen.Load() {
