@@ -32,8 +32,10 @@ func TestSSHCksumMatchesPOSIXCksum(t *testing.T) {
 	for range 40 {
 		inputs = append(inputs, randomBytes(rng, rng.IntN(70000)))
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	for _, in := range inputs {
-		cmd := exec.Command(bin)
+		cmd := exec.CommandContext(ctx, bin)
 		cmd.Stdin = bytes.NewReader(in)
 		out, err := cmd.Output()
 		if err != nil {
@@ -121,7 +123,9 @@ func runShellFed(t *testing.T, shell, home string, fd func(in io.WriteCloser, re
 	if filepath.Base(shell) == "busybox" {
 		args = append(args, "sh")
 	}
-	cmd := exec.Command(shell, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, shell, args...)
 	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin"}
 	in, err := cmd.StdinPipe()
 	if err != nil {

@@ -217,7 +217,7 @@ func startProxy(t *testing.T, target *testenv.SSHHost) (*proxy, string) {
 				c.Close()
 				continue
 			}
-			d, err := net.Dial("tcp", target.Addr)
+			d, err := net.DialTimeout("tcp", target.Addr, 10*time.Second)
 			if err != nil {
 				c.Close()
 				continue
