@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -52,11 +53,13 @@ const (
 //  2. log in with `to` on every host;
 //  3. on every host, remove `from`'s lines.
 //
-// When any step fails on a host, every host Apply changed, or may have changed (a write whose
-// answer was lost), gets its original authorized_keys back (byte for byte, unless someone else
-// edited it meanwhile: then `to` is removed and `from`'s line re-added), and the error names the
-// host. The error wraps rotators.ErrNotApplied only when every host certainly holds what it held
-// before: nothing was written, or every changed host was put back. Restoring is
+// When any step fails on a host, every host Apply changed, or may have changed (a confirmed write
+// whose answer was lost), gets its original authorized_keys back (byte for byte, unless someone
+// else edited it meanwhile: then `to` is removed and `from`'s line re-added), and the error names
+// the host. The error wraps rotators.ErrNotApplied only when every host certainly holds what it
+// held before: nothing was written, or every changed host was put back and no confirmed write
+// went unanswered (its script may still rename after undo looked). A write that was never
+// confirmed changed nothing, whatever happened to its connection. Restoring is
 // Apply(from=new, to=old).
 func (t *target) Apply(ctx context.Context, _ rotators.Env, from, to rotators.Secret) error {
 	if from == nil {
@@ -152,6 +155,9 @@ type hostState struct {
 	origPresent bool
 	touched     bool     // a write of Apply reached the host, or may have (its answer was lost)
 	wrote       [][]byte // every content Apply wrote or may have written
+	// uncertain: a write was confirmed but got no answer. Its script may still rename after undo
+	// looked (until SettleTime), so undo cannot prove the host is as before.
+	uncertain bool
 }
 
 // record notes a content Apply wrote, or may have written; h may be nil (nothing to record).
@@ -175,7 +181,7 @@ func (h *hostState) close() {
 // wrapped as rotators.ErrNotApplied when every host holds what it held before, plain (the
 // outcome is unknown) with the hosts it could not put back otherwise.
 func (a *applyRun) fail(ctx context.Context, cause error) error {
-	var failed []string
+	var failed, uncertain []string
 	undone := 0
 	for _, h := range a.hosts {
 		if h == nil || !h.touched {
@@ -185,12 +191,18 @@ func (a *applyRun) fail(ctx context.Context, cause error) error {
 			failed = append(failed, fmt.Sprintf("%s: %v", h.addr, err))
 			continue
 		}
+		if h.uncertain {
+			uncertain = append(uncertain, h.addr)
+		}
 		undone++
 	}
 	switch {
 	case len(failed) > 0:
 		return fmt.Errorf("%w; could not put back the original authorized_keys on %s (it may still authorize the new key; the next rotation from the current key removes it)",
 			cause, strings.Join(failed, "; "))
+	case len(uncertain) > 0:
+		return fmt.Errorf("%w (hosts already changed were put back, but a confirmed write on %s got no answer: it may still change the file)",
+			cause, strings.Join(uncertain, ", "))
 	case undone == 0:
 		return rotators.NotApplied(cause)
 	}
@@ -381,6 +393,8 @@ type conn struct {
 	stop    func() bool
 	timeout time.Duration // of each remote script: commandTimeout
 	broken  bool          // a script got no exit status: the connection may be dead
+	// confirmHook (tests only) is called right before a write's confirmation is sent.
+	confirmHook func()
 }
 
 func (c *conn) close() {
@@ -428,7 +442,11 @@ func (t *target) connect(ctx context.Context, addr string, signer gossh.Signer) 
 	if timeout <= 0 {
 		timeout = commandTimeout
 	}
-	return &conn{client: client, signer: signer, stop: context.AfterFunc(ctx, func() { client.Close() }), timeout: timeout}, nil
+	c := &conn{client: client, signer: signer, stop: context.AfterFunc(ctx, func() { client.Close() }), timeout: timeout}
+	if t.confirmHook != nil {
+		c.confirmHook = func() { t.confirmHook(addr) }
+	}
+	return c, nil
 }
 
 // classify tells a refused key from other handshake failures.
@@ -452,7 +470,7 @@ func classify(err error) error {
 // its stdout and exit status (-1: none). Everything from opening the session to the exit status
 // is bounded by c.timeout (commandTimeout). With confirm, the script prints readyLine before its
 // one change and waits for confirmLine on stdin, which run sends only while its deadline has not
-// passed.
+// passed; a failed script that was never sent its confirmation has the status exitUnconfirmed.
 func (c *conn) run(ctx context.Context, script string, confirm bool) (stdout []byte, code int, err error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, fmt.Errorf("no answer within %s", c.timeout))
 	defer cancel()
@@ -462,11 +480,16 @@ func (c *conn) run(ctx context.Context, script string, confirm bool) (stdout []b
 	stop := context.AfterFunc(ctx, func() { c.client.Close() })
 	defer stop()
 	failed := func(what string, err error) ([]byte, int, error) {
+		// Before the script started: it was never confirmed either.
 		c.broken = true
-		if ctx.Err() != nil {
-			return nil, -1, fmt.Errorf("%s: %w", what, context.Cause(ctx))
+		code := -1
+		if confirm {
+			code = exitUnconfirmed
 		}
-		return nil, -1, fmt.Errorf("%s: %w", what, err)
+		if ctx.Err() != nil {
+			return nil, code, fmt.Errorf("%s: %w", what, context.Cause(ctx))
+		}
+		return nil, code, fmt.Errorf("%s: %w", what, err)
 	}
 	sess, err := c.client.NewSession()
 	if err != nil {
@@ -484,26 +507,43 @@ func (c *conn) run(ctx context.Context, script string, confirm bool) (stdout []b
 	if err := sess.Start("sh"); err != nil {
 		return failed("remote script", err)
 	}
-	go feed(ctx, in, script, out.ready)
+	var confirmed atomic.Bool
+	go feed(ctx, in, script, out.ready, func() {
+		confirmed.Store(true)
+		if c.confirmHook != nil {
+			c.confirmHook()
+		}
+	})
 	err = sess.Wait()
 	if err == nil {
 		return out.Bytes(), 0, nil
 	}
-	msg := strings.TrimSpace(errOut.String())
+	stdout, code, err = c.runError(ctx, err, out.Bytes(), strings.TrimSpace(errOut.String()))
+	if confirm && !confirmed.Load() && !stoppedBeforeChange(code) {
+		// The script never got its confirmation, so it cannot have changed anything, whatever
+		// else happened (the session is closed now: a confirmation can no longer reach it).
+		code = exitUnconfirmed
+	}
+	return stdout, code, err
+}
+
+// runError turns a failed session into run's results.
+func (c *conn) runError(ctx context.Context, err error, stdout []byte, msg string) ([]byte, int, error) {
 	var exit *gossh.ExitError
 	switch {
 	case errors.As(err, &exit) && exit.Signal() != "":
-		return out.Bytes(), exit.ExitStatus(), fmt.Errorf("remote script killed by signal %s", exit.Signal())
+		return stdout, exit.ExitStatus(), fmt.Errorf("remote script killed by signal %s", exit.Signal())
 	case errors.As(err, &exit):
 		if msg == "" {
 			msg = fmt.Sprintf("remote script exited with status %d", exit.ExitStatus())
 		}
-		return out.Bytes(), exit.ExitStatus(), errors.New(msg)
-	case ctx.Err() != nil:
-		return failed("remote script", err)
+		return stdout, exit.ExitStatus(), errors.New(msg)
 	}
 	c.broken = true
-	if msg != "" {
+	switch {
+	case ctx.Err() != nil:
+		return nil, -1, fmt.Errorf("remote script: %w", context.Cause(ctx))
+	case msg != "":
 		return nil, -1, fmt.Errorf("remote script: %v: %s", err, msg)
 	}
 	return nil, -1, fmt.Errorf("remote script: %w", err)
@@ -511,8 +551,9 @@ func (c *conn) run(ctx context.Context, script string, confirm bool) (stdout []b
 
 // feed writes script to the shell's stdin. Without ready it then closes stdin; with it, it waits
 // for the script's readyLine and answers confirmLine, unless ctx is done: a script that gets no
-// confirmation exits with exitUnconfirmed and changes nothing.
-func feed(ctx context.Context, in io.WriteCloser, script string, ready <-chan struct{}) {
+// confirmation exits with exitUnconfirmed and changes nothing. onConfirm (may be nil) is called
+// right before the confirmation is sent.
+func feed(ctx context.Context, in io.WriteCloser, script string, ready <-chan struct{}, onConfirm func()) {
 	defer in.Close()
 	if _, err := io.WriteString(in, script); err != nil || ready == nil {
 		return
@@ -520,6 +561,9 @@ func feed(ctx context.Context, in io.WriteCloser, script string, ready <-chan st
 	select {
 	case <-ready:
 		if ctx.Err() == nil {
+			if onConfirm != nil {
+				onConfirm()
+			}
 			_, _ = io.WriteString(in, confirmLine)
 		}
 	case <-ctx.Done():
@@ -586,7 +630,7 @@ func (c *conn) write(ctx context.Context, expected []byte, expectedPresent bool,
 
 // edit applies fn to authorized_keys as a compare-and-swap, retried when the file changes between
 // the read and the write. h (may be nil) records the original and every content written, or
-// perhaps written (a write whose answer was lost), for undo.
+// perhaps written (a confirmed write whose answer was lost), for undo.
 func (c *conn) edit(ctx context.Context, fn func([]byte) ([]byte, bool), h *hostState) error {
 	for attempt := 0; attempt < editAttempts; attempt++ {
 		content, present, err := c.read(ctx)
@@ -609,7 +653,11 @@ func (c *conn) edit(ctx context.Context, fn func([]byte) ([]byte, bool), h *host
 		case code == exitChanged:
 			continue
 		case !stoppedBeforeChange(code):
+			// Confirmed, and no answer: the file may hold out now, or later.
 			h.record(out)
+			if h != nil {
+				h.uncertain = true
+			}
 		}
 		return err
 	}

@@ -112,7 +112,7 @@ func shells(t *testing.T) []string {
 func runShell(t *testing.T, shell, home, script string, confirm bool) (string, int) {
 	t.Helper()
 	return runShellFed(t, shell, home, func(in io.WriteCloser, ready <-chan struct{}) {
-		feed(context.Background(), in, script, ready)
+		feed(context.Background(), in, script, ready, nil)
 	}, confirm)
 }
 

@@ -308,6 +308,9 @@ func publicKeyOf(s rotators.Secret) (gossh.PublicKey, error) {
 type target struct {
 	cfg        config
 	cmdTimeout time.Duration // of each remote script: commandTimeout (tests shorten it)
+	// confirmHook (tests only) is called with the host's address right before a write's
+	// confirmation is sent.
+	confirmHook func(addr string)
 }
 
 func (t *target) Generate(context.Context, rotators.Env, rotators.Secret) (rotators.Secret, error) {

@@ -181,7 +181,8 @@ func (p *proxy) setRefuse(f func(n int) bool) {
 
 type link struct {
 	client, host net.Conn
-	frozen       atomic.Bool
+	frozen       atomic.Bool // both ways
+	downFrozen   atomic.Bool // host to client only: the host gets the client's bytes, its answers are lost
 	up           atomic.Int64
 }
 
@@ -241,7 +242,7 @@ func (p *proxy) pipe(l *link, dst, src net.Conn, up bool) {
 		if limit := p.upLimit.Load(); up && limit > 0 && l.up.Add(int64(n)) > limit {
 			l.frozen.Store(true)
 		}
-		if n > 0 && !l.frozen.Load() {
+		if n > 0 && !l.frozen.Load() && (up || !l.downFrozen.Load()) {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
@@ -249,6 +250,15 @@ func (p *proxy) pipe(l *link, dst, src net.Conn, up bool) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// freezeDownAll drops, on every connection open now, what the host sends from now on.
+func (p *proxy) freezeDownAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.links {
+		l.downFrozen.Store(true)
 	}
 }
 
