@@ -158,3 +158,11 @@ func removeStray(content []byte, from, keep gossh.PublicKey) ([]byte, bool) {
 		return len(words) == 2 && words[0] == KeyComment && words[1] == tag && !sameKey(p.key, keep) && !sameKey(p.key, from)
 	})
 }
+
+// retire drops every line of old and our stray lines that replaced old (removeStray), keeping
+// keep: what is left of old once keep is the live key.
+func retire(content []byte, old, keep gossh.PublicKey) ([]byte, bool) {
+	out, removed := removeKey(content, old)
+	out, stray := removeStray(out, old, keep)
+	return out, removed || stray
+}

@@ -5,23 +5,45 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/failpoint"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
 const (
-	dialTimeout    = 15 * time.Second // TCP connect and SSH handshake
-	commandTimeout = 30 * time.Second // one remote script
+	dialTimeout    = 15 * time.Second // TCP connect and SSH handshake, each
+	commandTimeout = 30 * time.Second // one remote script, from opening its session to its exit status
 	editAttempts   = 3                // compare-and-swap retries when the file changes under us
 
-	exitChanged = 3 // the write script's exit status: the file is not what we read
-	exitRefused = 5 // authorized_keys is a symlink or not a regular file
+	// scriptBound is how long the write script may live on a host: a watchdog it starts first
+	// kills it then, whether or not a client still waits (docs/decisions.md, "SSH settle time").
+	scriptBound = commandTimeout
+	// settleTime is what SettleTime returns: the script can change authorized_keys only after the
+	// client confirmed the change, which it does before it gives up, and only while the script
+	// lives, at most scriptBound after it started, which was before the confirmation. Twice the
+	// bound leaves room for a loaded host (the watchdog polls once a second).
+	settleTime = 2 * scriptBound
+
+	// The write script's exit statuses when it stops before the rename; authorized_keys is then
+	// certainly unchanged. Any other status (a signal, a shell that cannot run the script) or a
+	// missing one leaves the outcome unknown.
+	exitChanged     = 3 // the file is not what we read
+	exitFailed      = 4 // a step before the rename failed (mkdir, temporary file, chmod, mv)
+	exitRefused     = 5 // authorized_keys is a symlink or not a regular file
+	exitMismatch    = 6 // a temporary file does not hold the bytes that were sent (cksum)
+	exitUnconfirmed = 7 // the client did not confirm the change (gone, or past its deadline)
+
+	readyLine   = "ready\n" // the write script's stdout when only the rename is left
+	confirmLine = "go\n"    // the client's answer on stdin: rename now
 )
 
 // Apply makes `to` the authorized key of username on every host, in place of `from`:
@@ -31,43 +53,44 @@ const (
 //  2. log in with `to` on every host;
 //  3. on every host, remove `from`'s lines.
 //
-// When any step fails on a host, every host already changed gets its original authorized_keys
-// back (byte for byte, unless someone else edited it meanwhile: then `to` is removed and `from`
-// re-added), and the error names the host. Restoring is Apply(from=new, to=old).
+// When any step fails on a host, every host Apply changed, or may have changed (a confirmed write
+// whose answer was lost), gets its original authorized_keys back (byte for byte, unless someone
+// else edited it meanwhile: then `to` is removed and `from`'s line re-added), and the error names
+// the host. The error wraps rotators.ErrNotApplied only when every host certainly holds what it
+// held before: nothing was written, or every changed host was put back and no confirmed write
+// went unanswered (its script may still rename after undo looked). A write that was never
+// confirmed changed nothing, whatever happened to its connection. Restoring is
+// Apply(from=new, to=old).
 func (t *target) Apply(ctx context.Context, _ rotators.Env, from, to rotators.Secret) error {
 	if from == nil {
-		return errors.New("no current key to log in with; import it with private_key")
+		return rotators.NotApplied(errors.New("no current key to log in with; import it with private_key"))
 	}
 	fromSigner, err := signerOf(from)
 	if err != nil {
-		return fmt.Errorf("current key: %w", err)
+		return rotators.NotApplied(fmt.Errorf("current key: %w", err))
 	}
 	toSigner, err := signerOf(to)
 	if err != nil {
-		return fmt.Errorf("new key: %w", err)
+		return rotators.NotApplied(fmt.Errorf("new key: %w", err))
 	}
+	a := &applyRun{t: t, from: fromSigner, to: toSigner, hosts: make([]*hostState, len(t.cfg.hosts))}
+	defer a.close()
 	fromKey, toKey := fromSigner.PublicKey(), toSigner.PublicKey()
-
-	hosts := make([]*hostState, len(t.cfg.hosts))
-	defer func() {
-		for _, h := range hosts {
-			if h != nil {
-				h.close()
-			}
-		}
-	}()
 
 	// 0. Every host lets the current key in, before any is changed.
 	for i, addr := range t.cfg.hosts {
 		c, err := t.connect(ctx, addr, fromSigner)
 		if err != nil {
-			return hostError(addr, "log in with the current key", err)
+			return rotators.NotApplied(hostError(addr, "log in with the current key", err))
 		}
-		hosts[i] = &hostState{addr: addr, fromConn: c}
+		a.hosts[i] = &hostState{addr: addr, fromConn: c}
+	}
+	if sameKey(fromKey, toKey) {
+		return nil // already the key: removing `from` would remove `to`
 	}
 
 	// 1. Add the new key.
-	for _, h := range hosts {
+	for i, h := range a.hosts {
 		err := h.fromConn.edit(ctx, func(content []byte) ([]byte, bool) {
 			out, stray := removeStray(content, fromKey, toKey)
 			line := keyLine(optionsOf(out, fromKey), toKey, fromKey)
@@ -75,29 +98,51 @@ func (t *target) Apply(ctx context.Context, _ rotators.Env, from, to rotators.Se
 			return out, stray || added
 		}, h)
 		if err != nil {
-			return t.undo(ctx, hosts, hostError(h.addr, "add the new key to authorized_keys", err))
+			return a.fail(ctx, hostError(h.addr, "add the new key to authorized_keys", err))
+		}
+		if i == 0 {
+			failpoint.Inject(failpoint.SSHAfterAddFirstHost)
 		}
 	}
+	failpoint.Inject(failpoint.SSHAfterAddAllHosts)
 
 	// 2. The new key logs in everywhere.
-	for _, h := range hosts {
+	for _, h := range a.hosts {
 		c, err := t.connect(ctx, h.addr, toSigner)
 		if err != nil {
-			return t.undo(ctx, hosts, hostError(h.addr, "log in with the new key", err))
+			return a.fail(ctx, hostError(h.addr, "log in with the new key", err))
 		}
 		h.toConn = c
 	}
 
-	// 3. Remove the old key.
-	for _, h := range hosts {
+	// 3. Remove the old key (and strays that replaced it, as Finish does).
+	for i, h := range a.hosts {
 		err := h.toConn.edit(ctx, func(content []byte) ([]byte, bool) {
-			return removeKey(content, fromKey)
+			return retire(content, fromKey, toKey)
 		}, h)
 		if err != nil {
-			return t.undo(ctx, hosts, hostError(h.addr, "remove the old key from authorized_keys", err))
+			return a.fail(ctx, hostError(h.addr, "remove the old key from authorized_keys", err))
+		}
+		if i == 0 {
+			failpoint.Inject(failpoint.SSHAfterRemoveFirstHost)
 		}
 	}
 	return nil
+}
+
+// applyRun is one Apply: its keys and what it did on each host.
+type applyRun struct {
+	t        *target
+	from, to gossh.Signer
+	hosts    []*hostState // nil after a host whose login failed in step 0
+}
+
+func (a *applyRun) close() {
+	for _, h := range a.hosts {
+		if h != nil {
+			h.close()
+		}
+	}
 }
 
 // hostState is what Apply did on one host, to undo it.
@@ -106,10 +151,21 @@ type hostState struct {
 	fromConn *conn // logged in with `from`
 	toConn   *conn // logged in with `to` (from step 2)
 
-	orig        []byte // authorized_keys before Apply (nil until read)
+	orig        []byte // authorized_keys before Apply's first write (nil until read)
 	origPresent bool
-	written     bool   // Apply replaced the file at least once
-	last        []byte // what Apply wrote last
+	touched     bool     // a write of Apply reached the host, or may have (its answer was lost)
+	wrote       [][]byte // every content Apply wrote or may have written
+	// uncertain: a write was confirmed but got no answer. Its script may still rename after undo
+	// looked (until SettleTime), so undo cannot prove the host is as before.
+	uncertain bool
+}
+
+// record notes a content Apply wrote, or may have written; h may be nil (nothing to record).
+func (h *hostState) record(content []byte) {
+	if h != nil {
+		h.touched = true
+		h.wrote = append(h.wrote, content)
+	}
 }
 
 func (h *hostState) close() {
@@ -121,70 +177,178 @@ func (h *hostState) close() {
 	}
 }
 
-// undo puts back the original authorized_keys of every host Apply changed, then returns cause
-// with any host it could not put back.
-func (t *target) undo(ctx context.Context, hosts []*hostState, cause error) error {
-	var failed []string
-	for _, h := range hosts {
-		if h == nil || !h.written {
+// fail puts back the original authorized_keys of every host Apply touched and returns cause:
+// wrapped as rotators.ErrNotApplied when every host holds what it held before, plain (the
+// outcome is unknown) with the hosts it could not put back otherwise.
+func (a *applyRun) fail(ctx context.Context, cause error) error {
+	var failed, uncertain []string
+	undone := 0
+	for _, h := range a.hosts {
+		if h == nil || !h.touched {
 			continue
 		}
-		if err := h.undo(ctx); err != nil {
+		if err := a.undo(ctx, h); err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", h.addr, err))
+			continue
 		}
+		if h.uncertain {
+			uncertain = append(uncertain, h.addr)
+		}
+		undone++
 	}
-	if len(failed) > 0 {
-		return fmt.Errorf("%w; could not put back the original authorized_keys on %s (it still authorizes the new key; the next rotation from the current key removes it)",
+	switch {
+	case len(failed) > 0:
+		return fmt.Errorf("%w; could not put back the original authorized_keys on %s (it may still authorize the new key; the next rotation from the current key removes it)",
 			cause, strings.Join(failed, "; "))
+	case len(uncertain) > 0:
+		return fmt.Errorf("%w (hosts already changed were put back, but a confirmed write on %s got no answer: it may still change the file)",
+			cause, strings.Join(uncertain, ", "))
+	case undone == 0:
+		return rotators.NotApplied(cause)
 	}
-	return fmt.Errorf("%w (hosts already changed were put back)", cause)
+	return rotators.NotApplied(fmt.Errorf("%w (hosts already changed were put back)", cause))
 }
 
-func (h *hostState) undo(ctx context.Context) error {
-	// Any live session will do; the one that wrote last surely is.
-	conns := []*conn{h.toConn, h.fromConn}
-	var err error
-	for _, c := range conns {
-		if c == nil {
+// undo puts back h's original authorized_keys through a live connection of Apply, else through a
+// new one: with the old key (authorized unless step 3 removed it here), then with the new one.
+func (a *applyRun) undo(ctx context.Context, h *hostState) error {
+	err := errors.New("no connection")
+	for _, c := range []*conn{h.toConn, h.fromConn} {
+		if c == nil || c.broken {
 			continue
 		}
-		var code int
-		code, err = c.write(ctx, h.last, true, h.orig, h.origPresent)
-		if err == nil {
-			return nil
+		if err = h.restore(ctx, c, a.from.PublicKey(), a.to.PublicKey()); err == nil || !c.broken {
+			return err
 		}
-		if code == exitChanged {
-			// Someone else edited the file since: undo by key instead of by bytes.
-			return h.undoByKey(ctx, c)
+	}
+	for _, signer := range []gossh.Signer{a.from, a.to} {
+		c, cerr := a.t.connect(ctx, h.addr, signer)
+		if cerr != nil {
+			err = fmt.Errorf("log in again: %w", cerr)
+			if errors.Is(cerr, rotators.ErrRejected) {
+				continue
+			}
+			return err
+		}
+		err = h.restore(ctx, c, a.from.PublicKey(), a.to.PublicKey())
+		c.close()
+		if err == nil || !c.broken {
+			return err
 		}
 	}
 	return err
 }
 
-// undoByKey removes the new key and re-adds the old key's original line when it is gone.
-func (h *hostState) undoByKey(ctx context.Context, c *conn) error {
-	var fromLine []byte
-	var fromKey gossh.PublicKey
-	if h.fromConn != nil {
-		fromKey = h.fromConn.signer.PublicKey()
-		for _, l := range splitLines(h.orig) {
-			if p, ok := parseLine(l); ok && sameKey(p.key, fromKey) {
-				fromLine = bytes.TrimRight(l, "\r\n")
-				break
+// restore puts back the original authorized_keys as a compare-and-swap: nothing to do when the
+// file holds it; the original bytes when the file holds what Apply wrote (or may have); when
+// someone else edited it since, by key: `to` removed (unless the original had it) and `from`'s
+// original line re-added when gone.
+func (h *hostState) restore(ctx context.Context, c *conn, fromKey, toKey gossh.PublicKey) error {
+	for attempt := 0; attempt < editAttempts; attempt++ {
+		content, present, err := c.read(ctx)
+		if err != nil {
+			return err
+		}
+		out, outPresent := h.orig, h.origPresent
+		switch {
+		case present == h.origPresent && bytes.Equal(content, h.orig):
+			return nil
+		case present && h.wroteContains(content):
+		default:
+			var changed bool
+			if out, changed = h.byKey(content, fromKey, toKey); !changed {
+				return nil
 			}
+			outPresent = true
+		}
+		code, err := c.write(ctx, content, present, out, outPresent)
+		if code == exitChanged {
+			continue
+		}
+		return err
+	}
+	return errors.New("authorized_keys kept changing while it was put back")
+}
+
+func (h *hostState) wroteContains(content []byte) bool {
+	for _, w := range h.wrote {
+		if bytes.Equal(w, content) {
+			return true
 		}
 	}
-	return c.edit(ctx, func(content []byte) ([]byte, bool) {
-		out, removed := content, false
-		if h.toConn != nil {
-			out, removed = removeKey(out, h.toConn.signer.PublicKey())
+	return false
+}
+
+// byKey removes `to` (unless the original had it) and re-adds `from`'s original line when gone.
+func (h *hostState) byKey(content []byte, fromKey, toKey gossh.PublicKey) ([]byte, bool) {
+	out, removed := content, false
+	if !hasKey(h.orig, toKey) {
+		out, removed = removeKey(out, toKey)
+	}
+	added := false
+	for _, l := range splitLines(h.orig) {
+		if p, ok := parseLine(l); ok && sameKey(p.key, fromKey) {
+			out, added = addLine(out, fromKey, string(bytes.TrimRight(l, "\r\n")))
+			break
 		}
-		added := false
-		if fromLine != nil {
-			out, added = addLine(out, fromKey, string(fromLine))
+	}
+	return out, removed || added
+}
+
+// Finish implements rotators.Finisher: recovery calls it when it rolls an interrupted rotation
+// forward (the new key logs in everywhere), so that exactly the new key is left. On every host it
+// logs in with new and removes every line of old's key and our stray lines that replaced old
+// (retire); a host where that is already so is not written. It goes on past a failed host and
+// names each one; a host that refuses new makes the error a wrapped rotators.ErrRejected.
+func (t *target) Finish(ctx context.Context, _ rotators.Env, old, new rotators.Secret) error {
+	if old == nil {
+		return nil // no retired key
+	}
+	newSigner, err := signerOf(new)
+	if err != nil {
+		return fmt.Errorf("new key: %w", err)
+	}
+	oldKey, err := publicKeyOf(old)
+	if err != nil {
+		return fmt.Errorf("old key: %w", err)
+	}
+	newKey := newSigner.PublicKey()
+	if sameKey(oldKey, newKey) {
+		return nil
+	}
+	var rejected, other []string
+	for _, addr := range t.cfg.hosts {
+		err := t.finishHost(ctx, addr, newSigner, oldKey)
+		switch {
+		case err == nil:
+		case errors.Is(err, rotators.ErrRejected):
+			rejected = append(rejected, err.Error())
+		default:
+			other = append(other, err.Error())
 		}
-		return out, removed || added
+	}
+	switch {
+	case len(rejected) > 0:
+		return fmt.Errorf("%w: %s", rotators.ErrRejected, strings.Join(append(rejected, other...), "; "))
+	case len(other) > 0:
+		return errors.New(strings.Join(other, "; "))
+	}
+	return nil
+}
+
+func (t *target) finishHost(ctx context.Context, addr string, signer gossh.Signer, oldKey gossh.PublicKey) error {
+	c, err := t.connect(ctx, addr, signer)
+	if err != nil {
+		return hostError(addr, "log in with the new key", err)
+	}
+	defer c.close()
+	err = c.edit(ctx, func(content []byte) ([]byte, bool) {
+		return retire(content, oldKey, signer.PublicKey())
 	}, nil)
+	if err != nil {
+		return hostError(addr, "remove the old key from authorized_keys", err)
+	}
+	return nil
 }
 
 func hostError(addr, what string, err error) error {
@@ -224,9 +388,13 @@ func (t *target) Verify(ctx context.Context, _ rotators.Env, s rotators.Secret) 
 
 // conn is one SSH connection to a host as the role's user.
 type conn struct {
-	client *gossh.Client
-	signer gossh.Signer
-	stop   func() bool
+	client  *gossh.Client
+	signer  gossh.Signer
+	stop    func() bool
+	timeout time.Duration // of each remote script: commandTimeout
+	broken  bool          // a script got no exit status: the connection may be dead
+	// confirmHook (tests only) is called right before a write's confirmation is sent.
+	confirmHook func()
 }
 
 func (c *conn) close() {
@@ -258,14 +426,27 @@ func (t *target) connect(ctx context.Context, addr string, signer gossh.Signer) 
 		deadline = dl
 	}
 	_ = nc.SetDeadline(deadline)
+	stopHandshake := context.AfterFunc(ctx, func() { nc.Close() })
 	sc, chans, reqs, err := gossh.NewClientConn(nc, addr, cfg)
+	stopHandshake()
 	if err != nil {
 		nc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, classify(err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	client := gossh.NewClient(sc, chans, reqs)
-	return &conn{client: client, signer: signer, stop: context.AfterFunc(ctx, func() { client.Close() })}, nil
+	timeout := t.cmdTimeout
+	if timeout <= 0 {
+		timeout = commandTimeout
+	}
+	c := &conn{client: client, signer: signer, stop: context.AfterFunc(ctx, func() { client.Close() }), timeout: timeout}
+	if t.confirmHook != nil {
+		c.confirmHook = func() { t.confirmHook(addr) }
+	}
+	return c, nil
 }
 
 // classify tells a refused key from other handshake failures.
@@ -286,45 +467,145 @@ func classify(err error) error {
 }
 
 // run runs a POSIX sh script (fed on stdin, so it never appears in a process list) and returns
-// its stdout and exit status.
-func (c *conn) run(ctx context.Context, script string) (stdout []byte, code int, err error) {
+// its stdout and exit status (-1: none). Everything from opening the session to the exit status
+// is bounded by c.timeout (commandTimeout). With confirm, the script prints readyLine before its
+// one change and waits for confirmLine on stdin, which run sends only while its deadline has not
+// passed; a failed script that was never sent its confirmation has the status exitUnconfirmed.
+func (c *conn) run(ctx context.Context, script string, confirm bool) (stdout []byte, code int, err error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, fmt.Errorf("no answer within %s", c.timeout))
+	defer cancel()
+	// The bound closes the whole connection, not only the session: opening a session has no
+	// bound of its own, and closing one waits for the host's answer, which a hung host never
+	// sends. The connection is then dead; undo opens a new one (see applyRun.undo).
+	stop := context.AfterFunc(ctx, func() { c.client.Close() })
+	defer stop()
+	failed := func(what string, err error) ([]byte, int, error) {
+		// Before the script started: it was never confirmed either.
+		c.broken = true
+		code := -1
+		if confirm {
+			code = exitUnconfirmed
+		}
+		if ctx.Err() != nil {
+			return nil, code, fmt.Errorf("%s: %w", what, context.Cause(ctx))
+		}
+		return nil, code, fmt.Errorf("%s: %w", what, err)
+	}
 	sess, err := c.client.NewSession()
 	if err != nil {
-		return nil, -1, fmt.Errorf("open session: %w", err)
+		return failed("open session", err)
 	}
 	defer sess.Close()
-	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	defer stop()
-	var out, errOut bytes.Buffer
-	sess.Stdin = strings.NewReader(script)
-	sess.Stdout = &out
+	in, err := sess.StdinPipe()
+	if err != nil {
+		return failed("open session", err)
+	}
+	out := newScriptOutput(confirm)
+	var errOut bytes.Buffer
+	sess.Stdout = out
 	sess.Stderr = &errOut
-	err = sess.Run("sh")
+	if err := sess.Start("sh"); err != nil {
+		return failed("remote script", err)
+	}
+	var confirmed atomic.Bool
+	go feed(ctx, in, script, out.ready, func() {
+		confirmed.Store(true)
+		if c.confirmHook != nil {
+			c.confirmHook()
+		}
+	})
+	err = sess.Wait()
 	if err == nil {
 		return out.Bytes(), 0, nil
 	}
-	msg := strings.TrimSpace(errOut.String())
+	stdout, code, err = c.runError(ctx, err, out.Bytes(), strings.TrimSpace(errOut.String()))
+	if confirm && !confirmed.Load() && !stoppedBeforeChange(code) {
+		// The script never got its confirmation, so it cannot have changed anything, whatever
+		// else happened (the session is closed now: a confirmation can no longer reach it).
+		code = exitUnconfirmed
+	}
+	return stdout, code, err
+}
+
+// runError turns a failed session into run's results.
+func (c *conn) runError(ctx context.Context, err error, stdout []byte, msg string) ([]byte, int, error) {
 	var exit *gossh.ExitError
-	if errors.As(err, &exit) {
+	switch {
+	case errors.As(err, &exit) && exit.Signal() != "":
+		return stdout, exit.ExitStatus(), fmt.Errorf("remote script killed by signal %s", exit.Signal())
+	case errors.As(err, &exit):
 		if msg == "" {
 			msg = fmt.Sprintf("remote script exited with status %d", exit.ExitStatus())
 		}
-		return out.Bytes(), exit.ExitStatus(), errors.New(msg)
+		return stdout, exit.ExitStatus(), errors.New(msg)
 	}
-	if ctx.Err() != nil {
-		return nil, -1, fmt.Errorf("remote script: %w", ctx.Err())
-	}
-	if msg != "" {
+	c.broken = true
+	switch {
+	case ctx.Err() != nil:
+		return nil, -1, fmt.Errorf("remote script: %w", context.Cause(ctx))
+	case msg != "":
 		return nil, -1, fmt.Errorf("remote script: %v: %s", err, msg)
 	}
 	return nil, -1, fmt.Errorf("remote script: %w", err)
 }
 
+// feed writes script to the shell's stdin. Without ready it then closes stdin; with it, it waits
+// for the script's readyLine and answers confirmLine, unless ctx is done: a script that gets no
+// confirmation exits with exitUnconfirmed and changes nothing. onConfirm (may be nil) is called
+// right before the confirmation is sent.
+func feed(ctx context.Context, in io.WriteCloser, script string, ready <-chan struct{}, onConfirm func()) {
+	defer in.Close()
+	if _, err := io.WriteString(in, script); err != nil || ready == nil {
+		return
+	}
+	select {
+	case <-ready:
+		if ctx.Err() == nil {
+			if onConfirm != nil {
+				onConfirm()
+			}
+			_, _ = io.WriteString(in, confirmLine)
+		}
+	case <-ctx.Done():
+	}
+}
+
+// scriptOutput collects a script's stdout; with confirm, ready is closed once readyLine came.
+type scriptOutput struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	ready chan struct{} // nil without confirm
+	seen  bool
+}
+
+func newScriptOutput(confirm bool) *scriptOutput {
+	o := &scriptOutput{}
+	if confirm {
+		o.ready = make(chan struct{})
+	}
+	return o
+}
+
+func (o *scriptOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf.Write(p)
+	if o.ready != nil && !o.seen && bytes.Contains(o.buf.Bytes(), []byte(readyLine)) {
+		o.seen = true
+		close(o.ready)
+	}
+	return len(p), nil
+}
+
+func (o *scriptOutput) Bytes() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]byte(nil), o.buf.Bytes()...)
+}
+
 // read returns ~/.ssh/authorized_keys (present=false when it does not exist).
 func (c *conn) read(ctx context.Context) (content []byte, present bool, err error) {
-	out, _, err := c.run(ctx, readScript)
+	out, _, err := c.run(ctx, readScript, false)
 	if err != nil {
 		return nil, false, fmt.Errorf("read authorized_keys: %w", err)
 	}
@@ -340,7 +621,7 @@ func (c *conn) read(ctx context.Context) (content []byte, present bool, err erro
 // write replaces authorized_keys with content (present=false: removes it) if it still holds
 // expected (expectedPresent=false: does not exist).
 func (c *conn) write(ctx context.Context, expected []byte, expectedPresent bool, content []byte, present bool) (int, error) {
-	_, code, err := c.run(ctx, writeScript(expected, expectedPresent, content, present))
+	_, code, err := c.run(ctx, writeScript(expected, expectedPresent, content, present), true)
 	if err != nil {
 		return code, fmt.Errorf("write authorized_keys: %w", err)
 	}
@@ -348,14 +629,15 @@ func (c *conn) write(ctx context.Context, expected []byte, expectedPresent bool,
 }
 
 // edit applies fn to authorized_keys as a compare-and-swap, retried when the file changes between
-// the read and the write. h (may be nil) records the original and the written bytes for undo.
+// the read and the write. h (may be nil) records the original and every content written, or
+// perhaps written (a confirmed write whose answer was lost), for undo.
 func (c *conn) edit(ctx context.Context, fn func([]byte) ([]byte, bool), h *hostState) error {
 	for attempt := 0; attempt < editAttempts; attempt++ {
 		content, present, err := c.read(ctx)
 		if err != nil {
 			return err
 		}
-		if h != nil && !h.written {
+		if h != nil && !h.touched {
 			// The original is the last content read before Apply's first write.
 			h.orig, h.origPresent = append([]byte{}, content...), present
 		}
@@ -364,18 +646,32 @@ func (c *conn) edit(ctx context.Context, fn func([]byte) ([]byte, bool), h *host
 			return nil
 		}
 		code, err := c.write(ctx, content, present, out, true)
-		if code == exitChanged {
+		switch {
+		case err == nil:
+			h.record(out)
+			return nil
+		case code == exitChanged:
 			continue
+		case !stoppedBeforeChange(code):
+			// Confirmed, and no answer: the file may hold out now, or later.
+			h.record(out)
+			if h != nil {
+				h.uncertain = true
+			}
 		}
-		if err != nil {
-			return err
-		}
-		if h != nil {
-			h.written, h.last = true, out
-		}
-		return nil
+		return err
 	}
 	return errors.New("authorized_keys kept changing while it was edited; try again")
+}
+
+// stoppedBeforeChange reports whether a write script's exit status is one of its own stops
+// before the rename (or removal): authorized_keys then certainly holds what it held.
+func stoppedBeforeChange(code int) bool {
+	switch code {
+	case exitChanged, exitFailed, exitRefused, exitMismatch, exitUnconfirmed:
+		return true
+	}
+	return false
 }
 
 const readScript = `f="$HOME/.ssh/authorized_keys"
@@ -387,48 +683,96 @@ printf 'absent\n'
 
 // writeScript is a POSIX sh script that replaces ~/.ssh/authorized_keys by content atomically
 // (a temp file in ~/.ssh, mode 600, renamed over it) if the file still holds expected, and exits
-// with exitChanged otherwise. The bytes travel as printf octal escapes, so any byte (and the
-// absence of a final newline) survives the shell.
+// with exitChanged otherwise (README, "What a rotation does on the hosts"):
+//
+//   - the bytes travel as printf octal escapes (writePrintf), so any byte (and the absence of a
+//     final newline) survives the shell; before it compares or renames, the script checks each
+//     temporary file against the cksum of the bytes it was meant to hold (exitMismatch);
+//   - it starts a watchdog that kills it scriptBound after it started, and it makes its one
+//     change (the rename, or the removal when present is false) only after it printed readyLine
+//     and read confirmLine from the client (exitUnconfirmed otherwise), so a host can change
+//     at most scriptBound after the client gave up (SettleTime);
+//   - every stop before the change has its own exit status (exitChanged ... exitUnconfirmed).
+//
+// The script is one { } group: the shell reads all of it before it runs any of it, so that the
+// confirmation is the only thing left on stdin.
 func writeScript(expected []byte, expectedPresent bool, content []byte, present bool) string {
+	return scriptWriter{encode: writePrintf, bound: scriptBound}.script(expected, expectedPresent, content, present)
+}
+
+// scriptWriter makes write scripts; tests change its parts (an encoder that loses bytes, a
+// short bound) to show what the script does then.
+type scriptWriter struct {
+	encode func(*strings.Builder, []byte)
+	bound  time.Duration
+}
+
+func (sw scriptWriter) script(expected []byte, expectedPresent bool, content []byte, present bool) string {
+	encode := sw.encode
 	var b strings.Builder
-	fmt.Fprintf(&b, `umask 077
+	fmt.Fprintf(&b, `{
+w=$$
+( n=0
+  while [ "$n" -lt %[5]d ] && kill -0 "$w" 2>/dev/null; do sleep 1; n=$((n+1)); done
+  kill -0 "$w" 2>/dev/null && kill -KILL "$w"
+) </dev/null >/dev/null 2>&1 &
+umask 077
 d="$HOME/.ssh"
 f="$d/authorized_keys"
 t="$d/.authorized_keys.vault-plugin-rotation.$$"
 e="$t.expected"
-fail() { echo "$1" >&2; exit "${2:-1}"; }
+fail() { echo "$1" >&2; exit "${2:-%[3]d}"; }
 if [ -L "$f" ]; then fail "~/.ssh/authorized_keys is a symbolic link; the plugin does not replace it" %[1]d; fi
 if [ -e "$f" ] && [ ! -f "$f" ]; then fail "~/.ssh/authorized_keys is not a regular file" %[1]d; fi
 [ -d "$d" ] || mkdir -m 700 "$d" || fail "cannot create ~/.ssh"
 trap 'rm -f "$t" "$e"' EXIT
 rm -f "$t" "$e"
-`, exitRefused)
+check() {
+	c=$2
+	s=$(cksum < "$1") || fail "cannot run cksum on a temporary file in ~/.ssh"
+	set -- $s
+	[ "$1 $2" = "$c" ] || fail "a temporary file in ~/.ssh does not hold the bytes that were sent (cksum $1 $2, want $c); authorized_keys was not changed" %[2]d
+}
+confirm() {
+	printf '%[6]s'
+	IFS= read -r g || fail "the client did not confirm the change (gone or past its deadline); authorized_keys was not changed" %[4]d
+	[ "$g" = '%[7]s' ] || fail "the client did not confirm the change; authorized_keys was not changed" %[4]d
+}
+`, exitRefused, exitMismatch, exitFailed, exitUnconfirmed, int(sw.bound/time.Second),
+		strings.ReplaceAll(readyLine, "\n", `\n`), strings.TrimSuffix(confirmLine, "\n"))
 	if expectedPresent {
 		b.WriteString("{\n")
-		writePrintf(&b, expected)
+		encode(&b, expected)
 		fmt.Fprintf(&b, `} > "$e" || fail "cannot write a temporary file in ~/.ssh"
+check "$e" '%[2]s'
 [ -f "$f" ] || fail "authorized_keys changed while it was edited" %[1]d
 cmp -s "$e" "$f" || fail "authorized_keys changed while it was edited" %[1]d
-`, exitChanged)
+`, exitChanged, cksum(expected))
 	} else {
 		fmt.Fprintf(&b, "[ -e \"$f\" ] && fail \"authorized_keys changed while it was edited\" %d\n", exitChanged)
 	}
 	if !present {
-		b.WriteString("rm -f \"$f\" || fail \"cannot remove authorized_keys\"\nexit 0\n")
+		b.WriteString("confirm\nrm -f \"$f\" || fail \"cannot remove authorized_keys\"\nexit 0\n}\n")
 		return b.String()
 	}
 	b.WriteString("(set -C; : > \"$t\") || fail \"cannot create a temporary file in ~/.ssh\"\n{\n")
-	writePrintf(&b, content)
-	b.WriteString(`} > "$t" || fail "cannot write a temporary file in ~/.ssh"
+	encode(&b, content)
+	fmt.Fprintf(&b, `} > "$t" || fail "cannot write a temporary file in ~/.ssh"
+check "$t" '%s'
 chmod 600 "$t" || fail "cannot chmod the temporary file"
+confirm
 mv -f "$t" "$f" || fail "cannot rename the temporary file over authorized_keys"
 exit 0
-`)
+}
+`, cksum(content))
 	return b.String()
 }
 
 // writePrintf writes printf commands that print data exactly: safe bytes as themselves, every
-// other byte (quotes, backslash, percent, newline, non-ASCII) as a 3-digit octal escape.
+// other byte (quotes, backslash, percent, newline, non-ASCII, and '-') as a 3-digit octal escape.
+// '-' is never safe: a format argument that starts with '-' is taken for an option by dash's and
+// bash's printf, which then print nothing, and the data is split into chunks wherever the size
+// says. No argument can start with '-' this way, whatever the bytes.
 func writePrintf(b *strings.Builder, data []byte) {
 	const chunk = 256
 	if len(data) == 0 {
@@ -458,5 +802,9 @@ func isSafe(c byte) bool {
 	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		return true
 	}
-	return strings.IndexByte(" +/=@.,:_-", c) >= 0
+	return strings.IndexByte(" +/=@.,:_", c) >= 0
 }
+
+// SettleTime implements rotators.Settler: after a client gave up on a write (its reply lost or
+// late), the host's write script can still rename for at most scriptBound (see settleTime).
+func (t *target) SettleTime() time.Duration { return settleTime }

@@ -6,7 +6,9 @@
 // whole file (temp file in ~/.ssh, mode 600, then rename) done by a small POSIX sh script: no
 // private key ever reaches a host, and every line that is not ours is kept byte for byte. When
 // any host fails, the hosts already changed are put back before the error (naming the host) is
-// returned, so that a failed Apply leaves the old key live everywhere.
+// returned, so that a failed Apply leaves the old key live everywhere; the error wraps
+// rotators.ErrNotApplied only when that is certain. Finish completes the removal of the old key
+// when recovery rolls an interrupted rotation forward (README, "SSH keys").
 package ssh
 
 import (
@@ -21,6 +23,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 
@@ -61,8 +64,10 @@ type Kind struct{}
 
 // Interface guards.
 var (
-	_ rotators.Kind   = Kind{}
-	_ rotators.Target = (*target)(nil)
+	_ rotators.Kind     = Kind{}
+	_ rotators.Target   = (*target)(nil)
+	_ rotators.Settler  = (*target)(nil)
+	_ rotators.Finisher = (*target)(nil)
 )
 
 func (Kind) Name() string { return "ssh" }
@@ -100,7 +105,7 @@ func (Kind) Bind(s rotators.Settings) (rotators.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &target{cfg: c}, nil
+	return &target{cfg: c, cmdTimeout: commandTimeout}, nil
 }
 
 func parseConfig(s rotators.Settings) (config, error) {
@@ -284,7 +289,29 @@ func signerOf(s rotators.Secret) (gossh.Signer, error) {
 	return signer, nil
 }
 
-type target struct{ cfg config }
+// publicKeyOf returns the public key of a secret: of its private key, else its public_key line.
+func publicKeyOf(s rotators.Secret) (gossh.PublicKey, error) {
+	if s[PartPrivateKey] != "" {
+		signer, err := signerOf(s)
+		if err != nil {
+			return nil, err
+		}
+		return signer.PublicKey(), nil
+	}
+	key, _, _, _, err := gossh.ParseAuthorizedKey([]byte(s[PartPublicKey]))
+	if err != nil {
+		return nil, errors.New("the stored public key does not parse")
+	}
+	return key, nil
+}
+
+type target struct {
+	cfg        config
+	cmdTimeout time.Duration // of each remote script: commandTimeout (tests shorten it)
+	// confirmHook (tests only) is called with the host's address right before a write's
+	// confirmation is sent.
+	confirmHook func(addr string)
+}
 
 func (t *target) Generate(context.Context, rotators.Env, rotators.Secret) (rotators.Secret, error) {
 	key, err := generateKey(t.cfg)

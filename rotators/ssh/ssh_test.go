@@ -8,7 +8,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,18 +141,7 @@ func TestSSHScripts(t *testing.T) {
 	}
 	home := t.TempDir()
 	run := func(script string) (string, int) {
-		cmd := exec.Command("sh")
-		cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin"}
-		cmd.Stdin = strings.NewReader(script)
-		out, err := cmd.Output()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return string(out), ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), 0
+		return runShell(t, "sh", home, script, script != readScript)
 	}
 	if out, code := run(readScript); code != 0 || out != "absent\n" {
 		t.Fatalf("read missing: %q %d", out, code)
