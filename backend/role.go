@@ -112,8 +112,14 @@ func (r *Role) validateSchedule() error {
 		return fmt.Errorf("rotation_window: only used with rotation_schedule")
 	}
 	if r.RotationSchedule != "" {
-		if _, err := parseSchedule(r.RotationSchedule); err != nil {
+		sched, err := parseSchedule(r.RotationSchedule)
+		if err != nil {
 			return fmt.Errorf("rotation_schedule: %w", err)
+		}
+		// robfig/cron answers the zero time when nothing matches within five years: a date
+		// that does not exist (30 February, 31 April) would silently never rotate.
+		if sched.Next(time.Now()).IsZero() {
+			return fmt.Errorf("rotation_schedule: %q never fires: no date matches it (e.g. 30 February or 31 April)", r.RotationSchedule)
 		}
 	}
 	if r.VersionsKept < MinVersionsKept || r.VersionsKept > MaxVersionsKept {

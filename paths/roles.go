@@ -35,7 +35,7 @@ func commonRoleFields() map[string]*framework.FieldSchema {
 		fieldRotationPeriod: {Type: framework.TypeDurationSecond,
 			Description: "Rotate this long after the last rotation (e.g. 2160h). Give this or rotation_schedule."},
 		fieldRotationSchedule: {Type: framework.TypeString,
-			Description: "5-field cron expression, UTC (e.g. '0 0 1 1,4,7,10 *' for quarterly). Give this or rotation_period."},
+			Description: "5-field cron expression, UTC (e.g. '0 0 1 1,4,7,10 *' for quarterly); one that never fires (30 February) is refused. Give this or rotation_period."},
 		fieldRotationWindow: {Type: framework.TypeDurationSecond,
 			Description: "With rotation_schedule: how long after a scheduled time the rotation may still start; a missed window waits for the next scheduled time."},
 		fieldAutoRotate: {Type: framework.TypeBool, Default: true,
