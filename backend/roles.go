@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -89,6 +90,13 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 	secret, err := kind.ImportSecret(role.Settings, in.Secrets)
 	if err != nil {
 		return nil, userError(err)
+	}
+	if secret != nil {
+		// Refused here, before the target is asked or anything is stored: a value too large
+		// for its kept versions would otherwise fail at promote.
+		if err := rotators.CheckValueSize(secretFields(kind, in.Secrets), secret); err != nil {
+			return nil, userError(err)
+		}
 	}
 	if secret == nil && existing == nil {
 		if why := kind.NeedsImport(role.Settings); why != "" {
@@ -183,6 +191,9 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 		role.VersionsKept = *in.VersionsKept
 	}
 	if in.PasswordPolicy != nil {
+		if len(*in.PasswordPolicy) > maxPolicyNameLen {
+			return nil, nil, fmt.Errorf("password_policy: longer than %d bytes", maxPolicyNameLen)
+		}
 		role.PasswordPolicy = *in.PasswordPolicy
 	}
 	if in.Consumers != nil {
@@ -209,6 +220,12 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 
 	for _, f := range kind.Fields() {
 		if f.Kind == rotators.FieldSecret {
+			// A write-only value is bounded before the kind parses it (ImportSecret).
+			if raw, given := in.Secrets[f.Name]; given {
+				if err := f.Check(raw); err != nil {
+					return nil, nil, err
+				}
+			}
 			continue
 		}
 		v, given := in.Settings[f.Name]
@@ -216,6 +233,9 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 		case given && isEmpty(v):
 			role.Settings.Delete(f.Name)
 		case given:
+			if err := f.Check(v); err != nil {
+				return nil, nil, err
+			}
 			if len(f.Allowed) > 0 && !contains(f.Allowed, fmt.Sprint(v)) {
 				return nil, nil, fmt.Errorf("%s: %q is not one of %s", f.Name, v, strings.Join(f.Allowed, ", "))
 			}
@@ -227,7 +247,41 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 	if _, err := kind.Bind(role.Settings); err != nil {
 		return nil, nil, err
 	}
+	if err := checkRoleSize(&role); err != nil {
+		return nil, nil, err
+	}
 	return &role, kind, nil
+}
+
+// checkRoleSize refuses a role that would take more than MaxRoleBytes in storage. Each field is
+// bounded on its own; this bounds their sum (and JSON's escapes), and names the largest field.
+func checkRoleSize(role *Role) error {
+	n := encodedSize(role)
+	if n <= MaxRoleBytes {
+		return nil
+	}
+	sizes := map[string]int{
+		"rotation_schedule": encodedSize(role.RotationSchedule), "password_policy": encodedSize(role.PasswordPolicy),
+		"consumers": encodedSize(role.Consumers), "health_checks": encodedSize(role.HealthChecks),
+	}
+	for k, v := range role.Settings.Public() {
+		sizes[k] = encodedSize(v)
+	}
+	largest := ""
+	for k, v := range sizes {
+		if largest == "" || v > sizes[largest] || (v == sizes[largest] && k < largest) {
+			largest = k
+		}
+	}
+	return fmt.Errorf("%s: the role would take %d bytes in storage, more than the %d a role may take; this field takes %d", largest, n, MaxRoleBytes, sizes[largest])
+}
+
+func encodedSize(v interface{}) int {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0 // strings, lists and numbers always encode
+	}
+	return len(b)
 }
 
 // checkLinks validates role-reference fields: the referenced role exists, has the right type and
@@ -541,6 +595,17 @@ func (e *Engine) Versions(ctx context.Context, name string) ([]VersionInfo, erro
 		out = append(out, VersionInfo{Number: v.Number, Created: v.Created, Trigger: v.Trigger, Status: status})
 	}
 	return out, nil
+}
+
+// secretFields names the write-only fields a write supplied, for an error about their value.
+func secretFields(kind rotators.Kind, supplied map[string]string) string {
+	var names []string
+	for _, f := range kind.Fields() {
+		if _, ok := supplied[f.Name]; ok && f.Kind == rotators.FieldSecret {
+			names = append(names, f.Name)
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 func cloneSettings(s rotators.Settings) rotators.Settings {
