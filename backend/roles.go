@@ -122,6 +122,8 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 	}
 	// A write is the operator's answer to a failing role: the schedule may try again.
 	st.Failing, st.ConsecutiveFailures, st.RetryAt = false, 0, time.Time{}
+	// Trimming asks the kind about the settings being written, not the stored ones.
+	st.retain = retention(role)
 	if secret != nil {
 		next := 1
 		if cur := st.Current(); cur != nil {
@@ -130,8 +132,8 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 		st.push(Version{Number: next, Created: e.now(), Trigger: TriggerImport, Secret: secret}, role.VersionsKept)
 		st.LastRotated = e.now()
 		res.Imported = true
-	} else if len(st.Versions) > role.VersionsKept {
-		st.Versions = st.Versions[:role.VersionsKept]
+	} else {
+		st.trim(role.VersionsKept, e.now())
 	}
 	if err := putJSON(ctx, e.storage, rolePrefix+name, role); err != nil {
 		return nil, err

@@ -141,6 +141,7 @@ type Kind struct{}
 var (
 	_ rotators.Kind            = Kind{}
 	_ rotators.KeySetPublisher = Kind{}
+	_ rotators.Retainer        = Kind{}
 	_ rotators.Target          = (*target)(nil)
 )
 
@@ -153,7 +154,7 @@ func (Kind) Fields() []rotators.Field {
 		{Name: FieldKeyBits, Kind: rotators.FieldInt, Max: 4096,
 			Description: "RSA modulus size of generated keys: 2048 (default), 3072 or 4096. Only for RS* and PS*; 0 = unset."},
 		{Name: FieldVerificationTTL, Kind: rotators.FieldDuration, Default: int64(DefaultVerificationTTL / time.Second), Max: int64(MaxVerificationTTL / time.Second),
-			Description: "How long a retired public key stays in the key set after the rotation that replaced it, so that tokens it signed keep verifying (default 24h, at most 8760h; 0 = retired keys drop out at once). Set it to at least the longest token lifetime plus the verifiers' key set cache time."},
+			Description: "How long a retired public key stays in the key set after the rotation that replaced it, so that tokens it signed keep verifying (default 24h, at most 8760h; 0 = retired keys drop out at once). Set it to at least the longest token lifetime plus the verifiers' key set cache time. A retired key is kept until then even when versions_kept would drop it."},
 		{Name: FieldPrivateKey, Kind: rotators.FieldSecret,
 			Description: "The current signing key, to import it as version 1: a PEM private key (PKCS#8, PKCS#1 or SEC1) that fits algorithm, or for HS256/HS512 the secret as base64url. Write-only."},
 	}
@@ -285,6 +286,13 @@ func (Kind) KeySet(s rotators.Settings, values []rotators.Published, now time.Ti
 		set.Keys = append(set.Keys, *jwk)
 	}
 	return json.Marshal(set)
+}
+
+// StillNeeded keeps a retired value until verification_ttl has passed since it was retired: a
+// key pair's public key is in the key set until then, and an HMAC secret may still be read by
+// version from creds to verify the tokens it signed.
+func (Kind) StillNeeded(s rotators.Settings, v rotators.Published, now time.Time) bool {
+	return v.Retired.IsZero() || v.Retired.Add(verificationTTL(s)).After(now)
 }
 
 type target struct{ cfg config }

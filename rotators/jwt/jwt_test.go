@@ -539,8 +539,16 @@ func TestKeySetFiltersByVerificationTTL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := kids(t, doc); strings.Join(got, ",") != strings.Join(c.want, ",") {
+		got := kids(t, doc)
+		if strings.Join(got, ",") != strings.Join(c.want, ",") {
 			t.Errorf("%s: kids %v, want %v", c.name, got, c.want)
+		}
+		// The engine keeps exactly the values the key set still publishes (rotators.Retainer).
+		for i, v := range values {
+			published := strings.Contains(strings.Join(got, ","), v.Secret[PartKID])
+			if needed := (Kind{}).StillNeeded(c.s, v, c.now); needed != published {
+				t.Errorf("%s: value %d StillNeeded = %v, but published = %v", c.name, i, needed, published)
+			}
 		}
 	}
 }
