@@ -45,7 +45,7 @@ func commonRoleFields() map[string]*framework.FieldSchema {
 		fieldPasswordPolicy: {Type: framework.TypeString,
 			Description: "Name of a Vault password policy for generated passwords (at most 512 bytes each). Default: 26 random base32 characters."},
 		fieldConsumers: {Type: framework.TypeCommaStringSlice,
-			Description: "Services restarted, in this order, on every rotation: docker:CONTAINER or compose:PROJECT/SERVICE, each optionally ?stop_timeout=DURATION. Checked to exist before the target is touched. At most 16, each at most 256 bytes."},
+			Description: "Services restarted, in this order, on every rotation: docker:CONTAINER or compose:PROJECT/SERVICE, each optionally ?stop_timeout=DURATION (at most 1h). Checked to exist before the target is touched. At most 16, each at most 256 bytes."},
 		fieldHealthChecks: {Type: framework.TypeCommaStringSlice,
 			Description: "Checks that must pass after the restarts: http(s)://... (2xx) or tcp://host:port (connect). At most 16, each at most 512 bytes."},
 		fieldHealthTimeout: {Type: framework.TypeDurationSecond, Default: int(backend.DefaultHealthTimeout.Seconds()),
