@@ -29,6 +29,14 @@ type Config struct {
 // DefaultDockerHost is the local engine's socket.
 const DefaultDockerHost = "unix:///var/run/docker.sock"
 
+// Bounds of the mount's settings (docs/decisions.md, "Every input is bounded").
+const (
+	MaxRetry         = 24 * time.Hour // retry_base and retry_max
+	MaxMaxFailures   = 1000
+	maxDockerHostLen = 1024
+	maxNotifyURLLen  = 2048
+)
+
 // DefaultConfig is what a new mount uses.
 func DefaultConfig() Config {
 	return Config{MaxParallel: 4, HistoryLimit: 100, RetryBase: 10 * time.Second, RetryMax: 5 * time.Minute, MaxFailures: 5, DockerHost: DefaultDockerHost}
@@ -43,10 +51,18 @@ func (c Config) Validate() error {
 		return fmt.Errorf("history_limit: must be between 1 and 10000")
 	case c.RetryBase <= 0:
 		return fmt.Errorf("retry_base: must be positive")
+	case c.RetryBase > MaxRetry:
+		return fmt.Errorf("retry_base: must be at most 24h")
 	case c.RetryMax < c.RetryBase:
 		return fmt.Errorf("retry_max: must be at least retry_base")
-	case c.MaxFailures < 1:
-		return fmt.Errorf("max_failures: must be at least 1")
+	case c.RetryMax > MaxRetry:
+		return fmt.Errorf("retry_max: must be at most 24h")
+	case c.MaxFailures < 1 || c.MaxFailures > MaxMaxFailures:
+		return fmt.Errorf("max_failures: must be between 1 and %d", MaxMaxFailures)
+	case len(c.NotifyURL) > maxNotifyURLLen:
+		return fmt.Errorf("notify_url: longer than %d bytes", maxNotifyURLLen)
+	case len(c.DockerHost) > maxDockerHostLen:
+		return fmt.Errorf("docker_host: longer than %d bytes", maxDockerHostLen)
 	}
 	if c.NotifyURL != "" {
 		if u, err := url.Parse(c.NotifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -9,6 +9,9 @@ import (
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
+// lockRetry is how soon recovery looks again at a role whose lock was busy.
+const lockRetry = time.Second
+
 // recoveryResult says how a pending record was resolved.
 type recoveryResult struct {
 	resolved bool
@@ -22,7 +25,10 @@ type recoveryResult struct {
 func (e *Engine) recoverRole(ctx context.Context, name string) {
 	unlock, ok := e.locks.tryLock(name)
 	if !ok {
-		return // a rotation in progress owns the pending record
+		// A rotation holds the role (perhaps the one that just lost its answer and is still
+		// recording it): look again shortly rather than at the next tick.
+		e.recoverAt(name, e.now().Add(lockRetry))
+		return
 	}
 	defer unlock()
 	p, err := e.loadPending(ctx, name)

@@ -49,12 +49,20 @@ func supplied(role *Role, st *State, value string) (rotators.Secret, error) {
 	if !ok {
 		return nil, userError(fmt.Errorf("value: a %s role does not take a supplied value; rotate without it", role.Type))
 	}
+	// Bounded before the kind parses it, and as stored before anything is stored: a value too
+	// large for its kept versions would otherwise fail at promote.
+	if len(value) > rotators.MaxValueBytes {
+		return nil, userError(fmt.Errorf("value: longer than %d bytes", rotators.MaxValueBytes))
+	}
 	var cur rotators.Secret
 	if v := st.Current(); v != nil {
 		cur = v.Secret
 	}
 	next, err := sup.SuppliedSecret(role.Settings, value, cur)
 	if err != nil {
+		return nil, userError(err)
+	}
+	if err := rotators.CheckValueSize("value", next); err != nil {
 		return nil, userError(err)
 	}
 	if cur != nil && next.Equal(cur) {

@@ -12,14 +12,26 @@ import (
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
-// Defaults and bounds of the common role fields.
+// Defaults and bounds of the common role fields (README "PostgreSQL passwords", its role fields;
+// docs/decisions.md, "Every input is bounded").
 const (
 	DefaultVersionsKept = 5
 	MinVersionsKept     = 2 // the previous value must survive a rotation
 	MaxVersionsKept     = 100
 	MinRotationPeriod   = 5 * time.Second
+	MaxRotationPeriod   = 5 * 365 * 24 * time.Hour
+	MaxRotationWindow   = 365 * 24 * time.Hour
 	MaxHealthTimeout    = time.Hour
 	maxRoleNameLen      = 128
+
+	maxScheduleLen    = 128
+	maxPolicyNameLen  = 128
+	MaxConsumers      = 16
+	maxConsumerLen    = 256
+	MaxHealthChecks   = 16
+	maxHealthCheckLen = 512
+	// MaxRoleBytes bounds a role as stored (its JSON), whatever its fields hold.
+	MaxRoleBytes = 32 << 10
 )
 
 var roleNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
@@ -74,6 +86,12 @@ func (r *Role) HealthTimeoutOrDefault() time.Duration {
 
 // validateDeploy checks the consumers and health checks.
 func (r *Role) validateDeploy() error {
+	if err := checkList("consumers", r.Consumers, MaxConsumers, maxConsumerLen); err != nil {
+		return err
+	}
+	if err := checkList("health_checks", r.HealthChecks, MaxHealthChecks, maxHealthCheckLen); err != nil {
+		return err
+	}
 	if _, err := consumers.ParseAll(r.Consumers); err != nil {
 		return fmt.Errorf("consumers: %w", err)
 	}
@@ -81,7 +99,21 @@ func (r *Role) validateDeploy() error {
 		return fmt.Errorf("health_checks: %w", err)
 	}
 	if r.HealthTimeout < 0 || r.HealthTimeout > MaxHealthTimeout {
-		return fmt.Errorf("health_timeout: must be between 1s and %s", MaxHealthTimeout)
+		return fmt.Errorf("health_timeout: must be between 1s and 1h")
+	}
+	return nil
+}
+
+// checkList bounds a list field's item count and the length of each item; the error names the
+// field and never quotes an item.
+func checkList(field string, list []string, maxItems, maxLen int) error {
+	if len(list) > maxItems {
+		return fmt.Errorf("%s: more than %d items", field, maxItems)
+	}
+	for i, item := range list {
+		if len(item) > maxLen {
+			return fmt.Errorf("%s: item %d is longer than %d bytes", field, i+1, maxLen)
+		}
 	}
 	return nil
 }
@@ -106,14 +138,26 @@ func (r *Role) validateSchedule() error {
 		return fmt.Errorf("rotation_period: must be positive")
 	case r.RotationPeriod != 0 && r.RotationPeriod < MinRotationPeriod:
 		return fmt.Errorf("rotation_period: must be at least %s", MinRotationPeriod)
+	case r.RotationPeriod > MaxRotationPeriod:
+		return fmt.Errorf("rotation_period: must be at most 43800h (5 years)")
 	case r.RotationWindow < 0:
 		return fmt.Errorf("rotation_window: must be positive")
+	case r.RotationWindow > MaxRotationWindow:
+		return fmt.Errorf("rotation_window: must be at most 8760h (a year)")
 	case r.RotationWindow != 0 && r.RotationSchedule == "":
 		return fmt.Errorf("rotation_window: only used with rotation_schedule")
+	case len(r.RotationSchedule) > maxScheduleLen:
+		return fmt.Errorf("rotation_schedule: longer than %d bytes", maxScheduleLen)
 	}
 	if r.RotationSchedule != "" {
-		if _, err := parseSchedule(r.RotationSchedule); err != nil {
+		sched, err := parseSchedule(r.RotationSchedule)
+		if err != nil {
 			return fmt.Errorf("rotation_schedule: %w", err)
+		}
+		// robfig/cron answers the zero time when nothing matches within five years: a date
+		// that does not exist (30 February, 31 April) would silently never rotate.
+		if sched.Next(time.Now()).IsZero() {
+			return fmt.Errorf("rotation_schedule: %q never fires: no date matches it (e.g. 30 February or 31 April)", r.RotationSchedule)
 		}
 	}
 	if r.VersionsKept < MinVersionsKept || r.VersionsKept > MaxVersionsKept {

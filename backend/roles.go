@@ -102,6 +102,13 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 	if err != nil {
 		return nil, userError(err)
 	}
+	if secret != nil {
+		// Refused here, before the target is asked or anything is stored: a value too large
+		// for its kept versions would otherwise fail at promote.
+		if err := rotators.CheckValueSize(secretFields(kind, in.Secrets), secret); err != nil {
+			return nil, userError(err)
+		}
+	}
 	if secret == nil && existing == nil {
 		if why := kind.NeedsImport(role.Settings); why != "" {
 			return nil, userError(errors.New(why))
@@ -143,6 +150,8 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 			return nil, err
 		}
 	}
+	// Trimming asks the kind about the settings being written, not the stored ones.
+	st.retain = retention(role)
 	if secret != nil {
 		next := 1
 		if cur := st.Current(); cur != nil {
@@ -151,8 +160,8 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 		st.push(Version{Number: next, Created: e.now(), Trigger: TriggerImport, Secret: secret}, role.VersionsKept)
 		st.LastRotated = e.now()
 		res.Imported = true
-	} else if len(st.Versions) > role.VersionsKept {
-		st.Versions = st.Versions[:role.VersionsKept]
+	} else {
+		st.trim(role.VersionsKept, e.now())
 	}
 	if err := putJSON(ctx, e.storage, rolePrefix+name, role); err != nil {
 		return nil, err
@@ -220,6 +229,9 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 		role.VersionsKept = *in.VersionsKept
 	}
 	if in.PasswordPolicy != nil {
+		if len(*in.PasswordPolicy) > maxPolicyNameLen {
+			return nil, nil, fmt.Errorf("password_policy: longer than %d bytes", maxPolicyNameLen)
+		}
 		role.PasswordPolicy = *in.PasswordPolicy
 	}
 	if in.Consumers != nil {
@@ -246,6 +258,12 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 
 	for _, f := range kind.Fields() {
 		if f.Kind == rotators.FieldSecret {
+			// A write-only value is bounded before the kind parses it (ImportSecret).
+			if raw, given := in.Secrets[f.Name]; given {
+				if err := f.Check(raw); err != nil {
+					return nil, nil, err
+				}
+			}
 			continue
 		}
 		v, given := in.Settings[f.Name]
@@ -253,6 +271,9 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 		case given && isEmpty(v):
 			role.Settings.Delete(f.Name)
 		case given:
+			if err := f.Check(v); err != nil {
+				return nil, nil, err
+			}
 			if len(f.Allowed) > 0 && !contains(f.Allowed, fmt.Sprint(v)) {
 				return nil, nil, fmt.Errorf("%s: %q is not one of %s", f.Name, v, strings.Join(f.Allowed, ", "))
 			}
@@ -264,7 +285,41 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 	if _, err := kind.Bind(role.Settings); err != nil {
 		return nil, nil, err
 	}
+	if err := checkRoleSize(&role); err != nil {
+		return nil, nil, err
+	}
 	return &role, kind, nil
+}
+
+// checkRoleSize refuses a role that would take more than MaxRoleBytes in storage. Each field is
+// bounded on its own; this bounds their sum (and JSON's escapes), and names the largest field.
+func checkRoleSize(role *Role) error {
+	n := encodedSize(role)
+	if n <= MaxRoleBytes {
+		return nil
+	}
+	sizes := map[string]int{
+		"rotation_schedule": encodedSize(role.RotationSchedule), "password_policy": encodedSize(role.PasswordPolicy),
+		"consumers": encodedSize(role.Consumers), "health_checks": encodedSize(role.HealthChecks),
+	}
+	for k, v := range role.Settings.Public() {
+		sizes[k] = encodedSize(v)
+	}
+	largest := ""
+	for k, v := range sizes {
+		if largest == "" || v > sizes[largest] || (v == sizes[largest] && k < largest) {
+			largest = k
+		}
+	}
+	return fmt.Errorf("%s: the role would take %d bytes in storage, more than the %d a role may take; this field takes %d", largest, n, MaxRoleBytes, sizes[largest])
+}
+
+func encodedSize(v interface{}) int {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0 // strings, lists and numbers always encode
+	}
+	return len(b)
 }
 
 // checkLinks validates role-reference fields: the referenced role exists, has the right type and
@@ -583,6 +638,17 @@ func (e *Engine) Versions(ctx context.Context, name string) ([]VersionInfo, erro
 		out = append(out, VersionInfo{Number: v.Number, Created: v.Created, Trigger: v.Trigger, Status: status})
 	}
 	return out, nil
+}
+
+// secretFields names the write-only fields a write supplied, for an error about their value.
+func secretFields(kind rotators.Kind, supplied map[string]string) string {
+	var names []string
+	for _, f := range kind.Fields() {
+		if _, ok := supplied[f.Name]; ok && f.Kind == rotators.FieldSecret {
+			names = append(names, f.Name)
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 func cloneSettings(s rotators.Settings) rotators.Settings {

@@ -33,14 +33,28 @@ func (e *Engine) remindIfDue(ctx context.Context, role *Role, st *State) {
 }
 
 // backoff is the wait before retry n (1-based): retry_base doubling up to retry_max, with
-// jitter so that many roles failing together do not retry together.
+// jitter so that many roles failing together do not retry together. It holds for any config and
+// any n, even ones Validate refuses (a config stored by an older version): a base that is not
+// positive is the default base, a max below the base is the base, and doubling stops before it
+// could overflow.
 func backoff(cfg Config, n int) time.Duration {
-	d := cfg.RetryBase
-	for i := 1; i < n && d < cfg.RetryMax; i++ {
+	base, max := cfg.RetryBase, cfg.RetryMax
+	if base <= 0 {
+		base = DefaultConfig().RetryBase
+	}
+	if max < base {
+		max = base
+	}
+	d := base
+	for i := 1; i < n && d < max; i++ {
+		if d > max/2 {
+			d = max
+			break
+		}
 		d *= 2
 	}
-	if d > cfg.RetryMax {
-		d = cfg.RetryMax
+	if d > max {
+		d = max
 	}
 	half := d / 2
 	return half + rand.N(half+1)

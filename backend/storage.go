@@ -51,6 +51,10 @@ type State struct {
 	RetryAt time.Time `json:"retry_at,omitempty"`
 	// RemindedAt is when the last due reminder of a manual-only role was sent.
 	RemindedAt time.Time `json:"reminded_at,omitempty"`
+
+	// retain says whether the role's kind still needs a kept value that versions_kept would
+	// drop (rotators.Retainer); nil: it never does. Set by loadState and by a role write.
+	retain func(v rotators.Published, now time.Time) bool
 }
 
 // Current returns the active version, or nil before the first one.
@@ -71,12 +75,47 @@ func (s *State) Version(n int) *Version {
 	return nil
 }
 
-// push makes v the current version and keeps at most keep versions.
+// push makes v the current version and trims the kept versions to keep, as of v's creation.
 func (s *State) push(v Version, keep int) {
 	s.Versions = append([]Version{v}, s.Versions...)
-	if keep > 0 && len(s.Versions) > keep {
-		s.Versions = s.Versions[:keep]
+	s.trim(keep, v.Created)
+}
+
+// trim keeps the newest keep versions, and beyond them every version up to the oldest one the
+// role's kind still needs at now (a retired JWT key inside its verification_ttl), at most
+// MaxVersionsKept in all (docs/decisions.md, "Retired values still in use are kept"). A version
+// is retired when the next newer one was created; the list stays contiguous so that this holds
+// for every kept version.
+func (s *State) trim(keep int, now time.Time) {
+	if keep <= 0 || len(s.Versions) <= keep {
+		return
 	}
+	n := keep
+	if s.retain != nil {
+		for i := min(len(s.Versions), MaxVersionsKept) - 1; i >= keep; i-- {
+			v := s.Versions[i]
+			if s.retain(rotators.Published{Secret: v.Secret, Created: v.Created, Retired: s.Versions[i-1].Created}, now) {
+				n = i + 1
+				break
+			}
+		}
+	}
+	s.Versions = s.Versions[:n]
+}
+
+// retention is the role's kind's answer to whether a kept value is still needed, or nil when the
+// kind keeps nothing beyond versions_kept.
+func retention(role *Role) func(rotators.Published, time.Time) bool {
+	kind, ok := rotators.Lookup(role.Type)
+	if !ok {
+		return nil
+	}
+	r, ok := kind.(rotators.Retainer)
+	if !ok {
+		return nil
+	}
+	settings := role.Settings
+	return func(v rotators.Published, now time.Time) bool { return r.StillNeeded(settings, v, now) }
 }
 
 // Pending is the write-ahead record of a rotation in flight: both values, stored before the
@@ -151,7 +190,33 @@ func (e *Engine) loadState(ctx context.Context, name string) (*State, error) {
 	if _, err := getJSON(ctx, e.storage, statePrefix+name, &st); err != nil {
 		return nil, err
 	}
+	st.retain = e.storedRetention(ctx, name)
 	return &st, nil
+}
+
+// storedRetention is the retention of the stored role, read only when a trim first asks (a
+// rotation whose kept versions are full), so that loading a state costs one read. Callers that
+// trim hold the role's lock, so the role read is the one the rotation runs with. When the role
+// cannot be read, every value is kept, up to MaxVersionsKept.
+func (e *Engine) storedRetention(ctx context.Context, name string) func(rotators.Published, time.Time) bool {
+	var (
+		resolved bool
+		retain   func(rotators.Published, time.Time) bool
+	)
+	return func(v rotators.Published, now time.Time) bool {
+		if !resolved {
+			resolved = true
+			role, err := e.loadRole(ctx, name)
+			switch {
+			case err != nil:
+				e.logger.Error("kept versions: cannot read the role; keeping every version", "role", name, "error", err)
+				retain = func(rotators.Published, time.Time) bool { return true }
+			case role != nil:
+				retain = retention(role)
+			}
+		}
+		return retain != nil && retain(v, now)
+	}
 }
 
 func (e *Engine) loadPending(ctx context.Context, name string) (*Pending, error) {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/client"
 )
 
 func init() { Register("compose", newComposeService) }
@@ -46,15 +45,14 @@ func (c *composeService) containers(ctx context.Context, env Env) ([]container.S
 	if err != nil {
 		return nil, err
 	}
-	list, err := api.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+	call, cancel := context.WithTimeout(ctx, env.callTimeout())
+	defer cancel()
+	list, err := api.ContainerList(call, container.ListOptions{All: true, Filters: filters.NewArgs(
 		filters.Arg("label", labelProject+"="+c.project),
 		filters.Arg("label", labelService+"="+c.service),
 	)})
 	if err != nil {
-		if client.IsErrConnectionFailed(err) {
-			return nil, fmt.Errorf("cannot reach the Docker engine at %s: %w", env.DockerHost, err)
-		}
-		return nil, fmt.Errorf("list containers: %w", err)
+		return nil, env.apiError(ctx, "list containers", env.callTimeout(), err)
 	}
 	if len(list) == 0 {
 		return nil, fmt.Errorf("no container labelled %s=%s and %s=%s", labelProject, c.project, labelService, c.service)

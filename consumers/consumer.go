@@ -30,6 +30,28 @@ type Env struct {
 	DockerHost string
 	// ReadyTimeout bounds the wait for one restarted container to run (and be healthy) again.
 	ReadyTimeout time.Duration
+	// CallTimeout bounds one inspect or list call, and is what a restart may take beyond its
+	// stop timeout; zero: DefaultCallTimeout.
+	CallTimeout time.Duration
+}
+
+// Bounds of the Docker Engine API calls, so that an engine that takes the connection and never
+// answers fails the rotation's step instead of holding it (docs/decisions.md, "Every call to
+// another system is bounded").
+const (
+	DefaultCallTimeout = 30 * time.Second
+	// DefaultStopTimeout is Docker's own, for a container that sets none.
+	DefaultStopTimeout = 10 * time.Second
+	// MaxStopTimeout bounds stop_timeout, and a container's own stop timeout: a container that
+	// would wait longer (or for ever) is killed after it.
+	MaxStopTimeout = time.Hour
+)
+
+func (env Env) callTimeout() time.Duration {
+	if env.CallTimeout > 0 {
+		return env.CallTimeout
+	}
+	return DefaultCallTimeout
 }
 
 // Restart is the result of restarting one container.
@@ -109,8 +131,8 @@ func Parse(spec string) (Consumer, error) {
 		}
 		if v := values.Get("stop_timeout"); v != "" {
 			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				return nil, fmt.Errorf("%q: stop_timeout must be a duration such as 10s", spec)
+			if err != nil || d < 0 || d > MaxStopTimeout {
+				return nil, fmt.Errorf("%q: stop_timeout must be a duration such as 10s, at most 1h", spec)
 			}
 			opts.StopTimeout = &d
 		}

@@ -84,23 +84,61 @@ func (env Env) api() (DockerAPI, error) {
 	return env.Docker, nil
 }
 
-// inspect reads a container, naming the engine's socket when it cannot be reached.
+// inspect reads a container within the call timeout, naming the engine's socket when it cannot
+// be reached or does not answer.
 func (env Env) inspect(ctx context.Context, id string) (container.InspectResponse, error) {
 	api, err := env.api()
 	if err != nil {
 		return container.InspectResponse{}, err
 	}
-	info, err := api.ContainerInspect(ctx, id)
+	call, cancel := context.WithTimeout(ctx, env.callTimeout())
+	defer cancel()
+	info, err := api.ContainerInspect(call, id)
 	switch {
 	case err == nil:
 		return info, nil
 	case cerrdefs.IsNotFound(err):
 		return info, fmt.Errorf("no such container %q", id)
-	case client.IsErrConnectionFailed(err):
-		return info, fmt.Errorf("cannot reach the Docker engine at %s: %w", env.DockerHost, err)
 	default:
-		return info, fmt.Errorf("inspect %q: %w", id, err)
+		return info, env.apiError(ctx, fmt.Sprintf("inspect %q", id), env.callTimeout(), err)
 	}
+}
+
+// apiError names the engine's socket in an error of a call that was given limit: the engine
+// could not be reached, or it took the call and did not answer in time.
+func (env Env) apiError(ctx context.Context, call string, limit time.Duration, err error) error {
+	switch {
+	case client.IsErrConnectionFailed(err):
+		return fmt.Errorf("%s: cannot reach the Docker engine at %s: %w", call, env.DockerHost, err)
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return fmt.Errorf("%s: the Docker engine at %s did not answer within %s", call, env.DockerHost, limit)
+	default:
+		return fmt.Errorf("%s: %w", call, err)
+	}
+}
+
+// stopTimeout is what Docker waits after SIGTERM before it kills the container: the consumer's
+// stop_timeout, else the container's own (Docker's default when it has none). It returns the
+// options to send, which set the timeout only when the consumer does or when the container's
+// own is beyond MaxStopTimeout (or unlimited), so that a restart always ends.
+func (env Env) stopTimeout(ctx context.Context, id string, opts Options) (container.StopOptions, time.Duration, error) {
+	if opts.StopTimeout != nil {
+		secs := int(opts.StopTimeout.Seconds())
+		return container.StopOptions{Timeout: &secs}, *opts.StopTimeout, nil
+	}
+	info, err := env.inspect(ctx, id)
+	if err != nil {
+		return container.StopOptions{}, 0, err
+	}
+	if info.Config == nil || info.Config.StopTimeout == nil {
+		return container.StopOptions{}, DefaultStopTimeout, nil
+	}
+	own := *info.Config.StopTimeout
+	if own < 0 || own > int(MaxStopTimeout/time.Second) {
+		secs := int(MaxStopTimeout / time.Second)
+		return container.StopOptions{Timeout: &secs}, MaxStopTimeout, nil
+	}
+	return container.StopOptions{}, time.Duration(own) * time.Second, nil
 }
 
 // restartOne restarts one container and waits until it runs again (and is healthy when it has a
@@ -113,16 +151,19 @@ func (env Env) restartOne(ctx context.Context, consumer, id string, opts Options
 		r.Error = err.Error()
 		return r
 	}
-	stop := container.StopOptions{}
-	if opts.StopTimeout != nil {
-		secs := int(opts.StopTimeout.Seconds())
-		stop.Timeout = &secs
-	}
-	if err := api.ContainerRestart(ctx, id, stop); err != nil {
-		if client.IsErrConnectionFailed(err) {
-			err = fmt.Errorf("cannot reach the Docker engine at %s: %w", env.DockerHost, err)
-		}
+	stop, wait, err := env.stopTimeout(ctx, id, opts)
+	if err != nil {
 		r.Error = "restart: " + err.Error()
+		r.Duration = time.Since(start)
+		return r
+	}
+	// A restart stops the container (at most its stop timeout, then a kill) and starts it.
+	limit := wait + env.callTimeout()
+	call, cancel := context.WithTimeout(ctx, limit)
+	err = api.ContainerRestart(call, id, stop)
+	cancel()
+	if err != nil {
+		r.Error = env.apiError(ctx, "restart", limit, err).Error()
 		r.Duration = time.Since(start)
 		return r
 	}

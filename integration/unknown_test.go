@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -27,6 +26,26 @@ type lossyProxy struct {
 	armed    atomic.Bool
 	dropped  atomic.Int32
 	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    []net.Conn
+}
+
+// track remembers a connection, so that the proxy can close every one when the test ends (the
+// plugin keeps its admin sessions open).
+func (p *lossyProxy) track(c net.Conn) {
+	p.mu.Lock()
+	p.conns = append(p.conns, c)
+	p.mu.Unlock()
+}
+
+func (p *lossyProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
 }
 
 func startLossyProxy(t *testing.T, upstream string) *lossyProxy {
@@ -36,7 +55,7 @@ func startLossyProxy(t *testing.T, upstream string) *lossyProxy {
 		t.Fatal(err)
 	}
 	p := &lossyProxy{ln: ln, upstream: upstream}
-	t.Cleanup(func() { ln.Close(); p.wg.Wait() })
+	t.Cleanup(p.close)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -56,11 +75,13 @@ func (p *lossyProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
 
 func (p *lossyProxy) serve(client net.Conn) {
 	defer client.Close()
+	p.track(client)
 	server, err := net.DialTimeout("tcp", p.upstream, 10*time.Second)
 	if err != nil {
 		return
 	}
 	defer server.Close()
+	p.track(server)
 	// cut is closed when an ALTER ROLE went to the server while armed: its answer is dropped.
 	cut := make(chan struct{})
 	var once sync.Once
@@ -102,10 +123,7 @@ func (p *lossyProxy) serve(client net.Conn) {
 			}
 		}
 		if err != nil {
-			if err != io.EOF {
-				return
-			}
-			return
+			return // EOF or a closed connection: either side is gone
 		}
 	}
 }

@@ -18,9 +18,9 @@ func pathConfig(b *Backend) []*framework.Path {
 		Fields: map[string]*framework.FieldSchema{
 			"max_parallel":  {Type: framework.TypeInt, Default: backend.DefaultConfig().MaxParallel, Description: "How many scheduled rotations run at once."},
 			"history_limit": {Type: framework.TypeInt, Default: backend.DefaultConfig().HistoryLimit, Description: "How many history entries to keep per role."},
-			"retry_base":    {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryBase.Seconds()), Description: "First backoff after a failed scheduled rotation; doubles on each failure."},
-			"retry_max":     {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryMax.Seconds()), Description: "Longest backoff."},
-			"max_failures":  {Type: framework.TypeInt, Default: backend.DefaultConfig().MaxFailures, Description: "Consecutive failures after which a role is parked as failing until it is written or rotated by hand."},
+			"retry_base":    {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryBase.Seconds()), Description: "First backoff after a failed scheduled rotation; doubles on each failure (1s to 24h)."},
+			"retry_max":     {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryMax.Seconds()), Description: "Longest backoff (retry_base to 24h)."},
+			"max_failures":  {Type: framework.TypeInt, Default: backend.DefaultConfig().MaxFailures, Description: "Consecutive failures after which a role is parked as failing until it is written or rotated by hand (1 to 1000)."},
 			"notify_url":    {Type: framework.TypeString, Description: "http(s) URL that receives a JSON document (event, role, type, version, outcome, error, time; never a secret) on every success, failure, rollback, parking, and due reminder of a manual-only role. Empty: off."},
 			"docker_host":   {Type: framework.TypeString, Default: backend.DefaultDockerHost, Description: "Docker Engine API that docker: and compose: consumers are restarted through (unix:///var/run/docker.sock, tcp://127.0.0.1:2375)."},
 		},

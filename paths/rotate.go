@@ -12,7 +12,7 @@ import (
 func pathRotate(b *Backend) []*framework.Path {
 	fields := nameField()
 	fields["value"] = &framework.FieldSchema{Type: framework.TypeString, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
-		Description: "The new value, for a secret only its provider can issue (a token role): the whole protocol runs with it. Write-only."}
+		Description: "The new value, for a secret only its provider can issue (a token role): the whole protocol runs with it. At most 4096 bytes for a token (4352 as stored). Write-only."}
 	return []*framework.Path{{
 		Pattern:      namePattern("rotate/"),
 		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationVerb: "rotate", OperationSuffix: "role"},

@@ -198,3 +198,13 @@ type KeySetPublisher interface {
 	// KeySet returns the document to publish for the kept values, newest first, at time now.
 	KeySet(s Settings, values []Published, now time.Time) ([]byte, error)
 }
+
+// Retainer is a kind whose values stay needed for a while after a newer value replaced them (jwt:
+// tokens signed with a retired key must verify until its verification_ttl has passed). When
+// versions_kept would drop such a value, the engine keeps it, and every newer one, up to its own
+// limit of kept versions (docs/decisions.md, "Retired values still in use are kept").
+type Retainer interface {
+	// StillNeeded reports whether the kept value v, retired at v.Retired (zero: current), is
+	// still needed at now.
+	StillNeeded(s Settings, v Published, now time.Time) bool
+}

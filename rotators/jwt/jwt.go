@@ -55,6 +55,9 @@ const (
 	// default for the same setting of identity token keys (identity/oidc/key verification_ttl):
 	// longer than the lifetime of typical access and ID tokens plus a verifier's JWKS cache.
 	DefaultVerificationTTL = 24 * time.Hour
+	// MaxVerificationTTL bounds verification_ttl: a year is longer than any token a rotated key
+	// should still vouch for.
+	MaxVerificationTTL = 365 * 24 * time.Hour
 
 	// kidBytes is the entropy of an HMAC key's random kid.
 	kidBytes = 16
@@ -138,6 +141,7 @@ type Kind struct{}
 var (
 	_ rotators.Kind            = Kind{}
 	_ rotators.KeySetPublisher = Kind{}
+	_ rotators.Retainer        = Kind{}
 	_ rotators.Target          = (*target)(nil)
 )
 
@@ -147,10 +151,10 @@ func (Kind) Fields() []rotators.Field {
 	return []rotators.Field{
 		{Name: FieldAlgorithm, Kind: rotators.FieldString, Default: DefaultAlgorithm, Allowed: algorithmNames(),
 			Description: "JWS algorithm of the signing key: RS256, RS384, RS512, PS256, ES256, ES384, EdDSA (key pairs, public keys published at jwks/NAME) or HS256, HS512 (shared secrets, never published). A change applies from the next rotation."},
-		{Name: FieldKeyBits, Kind: rotators.FieldInt,
+		{Name: FieldKeyBits, Kind: rotators.FieldInt, Max: 4096,
 			Description: "RSA modulus size of generated keys: 2048 (default), 3072 or 4096. Only for RS* and PS*; 0 = unset."},
-		{Name: FieldVerificationTTL, Kind: rotators.FieldDuration, Default: int64(DefaultVerificationTTL / time.Second),
-			Description: "How long a retired public key stays in the key set after the rotation that replaced it, so that tokens it signed keep verifying (default 24h; 0 = retired keys drop out at once). Set it to at least the longest token lifetime plus the verifiers' key set cache time."},
+		{Name: FieldVerificationTTL, Kind: rotators.FieldDuration, Default: int64(DefaultVerificationTTL / time.Second), Max: int64(MaxVerificationTTL / time.Second),
+			Description: "How long a retired public key stays in the key set after the rotation that replaced it, so that tokens it signed keep verifying (default 24h, at most 8760h; 0 = retired keys drop out at once). Set it to at least the longest token lifetime plus the verifiers' key set cache time. A retired key is kept until then even when versions_kept would drop it."},
 		{Name: FieldPrivateKey, Kind: rotators.FieldSecret,
 			Description: "The current signing key, to import it as version 1: a PEM private key (PKCS#8, PKCS#1 or SEC1) that fits algorithm, or for HS256/HS512 the secret as base64url. Write-only."},
 	}
@@ -188,14 +192,18 @@ func parseConfig(s rotators.Settings) (config, error) {
 		c.keyBits = int(bits)
 	}
 
-	c.ttl = DefaultVerificationTTL
-	if s.Has(FieldVerificationTTL) {
-		c.ttl = s.Duration(FieldVerificationTTL)
-	}
-	if c.ttl < 0 {
-		return c, fmt.Errorf("%s: must not be negative", FieldVerificationTTL)
+	c.ttl = verificationTTL(s)
+	if c.ttl < 0 || c.ttl > MaxVerificationTTL {
+		return c, fmt.Errorf("%s: must be between 0s and %dh", FieldVerificationTTL, MaxVerificationTTL/time.Hour)
 	}
 	return c, nil
+}
+
+func verificationTTL(s rotators.Settings) time.Duration {
+	if s.Has(FieldVerificationTTL) {
+		return s.Duration(FieldVerificationTTL)
+	}
+	return DefaultVerificationTTL
 }
 
 func containsInt(list []int64, n int64) bool {
@@ -278,6 +286,13 @@ func (Kind) KeySet(s rotators.Settings, values []rotators.Published, now time.Ti
 		set.Keys = append(set.Keys, *jwk)
 	}
 	return json.Marshal(set)
+}
+
+// StillNeeded keeps a retired value until verification_ttl has passed since it was retired: a
+// key pair's public key is in the key set until then, and an HMAC secret may still be read by
+// version from creds to verify the tokens it signed.
+func (Kind) StillNeeded(s rotators.Settings, v rotators.Published, now time.Time) bool {
+	return v.Retired.IsZero() || v.Retired.Add(verificationTTL(s)).After(now)
 }
 
 type target struct{ cfg config }

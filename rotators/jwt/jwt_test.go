@@ -407,7 +407,8 @@ func TestBindRejects(t *testing.T) {
 		{settings(FieldAlgorithm, "RS256", FieldKeyBits, int64(8192)), "key_bits: 8192 is not one of"},
 		{settings(FieldAlgorithm, "ES256", FieldKeyBits, int64(2048)), "key_bits: only for RSA algorithms (RS256, RS384, RS512, PS256), not ES256"},
 		{settings(FieldAlgorithm, "HS256", FieldKeyBits, int64(4096)), "key_bits: only for RSA algorithms"},
-		{settings(FieldVerificationTTL, int64(-5)), "verification_ttl: must not be negative"},
+		{settings(FieldVerificationTTL, int64(-5)), "verification_ttl: must be between 0s and 8760h"},
+		{settings(FieldVerificationTTL, int64(MaxVerificationTTL/time.Second)+1), "verification_ttl: must be between 0s and 8760h"},
 	}
 	for _, c := range cases {
 		_, err := Kind{}.Bind(c.s)
@@ -538,9 +539,29 @@ func TestKeySetFiltersByVerificationTTL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := kids(t, doc); strings.Join(got, ",") != strings.Join(c.want, ",") {
+		got := kids(t, doc)
+		if strings.Join(got, ",") != strings.Join(c.want, ",") {
 			t.Errorf("%s: kids %v, want %v", c.name, got, c.want)
 		}
+		// The engine keeps exactly the values the key set still publishes (rotators.Retainer).
+		for i, v := range values {
+			published := strings.Contains(strings.Join(got, ","), v.Secret[PartKID])
+			if needed := (Kind{}).StillNeeded(c.s, v, c.now); needed != published {
+				t.Errorf("%s: value %d StillNeeded = %v, but published = %v", c.name, i, needed, published)
+			}
+		}
+	}
+}
+
+// The largest value the kind generates (an RSA-4096 key pair) fits the engine's bound on one kept
+// value, so that 100 kept versions fit in one storage entry.
+func TestLargestValueFitsStorageBound(t *testing.T) {
+	sec := generate(t, settings(FieldAlgorithm, "PS256", FieldKeyBits, int64(4096)))
+	if err := rotators.CheckValueSize("value", sec); err != nil {
+		t.Fatal(err)
+	}
+	if n := rotators.ValueSize(sec); n < 4000 {
+		t.Fatalf("an RSA-4096 value takes %d bytes: not the largest case", n)
 	}
 }
 

@@ -38,6 +38,9 @@ const (
 
 	// maxIdentifierLen is PostgreSQL's NAMEDATALEN-1: longer names are silently truncated.
 	maxIdentifierLen = 63
+	// maxURLLen and maxPasswordLen bound connection_url and an imported password.
+	maxURLLen      = 2048
+	maxPasswordLen = 1024
 )
 
 func init() { rotators.Register(Kind{}) }
@@ -52,9 +55,9 @@ func (Kind) Name() string { return "postgres" }
 
 func (Kind) Fields() []rotators.Field {
 	return []rotators.Field{
-		{Name: FieldConnectionURL, Kind: rotators.FieldString, Description: "PostgreSQL URL with {{username}} and {{password}} placeholders, e.g. postgres://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable."},
+		{Name: FieldConnectionURL, Kind: rotators.FieldString, MaxLen: maxURLLen, Description: "PostgreSQL URL with {{username}} and {{password}} placeholders, e.g. postgres://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable."},
 		{Name: FieldUsername, Kind: rotators.FieldString, Description: "The login whose password is rotated (single strategy)."},
-		{Name: FieldPassword, Kind: rotators.FieldSecret, Description: "The login's current password, to import it as version 1 without changing it. Write-only."},
+		{Name: FieldPassword, Kind: rotators.FieldSecret, MaxLen: maxPasswordLen, Description: "The login's current password, to import it as version 1 without changing it (at most 1024 bytes). Write-only."},
 		{Name: FieldAdminRole, Kind: rotators.FieldRoleRef, RefKind: "postgres", Description: "Name of a self-managed postgres role whose current credential performs the change. Absent: the login changes its own password."},
 		{Name: FieldStrategy, Kind: rotators.FieldString, Default: StrategySingle, Allowed: []string{StrategySingle, StrategyAlternating},
 			Description: "single: one login, its password changes. alternating: two logins (usernames); each rotation changes the inactive one and makes it current, so the previous one keeps working until the next rotation."},

@@ -57,6 +57,16 @@ const (
 
 var allowedRSABits = []int64{2048, 3072, 4096}
 
+// Bounds of the list fields: a host:port is at most a DNS name and a port; host_keys elements
+// are known_hosts lines, or a whole known_hosts file given as host_keys=@file (the role as a
+// whole stays within the engine's bound on a stored role).
+const (
+	maxHosts        = 64
+	maxHostLen      = 262 // 253-byte DNS name, brackets, colon and port
+	maxHostKeyItems = 256
+	maxHostKeysLen  = 16 << 10
+)
+
 func init() { rotators.Register(Kind{}) }
 
 // Kind is the ssh secret kind.
@@ -74,15 +84,15 @@ func (Kind) Name() string { return "ssh" }
 
 func (Kind) Fields() []rotators.Field {
 	return []rotators.Field{
-		{Name: FieldHosts, Kind: rotators.FieldList, Description: "The SSH hosts, each host:port (e.g. 10.0.0.5:22). The key is rotated on all of them or on none."},
+		{Name: FieldHosts, Kind: rotators.FieldList, MaxItems: maxHosts, MaxLen: maxHostLen, Description: fmt.Sprintf("The SSH hosts, each host:port (e.g. 10.0.0.5:22), at most %d. The key is rotated on all of them or on none.", maxHosts)},
 		{Name: FieldUsername, Kind: rotators.FieldString, Description: "The login whose ~/.ssh/authorized_keys is rotated on every host."},
 		{Name: FieldKeyType, Kind: rotators.FieldString, Default: KeyTypeEd25519, Allowed: []string{KeyTypeEd25519, KeyTypeRSA},
 			Description: "Type of the generated keys: ed25519 (default) or rsa."},
-		{Name: FieldKeyBits, Kind: rotators.FieldInt,
+		{Name: FieldKeyBits, Kind: rotators.FieldInt, Max: 4096,
 			Description: fmt.Sprintf("(key_type=rsa only) RSA modulus size: 2048, 3072 or 4096; default %d.", DefaultRSABits)},
 		{Name: FieldPrivateKey, Kind: rotators.FieldSecret,
 			Description: "The login's current private key (OpenSSH or PEM, unencrypted), imported as version 1 without changing any host. Required: the plugin logs in with it to install the next key. Write-only."},
-		{Name: FieldHostKeys, Kind: rotators.FieldList,
+		{Name: FieldHostKeys, Kind: rotators.FieldList, MaxItems: maxHostKeyItems, MaxLen: maxHostKeysLen,
 			Description: "known_hosts lines for the hosts (ssh-keyscan -p PORT HOST output), e.g. '[10.0.0.5]:2222 ssh-ed25519 AAAA...'. Required unless insecure_ignore_host_key=true."},
 		{Name: FieldInsecureIgnoreHostKey, Kind: rotators.FieldBool,
 			Description: "Do not check the hosts' keys (tests only: a man in the middle could take the key change)."},

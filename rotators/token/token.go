@@ -36,6 +36,9 @@ const (
 	minBytes     = 16 // 128 bits: below that a token is guessable
 	maxBytes     = 1024
 	maxPrefix    = 64
+	// maxValue bounds a supplied token (import or rotate value=): provider tokens, even JWTs,
+	// are far shorter, and the value must fit rotators.MaxValueBytes as stored.
+	maxValue = 4096
 )
 
 const alphanumeric = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -58,10 +61,10 @@ func (Kind) Fields() []rotators.Field {
 		{Name: FieldFormat, Kind: rotators.FieldString, Default: FormatHex,
 			Allowed:     []string{FormatHex, FormatBase64, FormatBase64URL, FormatAlphanumeric},
 			Description: "Encoding of a generated token: hex, base64, base64url or alphanumeric."},
-		{Name: FieldBytes, Kind: rotators.FieldInt, Default: defaultBytes,
+		{Name: FieldBytes, Kind: rotators.FieldInt, Default: defaultBytes, Min: minBytes, Max: maxBytes,
 			Description: fmt.Sprintf("Entropy of a generated token in bytes (%d to %d).", minBytes, maxBytes)},
-		{Name: FieldPrefix, Kind: rotators.FieldString, Description: "Text put before a generated token (e.g. svc_)."},
-		{Name: FieldValue, Kind: rotators.FieldSecret, Description: "The current token, to import it as version 1. Write-only."},
+		{Name: FieldPrefix, Kind: rotators.FieldString, MaxLen: maxPrefix, Description: fmt.Sprintf("Text put before a generated token (e.g. svc_), at most %d characters.", maxPrefix)},
+		{Name: FieldValue, Kind: rotators.FieldSecret, MaxLen: maxValue, Description: fmt.Sprintf("The current token, to import it as version 1, at most %d bytes. Write-only.", maxValue)},
 	}
 }
 
@@ -110,6 +113,9 @@ func (Kind) ImportSecret(_ rotators.Settings, supplied map[string]string) (rotat
 }
 
 func (Kind) SuppliedSecret(_ rotators.Settings, value string, _ rotators.Secret) (rotators.Secret, error) {
+	if len(value) > maxValue {
+		return nil, fmt.Errorf("value: longer than %d bytes", maxValue)
+	}
 	return secretOf("value", value)
 }
 
