@@ -59,7 +59,7 @@ func benchImport(b *testing.B, e *Engine, name, target, value string, period tim
 }
 
 // BenchmarkTickNoneDue is the cost of one periodic tick with 10,000 roles of which none is due
-// (DESIGN.md §5: a tick costs O(due roles), not O(all roles); the target is < 1 ms). It also
+// (README "How a rotation runs": a tick costs O(due roles), not O(all roles); the target is < 1 ms). It also
 // reports how long creating the roles through WriteRole and rebuilding the schedule from
 // storage (Initialize, i.e. a plugin start) took.
 func BenchmarkTickNoneDue(b *testing.B) {

@@ -3,6 +3,7 @@ package backend
 import (
 	"errors"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
@@ -40,4 +41,20 @@ func redacted(msg string, secrets ...rotators.Secret) string {
 // isPublicPart keeps names (a username) readable in errors; every other part is redacted.
 func isPublicPart(v string, s rotators.Secret) bool {
 	return v == s["username"]
+}
+
+// maxErrorText bounds one error text kept in a response, the state or the history, so that a
+// chatty target (remote stderr, a driver's message) cannot grow a role's storage without bound.
+const maxErrorText = 2048
+
+// capped cuts msg to maxErrorText bytes at a UTF-8 boundary and says that it did.
+func capped(msg string) string {
+	if len(msg) <= maxErrorText {
+		return msg
+	}
+	cut := maxErrorText
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + " [cut]"
 }

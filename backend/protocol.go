@@ -131,15 +131,15 @@ func (r *run) closeWindow() {
 // redact removes the run's secret values from every error of its outcome.
 func (r *run) redact() {
 	out := r.out
-	out.Error = redacted(out.Error, r.secrets...)
+	out.Error = capped(redacted(out.Error, r.secrets...))
 	for i := range out.Steps {
-		out.Steps[i].Error = redacted(out.Steps[i].Error, r.secrets...)
+		out.Steps[i].Error = capped(redacted(out.Steps[i].Error, r.secrets...))
 	}
 	for i := range out.Consumers {
-		out.Consumers[i].Error = redacted(out.Consumers[i].Error, r.secrets...)
+		out.Consumers[i].Error = capped(redacted(out.Consumers[i].Error, r.secrets...))
 	}
 	for i := range out.Health {
-		out.Health[i].Error = redacted(out.Health[i].Error, r.secrets...)
+		out.Health[i].Error = capped(redacted(out.Health[i].Error, r.secrets...))
 	}
 }
 

@@ -3,9 +3,11 @@ package backend
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -723,5 +725,26 @@ func TestConfig(t *testing.T) {
 	te2 := newEnvOn(t, te.storage, te.clock)
 	if te2.e.Config() != c {
 		t.Fatalf("reloaded config = %+v, want %+v", te2.e.Config(), c)
+	}
+}
+
+// Error texts are bounded wherever they are kept: a target that answers with a huge message
+// cannot grow the role's state or history.
+func TestErrorTextIsCapped(t *testing.T) {
+	te := newEnv(t)
+	ft := te.importRole(t, "e", "pw-cap-old")
+	ft.mu.Lock()
+	ft.genErr = errors.New(strings.Repeat("é", 10000))
+	ft.mu.Unlock()
+	out, err := te.e.Rotate(context.Background(), "e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := te.state(t, "e")
+	h := te.history(t, "e")
+	for what, text := range map[string]string{"outcome": out.Error, "state": st.LastError, "history": h[0].Error, "step": h[0].Steps[0].Error} {
+		if len(text) > maxErrorText+len(" [cut]") || !strings.HasSuffix(text, "[cut]") || !utf8.ValidString(text) {
+			t.Errorf("%s error: %d bytes, valid UTF-8 %v", what, len(text), utf8.ValidString(text))
+		}
 	}
 }

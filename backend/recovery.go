@@ -168,7 +168,7 @@ func (e *Engine) resolveBack(ctx context.Context, r *run, p *Pending) recoveryRe
 // backoff, and after max_failures attempts the role is parked, so that recovery stops logging in
 // to the target until an operator writes or rotates the role.
 func (e *Engine) stuck(ctx context.Context, r *run, p *Pending, detail string) recoveryResult {
-	detail = redacted(detail, p.Old, p.New, p.Displaced)
+	detail = capped(redacted(detail, p.Old, p.New, p.Displaced))
 	cfg := e.Config()
 	st := r.state
 	p.Attempts++

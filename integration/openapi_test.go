@@ -19,7 +19,7 @@ import (
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/paths"
 )
 
-// documentedPaths are the mount's paths as Vault's OpenAPI generator names them (DESIGN.md §2). The test also derives
+// documentedPaths are the mount's paths as Vault's OpenAPI generator names them (README "Usage"). The test also derives
 // the list from the code (ourPaths), so that a path added later (status) is checked without editing this list.
 var documentedPaths = []string{
 	"/rotation/config",

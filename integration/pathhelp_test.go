@@ -10,7 +10,7 @@ import (
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
-// helpPurpose is a word of each path's purpose (DESIGN.md §2) that its help must contain, lower-cased. A path of the
+// helpPurpose is a word of each path's purpose (README "Usage") that its help must contain, lower-cased. A path of the
 // code that is not listed here must still answer a help text with its synopsis and its fields.
 var helpPurpose = map[string]string{
 	"config":     "settings",
@@ -25,7 +25,7 @@ var helpPurpose = map[string]string{
 	"status":     "every",
 }
 
-// kindFields are fields of each kind that the help of roles/x must list when the kind exists (DESIGN.md §2).
+// kindFields are fields of each kind that the help of roles/x must list when the kind exists (README "Usage").
 var kindFields = map[string][]string{
 	"postgres": {"connection_url", "username", "password", "admin_role", "strategy", "usernames"},
 	"token":    {"format", "bytes", "prefix", "value"},

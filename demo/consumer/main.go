@@ -1,5 +1,5 @@
 // Command demo-consumer is the demo service that consumes a rotated PostgreSQL credential: it reads
-// rotation/creds/$ROTATION_ROLE from Vault once at start (as a real service would, see DESIGN.md §4) and serves a health
+// rotation/creds/$ROTATION_ROLE from Vault once at start (as a real service would, see README "Consumers and health checks") and serves a health
 // endpoint that proves the credential it started with still logs in. Restarting it is how it picks up a new secret.
 //
 // Environment:
