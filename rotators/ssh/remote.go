@@ -12,6 +12,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/failpoint"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
@@ -67,7 +68,7 @@ func (t *target) Apply(ctx context.Context, _ rotators.Env, from, to rotators.Se
 	}
 
 	// 1. Add the new key.
-	for _, h := range hosts {
+	for i, h := range hosts {
 		err := h.fromConn.edit(ctx, func(content []byte) ([]byte, bool) {
 			out, stray := removeStray(content, fromKey, toKey)
 			line := keyLine(optionsOf(out, fromKey), toKey, fromKey)
@@ -77,7 +78,11 @@ func (t *target) Apply(ctx context.Context, _ rotators.Env, from, to rotators.Se
 		if err != nil {
 			return t.undo(ctx, hosts, hostError(h.addr, "add the new key to authorized_keys", err))
 		}
+		if i == 0 {
+			failpoint.Inject(failpoint.SSHAfterAddFirstHost)
+		}
 	}
+	failpoint.Inject(failpoint.SSHAfterAddAllHosts)
 
 	// 2. The new key logs in everywhere.
 	for _, h := range hosts {
@@ -89,12 +94,15 @@ func (t *target) Apply(ctx context.Context, _ rotators.Env, from, to rotators.Se
 	}
 
 	// 3. Remove the old key.
-	for _, h := range hosts {
+	for i, h := range hosts {
 		err := h.toConn.edit(ctx, func(content []byte) ([]byte, bool) {
 			return removeKey(content, fromKey)
 		}, h)
 		if err != nil {
 			return t.undo(ctx, hosts, hostError(h.addr, "remove the old key from authorized_keys", err))
+		}
+		if i == 0 {
+			failpoint.Inject(failpoint.SSHAfterRemoveFirstHost)
 		}
 	}
 	return nil
