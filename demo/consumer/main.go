@@ -1,6 +1,8 @@
 // Command demo-consumer is the demo service that consumes a rotated PostgreSQL credential: it reads
-// rotation/creds/$ROTATION_ROLE from Vault once at start (as a real service would, see README "Consumers and health checks") and serves a health
-// endpoint that proves the credential it started with still logs in. Restarting it is how it picks up a new secret.
+// rotation/creds/$ROTATION_ROLE from Vault once at start (as a real service would, see README "Consumers and health
+// checks") and serves a health endpoint that proves the credential it started with still logs in. Restarting it is how
+// it picks up a new secret. It consumes a token role too (creds with a value and no username): it then holds the token
+// it read and needs no database, so /health answers 200 as long as it read one.
 //
 // Environment:
 //
@@ -15,10 +17,11 @@
 //
 //	/         200 "ok <username> v<version>" while the process is up (liveness; no database)
 //	/health   200 only if a fresh connection with the credential read at start runs HEALTH_QUERY now, else 503
-//	/version  {"username": ..., "version": N}
+//	          (a token role: 200 when a token was read at start)
+//	/version  {"username": ..., "version": N} (username "" for a token role)
 //
 // `demo-consumer -check URL` GETs URL once and exits 0 on a 2xx answer, 1 otherwise (a Docker health check command;
-// the image has no curl). The password is never logged nor served.
+// the image has no curl). The password (or token) is never logged nor served.
 package main
 
 import (
@@ -45,11 +48,13 @@ const (
 	shutdownWithin = 5 * time.Second
 )
 
-// creds is what the consumer read at start. connURL holds the password: never log or serve it.
+// creds is what the consumer read at start. connURL holds the password, token the token: never log or serve them.
+// A token role's creds have a token and no username or connURL.
 type creds struct {
 	username string
 	version  int64
 	connURL  string
+	token    string
 }
 
 type server struct {
@@ -177,11 +182,15 @@ func readCreds(ctx context.Context, client *vault.Client, path string) (*creds, 
 	}
 	c := &creds{}
 	var ok bool
-	if c.username, ok = sec.Data["username"].(string); !ok || c.username == "" {
-		return nil, fmt.Errorf("%s: no username", path)
-	}
-	if c.connURL, ok = sec.Data["connection_url"].(string); !ok || c.connURL == "" {
-		return nil, fmt.Errorf("%s: no connection_url", path)
+	if tok, _ := sec.Data["value"].(string); tok != "" && sec.Data["username"] == nil {
+		c.token = tok // a token role
+	} else {
+		if c.username, ok = sec.Data["username"].(string); !ok || c.username == "" {
+			return nil, fmt.Errorf("%s: no username", path)
+		}
+		if c.connURL, ok = sec.Data["connection_url"].(string); !ok || c.connURL == "" {
+			return nil, fmt.Errorf("%s: no connection_url", path)
+		}
 	}
 	switch v := sec.Data["version"].(type) {
 	case json.Number:
@@ -199,6 +208,10 @@ func readCreds(ctx context.Context, client *vault.Client, path string) (*creds, 
 func (s *server) health(w http.ResponseWriter, r *http.Request) {
 	if s.creds == nil {
 		http.Error(w, "unhealthy: no credentials: "+s.credsErr.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if s.creds.token != "" {
+		fmt.Fprintf(w, "healthy token v%d\n", s.creds.version)
 		return
 	}
 	if err := s.probe(r.Context()); err != nil {
