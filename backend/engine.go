@@ -52,6 +52,9 @@ type Engine struct {
 	// timers wake recovery when a target has settled (recoverAt).
 	timersMu sync.Mutex
 	timers   map[string]*time.Timer
+	// startup are the creds waits opened at Initialize for records left by a crash.
+	startupMu sync.Mutex
+	startup   map[string]func()
 	// started is when Initialize ran: a record left by a process that died is settled
 	// (rotators.Settler) counted from here.
 	started time.Time
@@ -122,6 +125,9 @@ func (e *Engine) Initialize(ctx context.Context) error {
 	}
 	e.workers.resize(e.Config().MaxParallel)
 	e.notify.start(e.ctx)
+	if e.writeSafe() {
+		e.openStartupWindows(pendings)
+	}
 	for _, name := range pendings {
 		e.pending.add(name)
 		if e.writeSafe() {

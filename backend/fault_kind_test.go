@@ -149,6 +149,7 @@ type faultTarget struct {
 	verifies     int
 	lastLinked   map[string]rotators.Linked
 	settle       time.Duration // SettleTime
+	verifyGate   chan struct{} // when set, Verify waits for it
 	finishes     [][2]rotators.Secret
 }
 
@@ -276,7 +277,17 @@ func (f *faultTarget) Apply(ctx context.Context, env rotators.Env, from, to rota
 	return nil
 }
 
-func (f *faultTarget) Verify(_ context.Context, _ rotators.Env, s rotators.Secret) error {
+func (f *faultTarget) Verify(ctx context.Context, _ rotators.Env, s rotators.Secret) error {
+	f.mu.Lock()
+	gate := f.verifyGate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.verifies++

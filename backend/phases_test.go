@@ -2,6 +2,8 @@ package backend
 
 import (
 	"context"
+
+	"github.com/hashicorp/vault/sdk/logical"
 	"net"
 	"testing"
 	"time"
@@ -174,5 +176,57 @@ func TestCredsWaitsForTheApplyWindow(t *testing.T) {
 	// An explicit version does not wait.
 	if _, _, _, err := te.e.Creds(ctx, "w", 1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Recovery that drops a record whose new value never went live lets the kind remove it (ssh: a
+// key added on some hosts only), and records the interrupted rotation as a failure.
+func TestRecoveryDropCleansUpAndCountsTheFailure(t *testing.T) {
+	te := newEnv(t)
+	ft, p := crashed(t, te, "c", "pw-crash-old")
+	te.e.recoverRole(context.Background(), "c")
+	ft.mu.Lock()
+	finishes := ft.finishes
+	ft.mu.Unlock()
+	if len(finishes) != 1 || !finishes[0][0].Equal(p.New) || !finishes[0][1].Equal(p.Old) {
+		t.Fatalf("Finish calls = %v, want one removing the new value in favour of the old", finishes)
+	}
+	st := te.state(t, "c")
+	if st.LastOutcome != OutcomeFailed || st.ConsecutiveFailures != 1 || st.RetryAt.IsZero() {
+		t.Fatalf("state = %+v, want the interrupted rotation counted as failed", st)
+	}
+}
+
+// After a restart, a creds read waits for the first recovery of a record the crash left: the
+// stored current value may be dead at the target until recovery says which one is live.
+func TestCredsWaitsForRecoveryAfterARestart(t *testing.T) {
+	storage := &logical.InmemStorage{}
+	clock := newClock(t0)
+	te := newEnvOn(t, storage, clock)
+	ft, p := crashed(t, te, "c", "pw-crash-new")
+	te.e.Close()
+
+	gate := make(chan struct{})
+	ft.mu.Lock()
+	ft.verifyGate = gate
+	ft.mu.Unlock()
+	te2 := newEnvOn(t, storage, clock)
+	got := make(chan rotators.Secret, 1)
+	go func() {
+		v, _, _, err := te2.e.Creds(context.Background(), "c", 0)
+		if err != nil {
+			got <- nil
+			return
+		}
+		got <- v.Secret
+	}()
+	select {
+	case <-got:
+		t.Fatal("creds answered before recovery ran")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(gate)
+	if s := <-got; !s.Equal(p.New) {
+		t.Fatal("creds did not answer the value recovery found live")
 	}
 }

@@ -612,8 +612,11 @@ func (e *Engine) rollBack(ctx context.Context, r *run, p *Pending) rollBackResul
 			}
 		}
 		err := r.step(StepRestore, func() (err error) {
-			putBack, err = e.restore(ctx, r, p)
-			return err
+			if putBack, err = e.restore(ctx, r, p); err != nil {
+				return err
+			}
+			// The kind's cleanup for the value that was not kept (ssh: the new key's lines).
+			return e.finishFor(ctx, r, p.New, p.Old)
 		})
 		if err != nil {
 			if !errors.Is(err, rotators.ErrNotApplied) && !errors.Is(err, rotators.ErrRejected) {

@@ -23,6 +23,8 @@ type recoveryResult struct {
 // writes or rotates the role, and a record whose last recovery failed waits for its backoff:
 // recovery never keeps logging in to a target that cannot answer.
 func (e *Engine) recoverRole(ctx context.Context, name string) {
+	// Whatever this attempt decides, creds reads stop waiting for it (Initialize opened the wait).
+	defer e.endStartupWindow(name)
 	unlock, ok := e.locks.tryLock(name)
 	if !ok {
 		// A rotation holds the role (perhaps the one that just lost its answer and is still
@@ -106,14 +108,8 @@ func (e *Engine) resolveForward(ctx context.Context, r *run, p *Pending, superse
 				return e.stuck(ctx, r, p, err.Error())
 			}
 		}
-		if f, ok := r.target.(rotators.Finisher); ok {
-			if err := r.step(StepFinish, func() error {
-				fctx, cancel := context.WithTimeout(ctx, applyTimeout)
-				defer cancel()
-				return f.Finish(fctx, r.env, p.Old, p.New)
-			}); err != nil {
-				return e.stuck(ctx, r, p, "the new value is live, but the rest of the change failed: "+err.Error())
-			}
+		if err := e.finishStep(ctx, r, p.Old, p.New); err != nil {
+			return e.stuck(ctx, r, p, "the new value is live, but the rest of the change failed: "+err.Error())
 		}
 		out := e.finish(ctx, r, p)
 		if out.Result == OutcomeUnresolved {
@@ -129,7 +125,7 @@ func (e *Engine) resolveForward(ctx context.Context, r *run, p *Pending, superse
 	}
 
 	if p.Old == nil && supersede {
-		return e.dropPending(ctx, r, "recovery: the first value does not verify; a new rotation replaces it")
+		return e.dropPending(ctx, r, p, "recovery: the first value does not verify; a new rotation replaces it")
 	}
 	if p.Old == nil {
 		return e.stuck(ctx, r, p, "the first value does not verify at the target and there is no earlier one; it is kept in the pending record: fix the target or the role and rotate")
@@ -140,7 +136,7 @@ func (e *Engine) resolveForward(ctx context.Context, r *run, p *Pending, superse
 		// Consumers may hold the new value, which is not live: restart them on the old one.
 		return e.resolveBack(ctx, r, p)
 	case oldErr == nil:
-		return e.dropPending(ctx, r, "recovery: the new value was never live; kept the old one")
+		return e.dropPending(ctx, r, p, "recovery: the new value was never live; kept the old one")
 	case errors.Is(oldErr, rotators.ErrRejected):
 		return e.stuck(ctx, r, p, "the target rejects both the old and the new value; both are kept in the pending record")
 	default:
@@ -158,9 +154,9 @@ func (e *Engine) resolveBack(ctx context.Context, r *run, p *Pending) recoveryRe
 	r.out.Result = OutcomeFailed
 	r.out.RolledBack = res.rolledBack
 	r.out.Error = "recovery: finished putting the old value back after a failed rotation"
-	r.redact()
-	e.record(ctx, r)
 	e.logger.Info(r.out.Error, "role", r.role.Name)
+	r.redact()
+	e.countFailure(ctx, r) // the interrupted rotation failed: the schedule retries it
 	return recoveryResult{resolved: true}
 }
 
@@ -196,14 +192,41 @@ func (e *Engine) stuck(ctx context.Context, r *run, p *Pending, detail string) r
 	return recoveryResult{detail: detail}
 }
 
-// dropPending deletes a pending record whose new value is not live, and records why.
-func (e *Engine) dropPending(ctx context.Context, r *run, why string) recoveryResult {
+// dropPending deletes a pending record whose new value is not live, and records the interrupted
+// rotation as failed. A kind with work left for the value that stays live (ssh: a new key added
+// on some hosts only) finishes it first, so that only the live value remains authorized.
+func (e *Engine) dropPending(ctx context.Context, r *run, p *Pending, why string) recoveryResult {
+	if err := e.finishStep(ctx, r, p.New, p.Old); err != nil {
+		return e.stuck(ctx, r, p, "the new value is not live, but removing it failed: "+err.Error())
+	}
 	if err := e.dropRecord(ctx, r.role.Name); err != nil {
 		return recoveryResult{detail: err.Error()}
 	}
 	r.out.Result = OutcomeFailed
 	r.out.Error = why
-	e.record(ctx, r)
 	e.logger.Info(why, "role", r.role.Name)
+	r.redact()
+	e.countFailure(ctx, r)
 	return recoveryResult{resolved: true}
+}
+
+// finishFor runs the kind's remaining work so that live is the value in force and retired is
+// gone (rotators.Finisher); a kind without such work has nothing to do. live may be nil (a
+// first rotation), then there is nothing to finish with.
+func (e *Engine) finishFor(ctx context.Context, r *run, retired, live rotators.Secret) error {
+	f, ok := r.target.(rotators.Finisher)
+	if !ok || live == nil || retired == nil {
+		return nil
+	}
+	fctx, cancel := context.WithTimeout(ctx, applyTimeout)
+	defer cancel()
+	return f.Finish(fctx, r.env, retired, live)
+}
+
+// finishStep is finishFor as a timed step of the outcome, for kinds that have such work.
+func (e *Engine) finishStep(ctx context.Context, r *run, retired, live rotators.Secret) error {
+	if _, ok := r.target.(rotators.Finisher); !ok {
+		return nil
+	}
+	return r.step(StepFinish, func() error { return e.finishFor(ctx, r, retired, live) })
 }

@@ -56,3 +56,28 @@ func (w *applyWindows) wait(ctx context.Context, name string) {
 	case <-t.C:
 	}
 }
+
+// openStartupWindows makes creds reads of every role with a pending record wait until the first
+// recovery of that record has run: after a crash the stored current value may be dead (the
+// target took the new one) until recovery says which value is live.
+func (e *Engine) openStartupWindows(names []string) {
+	e.startupMu.Lock()
+	defer e.startupMu.Unlock()
+	if e.startup == nil {
+		e.startup = map[string]func(){}
+	}
+	for _, n := range names {
+		e.startup[n] = e.windows.enter(n)
+	}
+}
+
+// endStartupWindow ends the wait Initialize opened for a role, if any.
+func (e *Engine) endStartupWindow(name string) {
+	e.startupMu.Lock()
+	end := e.startup[name]
+	delete(e.startup, name)
+	e.startupMu.Unlock()
+	if end != nil {
+		end()
+	}
+}
