@@ -316,17 +316,17 @@ func TestApplyFailsBeforeIOWithoutCredential(t *testing.T) {
 	to := rotators.Secret{PartUsername: "app", PartPassword: "new"}
 
 	self, _ := (Kind{}).Bind(settings(map[string]interface{}{FieldConnectionURL: goodURL, FieldUsername: "app"}))
-	if err := self.Apply(ctx, stubEnv(""), nil, to); err == nil || !strings.Contains(err.Error(), "no current password") {
+	if err := self.Apply(ctx, stubEnv(""), nil, to); !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), "no current password") {
 		t.Fatalf("self-managed Apply without from = %v", err)
 	}
 
 	managed, _ := (Kind{}).Bind(settings(map[string]interface{}{FieldConnectionURL: goodURL, FieldUsername: "app", FieldAdminRole: "admin"}))
-	if err := managed.Apply(ctx, stubEnv(""), nil, to); err == nil || !strings.Contains(err.Error(), `admin_role "admin" has no current credential`) {
+	if err := managed.Apply(ctx, stubEnv(""), nil, to); !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), `admin_role "admin" has no current credential`) {
 		t.Fatalf("Apply without the admin's credential = %v", err)
 	}
 	env := stubEnv("")
 	env.Linked = map[string]rotators.Linked{FieldAdminRole: {Name: "admin"}}
-	if err := managed.Apply(ctx, env, nil, to); err == nil || !strings.Contains(err.Error(), "has no current credential") {
+	if err := managed.Apply(ctx, env, nil, to); !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), "has no current credential") {
 		t.Fatalf("Apply with an admin without a value = %v", err)
 	}
 }
