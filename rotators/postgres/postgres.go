@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -46,8 +47,10 @@ func init() { rotators.Register(Kind{}) }
 type Kind struct{}
 
 var (
-	_ rotators.Kind   = Kind{}
-	_ rotators.Target = (*target)(nil)
+	_ rotators.Kind     = Kind{}
+	_ rotators.Target   = (*target)(nil)
+	_ rotators.Settler  = (*target)(nil)
+	_ rotators.Accounts = (*target)(nil)
 )
 
 func (Kind) Name() string { return "postgres" }
@@ -216,6 +219,13 @@ func (t *target) Apply(ctx context.Context, env rotators.Env, from, to rotators.
 	}
 	return t.lim.alterRole(ctx, env.Resources, connURL, to[PartUsername], stmt)
 }
+
+// SettleTime is how long after the client gave up an ALTER ROLE can still commit at the server:
+// statement_timeout bounds the statement from its start, which is before the client gave up.
+func (t *target) SettleTime() time.Duration { return t.lim.statement + settleMargin }
+
+// Account is the login a value belongs to (two alternate with strategy=alternating).
+func (t *target) Account(s rotators.Secret) string { return s[PartUsername] }
 
 // authURL is the connection that performs a change: the admin's, or the login's own current one.
 func (t *target) authURL(env rotators.Env, from rotators.Secret) (string, error) {

@@ -331,6 +331,33 @@ func TestApplyFailsBeforeIOWithoutCredential(t *testing.T) {
 	}
 }
 
+func TestSettleTimeAndAccount(t *testing.T) {
+	tg, err := (Kind{}).Bind(settings(map[string]interface{}{
+		FieldConnectionURL: goodURL, FieldStrategy: StrategyAlternating, FieldUsernames: []string{"app_blue", "app_green"}, FieldAdminRole: "admin",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	settler, ok := tg.(rotators.Settler)
+	if !ok {
+		t.Fatal("the postgres target is not a rotators.Settler")
+	}
+	// A statement the client gave up on started before it gave up, and the server cancels it
+	// statement_timeout after its start: settling must take at least that long.
+	if st := settler.SettleTime(); st <= defaultStatementTimeout {
+		t.Fatalf("SettleTime %s does not exceed statement_timeout %s", st, defaultStatementTimeout)
+	}
+	accounts, ok := tg.(rotators.Accounts)
+	if !ok {
+		t.Fatal("the postgres target is not a rotators.Accounts")
+	}
+	for _, user := range []string{"app_blue", "app_green"} {
+		if got := accounts.Account(rotators.Secret{PartUsername: user, PartPassword: "pw"}); got != user {
+			t.Fatalf("Account = %q, want the login %q", got, user)
+		}
+	}
+}
+
 func TestAuthURL(t *testing.T) {
 	tgt := &target{cfg: config{urlTemplate: goodURL, usernames: []string{"app"}, adminRole: "admin"}}
 	adminSettings := settings(map[string]interface{}{FieldConnectionURL: "postgres://{{username}}:{{password}}@admin-host:5432/postgres"})

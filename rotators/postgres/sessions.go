@@ -34,6 +34,8 @@ const (
 	// answerGrace is how long past statement_timeout the client still waits for the server's
 	// answer, so that the server's own timeout error (a certain "not applied") arrives first.
 	answerGrace = 5 * time.Second
+	// settleMargin is added to statement_timeout in SettleTime, for the commit and the network.
+	settleMargin = 5 * time.Second
 	// poolMaxConns is the most sessions open at once per admin (or self-managed) credential.
 	poolMaxConns = 4
 	// poolIdleTime closes a pooled session unused for that long.
