@@ -134,14 +134,21 @@ func (l limits) alterRole(ctx context.Context, res *rotators.Resources, connURL,
 
 	actx, cancel := context.WithTimeout(ctx, l.acquire())
 	conn, err := pool.Acquire(actx)
-	if err != nil && ctx.Err() == nil && actx.Err() != nil {
-		err = fmt.Errorf("no session free or connected within %s: %w", l.acquire(), err)
-	}
-	cancel()
 	if err != nil {
 		// Nothing was sent: connecting, or waiting for a free session, failed.
-		return rotators.NotApplied(classify(err))
+		var connErr *pgconn.ConnectError
+		switch {
+		case errors.As(err, &connErr):
+			err = classify(err)
+		case ctx.Err() == nil && actx.Err() != nil:
+			err = fmt.Errorf("no session of this credential free or connected within %s: %w", l.acquire(), err)
+		default:
+			err = fmt.Errorf("waiting for a session of this credential: %w", err)
+		}
+		cancel()
+		return rotators.NotApplied(err)
 	}
+	cancel()
 	defer conn.Release()
 
 	sctx, cancel := context.WithTimeout(ctx, l.answer())

@@ -35,6 +35,7 @@ func TestAgainstPostgres(t *testing.T) {
 
 	t.Run("a lock held by another session's open ALTER ROLE is not applied, and says so", f.testLockTimeout)
 	t.Run("a stuck ALTER ROLE does not block other roles of the same admin", f.testStuckDoesNotBlock)
+	t.Run("waiting for a session of a full pool honours the context and is not applied", f.testFullPool)
 	t.Run("statement_timeout is not applied", f.testStatementTimeout)
 	t.Run("the admin's session terminated while waiting is unknown", f.testTerminated)
 	t.Run("the client giving up is unknown, and the server may still commit", f.testClientGivesUp)
@@ -70,15 +71,20 @@ func (f *pgFixture) managed(t *testing.T, user string, lim limits, res *rotators
 }
 
 // blocker is another session inside `BEGIN; ALTER ROLE user ...`: it holds the login's row lock
-// until rollback.
-func (f *pgFixture) blocker(t *testing.T, user string) (rollback func()) {
+// until rollback. Defer rollback before anything that waits for the sessions it blocks (closing
+// their pool waits for a session in use).
+func (f *pgFixture) blocker(t *testing.T, users ...string) (rollback func()) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, f.pg.AdminDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, sql := range []string{"BEGIN", fmt.Sprintf("ALTER ROLE %s CONNECTION LIMIT 7", pgx.Identifier{user}.Sanitize())} {
+	sqls := []string{"BEGIN"}
+	for _, user := range users {
+		sqls = append(sqls, fmt.Sprintf("ALTER ROLE %s CONNECTION LIMIT 7", pgx.Identifier{user}.Sanitize()))
+	}
+	for _, sql := range sqls {
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +100,6 @@ func (f *pgFixture) blocker(t *testing.T, user string) (rollback func()) {
 		}
 		_ = conn.Close(ctx)
 	}
-	t.Cleanup(rollback)
 	return rollback
 }
 
@@ -123,16 +128,23 @@ func (f *pgFixture) query(t *testing.T, sql string, args ...any) []string {
 // returns its backend pid.
 func (f *pgFixture) waitingAlter(t *testing.T) string {
 	t.Helper()
+	return f.waitingAlters(t, 1)[0]
+}
+
+// waitingAlters waits until PostgreSQL shows n ALTER ROLE statements of the admin waiting for a
+// lock, and returns their backend pids.
+func (f *pgFixture) waitingAlters(t *testing.T, n int) []string {
+	t.Helper()
 	var pids []string
-	waitFor(t, "an ALTER ROLE of the admin waiting for a lock", func() bool {
+	waitFor(t, fmt.Sprintf("%d ALTER ROLE statements of the admin waiting for a lock", n), func() bool {
 		pids = f.query(t, `SELECT pid::text FROM pg_stat_activity
 			WHERE usename = $1 AND wait_event_type = 'Lock' AND query LIKE 'ALTER ROLE%'`, fixtureAdmin)
-		return len(pids) > 0
+		return len(pids) >= n
 	})
-	if len(pids) != 1 {
-		t.Fatalf("%d ALTER ROLE statements wait for a lock, want 1", len(pids))
+	if len(pids) != n {
+		t.Fatalf("%d ALTER ROLE statements wait for a lock, want %d", len(pids), n)
 	}
-	return pids[0]
+	return pids
 }
 
 // adminSessions is the number of sessions the admin has open.
@@ -188,6 +200,7 @@ func (f *pgFixture) testLockTimeout(t *testing.T) {
 	defer res.Close()
 	tg, env := f.managed(t, "locked_app", defaultLimits, res)
 	rollback := f.blocker(t, "locked_app")
+	defer rollback()
 
 	err := tg.Apply(ctx, env, secret("locked_app", "locked-old"), secret("locked_app", "locked-new"))
 	if err == nil {
@@ -219,14 +232,18 @@ func (f *pgFixture) testStuckDoesNotBlock(t *testing.T) {
 	f.createLogin(t, "stuck_app", "stuck-old", "")
 	stuck, env := f.managed(t, "stuck_app", long, res)
 	rollback := f.blocker(t, "stuck_app")
+	defer rollback()
 
 	stuckDone := make(chan error, 1)
 	go func() {
-		stuckDone <- stuck.Apply(ctx, env, secret("stuck_app", "stuck-old"), secret("stuck_app", "stuck-new"))
+		stuckDone <- stuck.Apply(context.Background(), env, secret("stuck_app", "stuck-old"), secret("stuck_app", "stuck-new"))
 	}()
 	pid := f.waitingAlter(t)
 
-	// More other roles than the pool has sessions, one after another and then at once.
+	// More other roles than the pool has sessions, one after another and then at once. (The
+	// minute bounds only a failure: waiting for the stuck session would never end.)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	var others []string
 	for i := range poolMaxConns + 2 {
 		user := fmt.Sprintf("free_app_%d", i)
@@ -269,6 +286,54 @@ func (f *pgFixture) testStuckDoesNotBlock(t *testing.T) {
 	f.assertLogin(t, "stuck_app", "stuck-new", true)
 }
 
+// testFullPool keeps every session of the admin's pool stuck, so that a rotation of a free
+// role waits for a session: its caller's context ends the wait, and nothing was sent.
+func (f *pgFixture) testFullPool(t *testing.T) {
+	res := rotators.NewResources()
+	defer res.Close()
+	long := limits{connect: defaultConnectTimeout, lock: 10 * time.Minute, statement: 10 * time.Minute}
+	var stuckUsers []string
+	for i := range poolMaxConns {
+		user := fmt.Sprintf("full_stuck_%d", i)
+		f.createLogin(t, user, "full-old", "")
+		stuckUsers = append(stuckUsers, user)
+	}
+	f.createLogin(t, "full_free", "full-free-old", "")
+	rollback := f.blocker(t, stuckUsers...)
+	defer rollback()
+
+	stuckDone := make(chan error, len(stuckUsers))
+	for _, user := range stuckUsers {
+		tg, env := f.managed(t, user, long, res)
+		go func() {
+			stuckDone <- tg.Apply(context.Background(), env, secret(user, "full-old"), secret(user, "full-new"))
+		}()
+	}
+	f.waitingAlters(t, poolMaxConns)
+
+	free, env := f.managed(t, "full_free", long, res)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := free.Apply(ctx, env, secret("full_free", "full-free-old"), secret("full_free", "full-free-new"))
+	if !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), "waiting for a session") {
+		t.Fatalf("Apply that waited for a session of a full pool until its context ended = %v, want ErrNotApplied", err)
+	}
+	f.assertClean(t, err, "full-free-old", "full-free-new")
+	f.assertLogin(t, "full_free", "full-free-old", true)
+	f.waitingAlters(t, poolMaxConns) // the pool opened no fifth session
+
+	rollback()
+	for range stuckUsers {
+		if err := <-stuckDone; err != nil {
+			t.Fatalf("a stuck Apply, once the lock is free: %v", err)
+		}
+	}
+	if err := free.Apply(context.Background(), env, secret("full_free", "full-free-old"), secret("full_free", "full-free-new")); err != nil {
+		t.Fatalf("Apply once sessions are free: %v", err)
+	}
+	f.assertLogin(t, "full_free", "full-free-new", true)
+}
+
 func (f *pgFixture) testStatementTimeout(t *testing.T) {
 	ctx := context.Background()
 	res := rotators.NewResources()
@@ -276,7 +341,7 @@ func (f *pgFixture) testStatementTimeout(t *testing.T) {
 	f.createLogin(t, "slow_app", "slow-old", "")
 	// No lock_timeout to speak of: the statement_timeout ends the wait.
 	tg, env := f.managed(t, "slow_app", limits{connect: defaultConnectTimeout, lock: 10 * time.Minute, statement: 300 * time.Millisecond}, res)
-	f.blocker(t, "slow_app")
+	defer f.blocker(t, "slow_app")()
 
 	err := tg.Apply(ctx, env, secret("slow_app", "slow-old"), secret("slow_app", "slow-new"))
 	if !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), "statement_timeout") || !strings.Contains(err.Error(), "57014") {
@@ -294,6 +359,7 @@ func (f *pgFixture) testTerminated(t *testing.T) {
 	f.createLogin(t, "term_app", "term-old", "")
 	tg, env := f.managed(t, "term_app", long, res)
 	rollback := f.blocker(t, "term_app")
+	defer rollback()
 
 	done := make(chan error, 1)
 	go func() { done <- tg.Apply(ctx, env, secret("term_app", "term-old"), secret("term_app", "term-new")) }()
@@ -340,6 +406,7 @@ func (f *pgFixture) testClientGivesUp(t *testing.T) {
 		Current:  secret(fixtureAdmin, f.adminPW),
 	}}
 	rollback := f.blocker(t, "gaveup_app")
+	defer rollback()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
