@@ -2,9 +2,14 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5"
 )
 
 // TestPostgresRotation covers the operator's story of issue 2 on one dev Vault and one
@@ -353,4 +358,121 @@ func (s *stack) generatedPasswords(t *testing.T) []string {
 		}
 	}
 	return out
+}
+
+// TestPostgresLockedRole: another session holds `BEGIN; ALTER ROLE app ...` open. Rotating app
+// fails once lock_timeout passes, with an error that says why, and app keeps its password; six
+// other roles of the same admin rotate meanwhile, before the blocker lets go; then app rotates.
+func TestPostgresLockedRole(t *testing.T) {
+	t.Parallel()
+	s := newDevStack(t)
+	ctx := context.Background()
+	s.importAdmin(t, "pg-admin", "oa_admin", "admin-pw")
+	var others []string
+	for i := range 7 {
+		user := "app"
+		if i > 0 {
+			user = fmt.Sprintf("other_%d", i)
+			others = append(others, user)
+		}
+		s.createLogin(t, user, user+"-initial", "")
+		s.write(t, "roles/"+user, map[string]interface{}{
+			"type": "postgres", "admin_role": "pg-admin", "username": user,
+			"connection_url": s.pg.URLTemplate(), "rotation_period": "2160h",
+		})
+	}
+	_, appPW, appVersion := s.creds(t, "app")
+
+	blocker, err := pgx.Connect(ctx, s.pg.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(ctx)
+	for _, sql := range []string{"BEGIN", "ALTER ROLE app CONNECTION LIMIT 7"} {
+		if _, err := blocker.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holdsLock := func() {
+		t.Helper()
+		var held int
+		err := blocker.QueryRow(ctx, `SELECT count(*) FROM pg_locks
+			WHERE pid = pg_backend_pid() AND locktype = 'transactionid' AND granted`).Scan(&held)
+		if err != nil || held != 1 {
+			t.Fatalf("the blocker no longer holds its transaction lock: %d, %v", held, err)
+		}
+	}
+
+	appDone := make(chan *api.ResponseError, 1)
+	go func() {
+		_, re := s.writeErr("rotate/app", nil)
+		appDone <- re
+	}()
+	// The rotation's ALTER ROLE app waits for the blocker's lock at PostgreSQL.
+	// (A fresh session per look: pg_stat_activity is a snapshot per transaction.)
+	eventually(t, "rotate/app waits for the blocker's lock", time.Minute, func() error {
+		conn, err := pgx.Connect(ctx, s.pg.AdminDSN())
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		var waiting int
+		err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE usename = 'oa_admin' AND wait_event_type = 'Lock' AND query LIKE 'ALTER ROLE "app"%'`).Scan(&waiting)
+		if err == nil && waiting != 1 {
+			err = fmt.Errorf("%d waiting", waiting)
+		}
+		return err
+	})
+
+	// The other roles of the same admin rotate, all at once, while the lock is held.
+	errs := make(chan error, len(others))
+	for _, user := range others {
+		go func() {
+			_, re := s.writeErr("rotate/"+user, nil)
+			if re != nil {
+				errs <- fmt.Errorf("rotate/%s: %d %v", user, re.StatusCode, re.Errors)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range others {
+		if err := <-errs; err != nil {
+			t.Fatalf("a role of the same admin did not rotate while another was locked: %v", err)
+		}
+	}
+	holdsLock()
+	for _, user := range others {
+		_, pw, v := s.creds(t, user)
+		if v != 2 {
+			t.Fatalf("%s: version %d after its rotation, want 2", user, v)
+		}
+		s.assertLogin(t, user, pw, true)
+	}
+
+	re := <-appDone
+	expectStatus(t, re, http.StatusBadRequest, "timed out waiting for a lock held by another session")
+	s.assertNoSecretIn(t, "the failed rotation's error", strings.Join(re.Errors, " "))
+	holdsLock()
+	s.assertLogin(t, "app", appPW, true)
+	if _, pw, v := s.creds(t, "app"); pw != appPW || v != appVersion {
+		t.Fatalf("the failed rotation changed app's current credential (version %d -> %d)", appVersion, v)
+	}
+	hist := s.read(t, "history/app").Data["history"].([]interface{})
+	if last := hist[0].(map[string]interface{}); last["outcome"] != "failed" || !strings.Contains(jsonOf(t, last), "lock_timeout") {
+		t.Fatalf("history of the failed rotation: %s", jsonOf(t, last))
+	}
+
+	if _, err := blocker.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, "rotate/app", nil)
+	_, newPW, v := s.creds(t, "app")
+	if v != appVersion+1 {
+		t.Fatalf("app: version %d after the rotation, want %d", v, appVersion+1)
+	}
+	s.assertLogin(t, "app", newPW, true)
+	s.assertLogin(t, "app", appPW, false)
+	s.assertNoSecretIn(t, "the Vault server log", s.vault.ServerLog(t))
 }

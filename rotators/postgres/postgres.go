@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -48,8 +49,12 @@ func init() { rotators.Register(Kind{}) }
 // Kind is the postgres secret kind.
 type Kind struct{}
 
-var _ rotators.Kind = Kind{}
-var _ rotators.Target = (*target)(nil)
+var (
+	_ rotators.Kind     = Kind{}
+	_ rotators.Target   = (*target)(nil)
+	_ rotators.Settler  = (*target)(nil)
+	_ rotators.Accounts = (*target)(nil)
+)
 
 func (Kind) Name() string { return "postgres" }
 
@@ -77,7 +82,7 @@ func (Kind) Bind(s rotators.Settings) (rotators.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &target{cfg: c}, nil
+	return &target{cfg: c, lim: defaultLimits}, nil
 }
 
 func parseConfig(s rotators.Settings) (config, error) {
@@ -184,7 +189,10 @@ func (Kind) Describe(s rotators.Settings, secret rotators.Secret) map[string]int
 	}
 }
 
-type target struct{ cfg config }
+type target struct {
+	cfg config
+	lim limits
+}
 
 func (t *target) Generate(ctx context.Context, env rotators.Env, cur rotators.Secret) (rotators.Secret, error) {
 	pw, err := env.Password(ctx)
@@ -198,19 +206,29 @@ func (t *target) Generate(ctx context.Context, env rotators.Env, cur rotators.Se
 	return rotators.Secret{PartUsername: user, PartPassword: pw}, nil
 }
 
+// Apply runs ALTER ROLE on a pooled session of the admin (or of the login itself), bounded by
+// the target's limits. Its error wraps rotators.ErrNotApplied only when PostgreSQL certainly
+// kept the old password (docs/decisions.md, "PostgreSQL: not applied or unknown").
 func (t *target) Apply(ctx context.Context, env rotators.Env, from, to rotators.Secret) error {
 	verifier, err := scramVerifier(to[PartPassword])
 	if err != nil {
-		return err
+		return rotators.NotApplied(err)
 	}
 	stmt := fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", pgx.Identifier{to[PartUsername]}.Sanitize(), quoteLiteral(verifier))
 
 	connURL, err := t.authURL(env, from)
 	if err != nil {
-		return err
+		return rotators.NotApplied(err)
 	}
-	return conns.exec(ctx, connURL, stmt)
+	return t.lim.alterRole(ctx, env.Resources, connURL, to[PartUsername], stmt)
 }
+
+// SettleTime is how long after the client gave up an ALTER ROLE can still commit at the server:
+// statement_timeout bounds the statement from its start, which is before the client gave up.
+func (t *target) SettleTime() time.Duration { return t.lim.statement + settleMargin }
+
+// Account is the login a value belongs to (two alternate with strategy=alternating).
+func (t *target) Account(s rotators.Secret) string { return s[PartUsername] }
 
 // authURL is the connection that performs a change: the admin's, or the login's own current one.
 func (t *target) authURL(env rotators.Env, from rotators.Secret) (string, error) {
@@ -227,18 +245,27 @@ func (t *target) authURL(env rotators.Env, from rotators.Secret) (string, error)
 	return renderURL(t.cfg.urlTemplate, from[PartUsername], from[PartPassword]), nil
 }
 
+// Verify logs in on a fresh session, never a pooled one: that login is the point of the step.
+// The session has the same bounds as the pooled ones.
 func (t *target) Verify(ctx context.Context, _ rotators.Env, s rotators.Secret) error {
 	cfg, err := pgx.ParseConfig(renderURL(t.cfg.urlTemplate, s[PartUsername], s[PartPassword]))
 	if err != nil {
-		return errors.New("connection_url does not parse with this credential")
+		return errParse
 	}
+	t.lim.bound(&cfg.Config)
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return classify(err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.lim.connect)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	qctx, cancel := context.WithTimeout(ctx, t.lim.answer())
+	defer cancel()
 	var one int
-	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := conn.QueryRow(qctx, "SELECT 1", pgx.QueryExecModeSimpleProtocol).Scan(&one); err != nil {
 		return fmt.Errorf("verify query: %w", err)
 	}
 	return nil

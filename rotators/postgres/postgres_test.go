@@ -316,18 +316,45 @@ func TestApplyFailsBeforeIOWithoutCredential(t *testing.T) {
 	to := rotators.Secret{PartUsername: "app", PartPassword: "new"}
 
 	self, _ := (Kind{}).Bind(settings(map[string]interface{}{FieldConnectionURL: goodURL, FieldUsername: "app"}))
-	if err := self.Apply(ctx, stubEnv(""), nil, to); err == nil || !strings.Contains(err.Error(), "no current password") {
+	if err := self.Apply(ctx, stubEnv(""), nil, to); !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), "no current password") {
 		t.Fatalf("self-managed Apply without from = %v", err)
 	}
 
 	managed, _ := (Kind{}).Bind(settings(map[string]interface{}{FieldConnectionURL: goodURL, FieldUsername: "app", FieldAdminRole: "admin"}))
-	if err := managed.Apply(ctx, stubEnv(""), nil, to); err == nil || !strings.Contains(err.Error(), `admin_role "admin" has no current credential`) {
+	if err := managed.Apply(ctx, stubEnv(""), nil, to); !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), `admin_role "admin" has no current credential`) {
 		t.Fatalf("Apply without the admin's credential = %v", err)
 	}
 	env := stubEnv("")
 	env.Linked = map[string]rotators.Linked{FieldAdminRole: {Name: "admin"}}
-	if err := managed.Apply(ctx, env, nil, to); err == nil || !strings.Contains(err.Error(), "has no current credential") {
+	if err := managed.Apply(ctx, env, nil, to); !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), "has no current credential") {
 		t.Fatalf("Apply with an admin without a value = %v", err)
+	}
+}
+
+func TestSettleTimeAndAccount(t *testing.T) {
+	tg, err := (Kind{}).Bind(settings(map[string]interface{}{
+		FieldConnectionURL: goodURL, FieldStrategy: StrategyAlternating, FieldUsernames: []string{"app_blue", "app_green"}, FieldAdminRole: "admin",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	settler, ok := tg.(rotators.Settler)
+	if !ok {
+		t.Fatal("the postgres target is not a rotators.Settler")
+	}
+	// A statement the client gave up on started before it gave up, and the server cancels it
+	// statement_timeout after its start: settling must take at least that long.
+	if st := settler.SettleTime(); st <= defaultStatementTimeout {
+		t.Fatalf("SettleTime %s does not exceed statement_timeout %s", st, defaultStatementTimeout)
+	}
+	accounts, ok := tg.(rotators.Accounts)
+	if !ok {
+		t.Fatal("the postgres target is not a rotators.Accounts")
+	}
+	for _, user := range []string{"app_blue", "app_green"} {
+		if got := accounts.Account(rotators.Secret{PartUsername: user, PartPassword: "pw"}); got != user {
+			t.Fatalf("Account = %q, want the login %q", got, user)
+		}
 	}
 }
 

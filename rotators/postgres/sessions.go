@@ -1,0 +1,195 @@
+package postgres
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
+)
+
+// Bounds of every PostgreSQL session the rotator opens, pooled or fresh (docs/decisions.md,
+// "Bounded PostgreSQL sessions").
+const (
+	// defaultConnectTimeout bounds one connect (TCP, TLS, authentication). A connection_url's
+	// own connect_timeout may shorten it, never lengthen it.
+	defaultConnectTimeout = 10 * time.Second
+	// defaultLockTimeout is the session's lock_timeout: how long ALTER ROLE may wait for a lock
+	// that another session holds on the login before the server refuses the statement.
+	defaultLockTimeout = 5 * time.Second
+	// defaultStatementTimeout is the session's statement_timeout: the server cancels a statement
+	// that runs longer, lock waits included.
+	defaultStatementTimeout = 15 * time.Second
+	// answerGrace is how long past statement_timeout the client still waits for the server's
+	// answer, so that the server's own timeout error (a certain "not applied") arrives first.
+	answerGrace = 5 * time.Second
+	// settleMargin is added to statement_timeout in SettleTime, for the commit and the network.
+	settleMargin = 5 * time.Second
+	// poolMaxConns is the most sessions open at once per admin (or self-managed) credential.
+	poolMaxConns = 4
+	// poolIdleTime closes a pooled session unused for that long.
+	poolIdleTime = 2 * time.Minute
+)
+
+// limits are the bounds a target puts on its sessions: the defaults above, shorter in tests.
+type limits struct {
+	connect, lock, statement time.Duration
+}
+
+var defaultLimits = limits{connect: defaultConnectTimeout, lock: defaultLockTimeout, statement: defaultStatementTimeout}
+
+// bound puts the limits on a parsed connection config.
+func (l limits) bound(cfg *pgconn.Config) {
+	if cfg.ConnectTimeout <= 0 || cfg.ConnectTimeout > l.connect {
+		cfg.ConnectTimeout = l.connect
+	}
+	// Sent in the startup packet: they apply before the first statement and take precedence
+	// over the role's and the database's settings and over the URL's options.
+	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(l.statement.Milliseconds(), 10)
+	cfg.RuntimeParams["lock_timeout"] = strconv.FormatInt(l.lock.Milliseconds(), 10)
+}
+
+// answer bounds the client's wait for one statement's answer.
+func (l limits) answer() time.Duration { return l.statement + answerGrace }
+
+// acquire bounds the wait for a pooled session: long enough for a busy one to finish or time
+// out and for a new one to connect.
+func (l limits) acquire() time.Duration { return l.answer() + l.connect }
+
+// poolKeySecret keys the hash that names a pool, so that the key of a pool (which is derived
+// from a URL holding a password) is worthless outside this process.
+var poolKeySecret = func() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand, Go 1.24+)
+	return b
+}()
+
+// poolKey names the pool of one rendered URL under given limits. The URL itself, which holds a
+// password, is never kept as a key nor written anywhere.
+func poolKey(connURL string, l limits) string {
+	m := hmac.New(sha256.New, poolKeySecret)
+	fmt.Fprintf(m, "%d\x00%d\x00%d\x00%s", l.connect, l.lock, l.statement, connURL)
+	return "postgres/" + hex.EncodeToString(m.Sum(nil))
+}
+
+// sessionPool is a pgxpool as a rotators.Resources entry.
+type sessionPool struct{ pool *pgxpool.Pool }
+
+// Close closes the pool. It waits for sessions in use, which their statement bounds release.
+func (p sessionPool) Close() error {
+	p.pool.Close()
+	return nil
+}
+
+var errParse = errors.New("connection_url does not parse with this credential")
+
+// openPool returns the opener of a pool for connURL. Opening connects nothing: sessions are made
+// by Acquire.
+func (l limits) openPool(connURL string) func() (io.Closer, error) {
+	return func() (io.Closer, error) {
+		cfg, err := pgxpool.ParseConfig(connURL)
+		if err != nil {
+			return nil, errParse // pgx's parse error may quote the URL
+		}
+		l.bound(&cfg.ConnConfig.Config)
+		cfg.MaxConns = poolMaxConns
+		cfg.MinConns, cfg.MinIdleConns = 0, 0
+		cfg.MaxConnIdleTime = poolIdleTime
+		// Ping every session before handing it out, not only those idle for over a second
+		// (pgxpool's default): a statement sent into a session the server has just ended
+		// (a restart) has an unknown outcome, and a ping is cheap next to a rotation.
+		cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
+		p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("session pool: %w", err)
+		}
+		return sessionPool{pool: p}, nil
+	}
+}
+
+// alterRole runs stmt, an ALTER ROLE of user, on a pooled session of connURL. Its error is
+// rotators.NotApplied only when PostgreSQL certainly did not change (docs/decisions.md,
+// "PostgreSQL: not applied or unknown").
+func (l limits) alterRole(ctx context.Context, res *rotators.Resources, connURL, user, stmt string) error {
+	if res == nil {
+		return rotators.NotApplied(errors.New("no session pool: the engine lent no resources"))
+	}
+	c, release, err := res.Use(poolKey(connURL, l), l.openPool(connURL))
+	if err != nil {
+		return rotators.NotApplied(err)
+	}
+	defer release()
+	pool := c.(sessionPool).pool
+
+	actx, cancel := context.WithTimeout(ctx, l.acquire())
+	conn, err := pool.Acquire(actx)
+	if err != nil {
+		// Nothing was sent: connecting, or waiting for a free session, failed.
+		var connErr *pgconn.ConnectError
+		switch {
+		case errors.As(err, &connErr):
+			err = classify(err)
+		case ctx.Err() == nil && actx.Err() != nil:
+			err = fmt.Errorf("no session of this credential free or connected within %s: %w", l.acquire(), err)
+		default:
+			err = fmt.Errorf("waiting for a session of this credential: %w", err)
+		}
+		cancel()
+		return rotators.NotApplied(err)
+	}
+	cancel()
+	defer conn.Release()
+
+	sctx, cancel := context.WithTimeout(ctx, l.answer())
+	defer cancel()
+	_, err = conn.Exec(sctx, stmt, pgx.QueryExecModeSimpleProtocol)
+	return l.alterError(user, err)
+}
+
+// alterError says whether a failed ALTER ROLE certainly left PostgreSQL unchanged.
+func (l limits) alterError(user string, err error) error {
+	if err == nil {
+		return nil
+	}
+	what := "ALTER ROLE " + pgx.Identifier{user}.Sanitize()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && statementError(pgErr) {
+		// The server answered the statement with an error: an autocommit statement that
+		// errors is rolled back.
+		switch pgErr.Code {
+		case "55P03": // lock_not_available
+			return rotators.NotApplied(fmt.Errorf("%s timed out waiting for a lock held by another session (lock_timeout %s; an open transaction that altered the login?): %w", what, l.lock, pgErr))
+		case "57014": // query_canceled
+			return rotators.NotApplied(fmt.Errorf("%s was cancelled by the server (statement_timeout %s, or a cancel request): %w", what, l.statement, pgErr))
+		}
+		return rotators.NotApplied(fmt.Errorf("%s refused: %w", what, pgErr))
+	}
+	if pgconn.SafeToRetry(err) {
+		return rotators.NotApplied(fmt.Errorf("%s was not sent: %w", what, err))
+	}
+	// Sent, and no answer: the connection was lost or the client stopped waiting. The server
+	// may still commit it (SettleTime).
+	return fmt.Errorf("%s got no answer, so whether PostgreSQL changed the password is unknown: %w", what, err)
+}
+
+// statementError is an ERROR the server reported for the statement. A FATAL or PANIC ends the
+// session, possibly after the transaction committed (a backend terminated while it waits for a
+// synchronous standby), so it proves nothing.
+func statementError(e *pgconn.PgError) bool {
+	sev := e.SeverityUnlocalized
+	if sev == "" {
+		sev = e.Severity
+	}
+	return sev == "ERROR"
+}
