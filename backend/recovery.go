@@ -69,6 +69,10 @@ func (e *Engine) recoverRole(ctx context.Context, name string) {
 func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *Pending, supersede bool) recoveryResult {
 	r := &run{role: role, state: st, out: &Outcome{Role: role.Name, Trigger: TriggerRecovery, OldVersion: p.OldVersion},
 		secrets: []rotators.Secret{p.Old, p.New, p.Displaced}, windows: &e.windows}
+	// The wait Initialize opened for creds becomes this run's: it ends where a live rotation's
+	// would (before consumers restart and read creds, or once the outcome is known).
+	r.leaveWindow = e.takeStartupWindow(role.Name)
+	defer r.closeWindow()
 	if err := e.bind(ctx, r); err != nil {
 		return e.stuck(ctx, r, p, "cannot bind the role to its target: "+err.Error())
 	}

@@ -71,13 +71,18 @@ func (e *Engine) openStartupWindows(names []string) {
 	}
 }
 
-// endStartupWindow ends the wait Initialize opened for a role, if any.
-func (e *Engine) endStartupWindow(name string) {
+// takeStartupWindow hands the wait Initialize opened for a role to the caller (nil if none).
+func (e *Engine) takeStartupWindow(name string) func() {
 	e.startupMu.Lock()
+	defer e.startupMu.Unlock()
 	end := e.startup[name]
 	delete(e.startup, name)
-	e.startupMu.Unlock()
-	if end != nil {
+	return end
+}
+
+// endStartupWindow ends the wait Initialize opened for a role, if any.
+func (e *Engine) endStartupWindow(name string) {
+	if end := e.takeStartupWindow(name); end != nil {
 		end()
 	}
 }
