@@ -635,6 +635,7 @@ func (e *Engine) rollBack(ctx context.Context, r *run, p *Pending) rollBackResul
 			if err := e.enter(ctx, name, p, PhaseRedeploying); err != nil {
 				e.logger.Error("record the redeploying phase", "role", name, "error", err)
 			}
+			failpoint.Inject(failpoint.BeforeRedeploy)
 		}
 		r.closeWindow() // the old value is live: consumers restarting now must get it at once
 	}

@@ -106,7 +106,11 @@ func (k crashKind) points() []string {
 	if k.consumer {
 		pts = append(pts, failpoint.AfterFirstRestart)
 	}
-	return append(pts, failpoint.AfterStateWrite, failpoint.InsideRestore)
+	pts = append(pts, failpoint.AfterStateWrite, failpoint.InsideRestore)
+	if k.consumer {
+		pts = append(pts, failpoint.BeforeRedeploy)
+	}
+	return pts
 }
 
 // crashOutcome is what recovery must make of a record left at a failpoint.
@@ -120,7 +124,7 @@ const (
 
 func (k crashKind) expect(point string) crashOutcome {
 	switch {
-	case point == failpoint.InsideRestore:
+	case point == failpoint.InsideRestore, point == failpoint.BeforeRedeploy:
 		return rolledBack
 	case k.noTarget:
 		return rolledForward
@@ -181,7 +185,7 @@ func runCrashCase(t *testing.T, sh *crashShared, k crashKind, point string) {
 		[]string{"ROTATION_FAILPOINT=" + point + "=" + crashPause, "ROTATION_FAILPOINT_MARKER=" + marker})
 	c := &crashCase{s: &stack{vault: v, pg: sh.pg}, id: fmt.Sprintf("cm%d", sh.seq.Add(1)), point: point}
 	s := c.s
-	if point == failpoint.InsideRestore {
+	if point == failpoint.InsideRestore || point == failpoint.BeforeRedeploy {
 		c.gate = startHealthGate(t)
 	}
 	check := k.setup(t, c)

@@ -9,6 +9,7 @@ const (
 	AfterFirstRestart = "after-first-restart" // the first consumer restarted on the new value
 	AfterStateWrite   = "after-state-write"   // the new version stored, pending record not yet deleted
 	InsideRestore     = "inside-restore"      // the old value put back at the target, not yet recorded
+	BeforeRedeploy    = "before-redeploy"     // redeploying recorded, consumers not yet restarted on the old value
 
 	// Inside the ssh kind's Apply.
 	SSHAfterAddFirstHost    = "ssh-after-add-host1"    // the new key added on the first host only
