@@ -52,9 +52,12 @@ type Engine struct {
 	// timers wake recovery when a target has settled (recoverAt).
 	timersMu sync.Mutex
 	timers   map[string]*time.Timer
-	// startup are the creds waits opened at Initialize for records left by a crash.
-	startupMu sync.Mutex
-	startup   map[string]func()
+	// held are creds waits that outlive the run that opened them: records left by a crash, and
+	// unknown outcomes until their target settled; recovery takes them over.
+	heldMu sync.Mutex
+	held   map[string]func()
+	// flights are the rotations in progress; Close waits for them.
+	flights flights
 	// started is when Initialize ran: a record left by a process that died is settled
 	// (rotators.Settler) counted from here.
 	started time.Time
@@ -72,7 +75,7 @@ func New(conf *logical.BackendConfig) *Engine {
 	}
 	e := &Engine{
 		logger:    logger,
-		storage:   conf.StorageView,
+		storage:   engineStorage{conf.StorageView},
 		system:    conf.System,
 		clock:     systemClock{},
 		cfg:       DefaultConfig(),
@@ -147,6 +150,18 @@ func (e *Engine) Close() {
 	}
 	e.timersMu.Unlock()
 	e.workers.close()
+	e.flights.closeAndWait()
+	e.timersMu.Lock()
+	for _, t := range e.timers {
+		t.Stop() // armed by rotations that ended meanwhile
+	}
+	e.timersMu.Unlock()
+	e.heldMu.Lock()
+	for name, end := range e.held {
+		end() // no recovery will run on this engine any more
+		delete(e.held, name)
+	}
+	e.heldMu.Unlock()
 	e.docker.close()
 	e.resources.Close()
 }

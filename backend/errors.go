@@ -11,6 +11,9 @@ import (
 // ErrRoleNotFound is returned for an operation on a role that does not exist.
 var ErrRoleNotFound = errors.New("role not found")
 
+// errShuttingDown refuses a rotation that would start while the mount is being closed.
+var errShuttingDown = errors.New("the mount is shutting down; try again")
+
 // UserError is a mistake in the request: the API answers it with a 400 and its message.
 type UserError struct{ err error }
 

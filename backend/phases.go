@@ -3,6 +3,7 @@
 // do after a crash. The phases and their transitions live here, in one place:
 //
 //	applying ──► applied ──► deploying ──► (promoted: record deleted)
+//	   (applying ──► deploying when the applied phase could not be stored)
 //	   │            │            │
 //	   │            └──► restoring ◄─┘ ──► redeploying ──► (rolled back: record deleted)
 //	   └──► (not applied: record deleted)
@@ -43,7 +44,7 @@ const (
 
 // transitions are the only moves between phases that the protocol makes.
 var transitions = map[Phase][]Phase{
-	PhaseApplying:    {PhaseApplied, PhaseRestoring},
+	PhaseApplying:    {PhaseApplied, PhaseRestoring, PhaseDeploying}, // deploying: verified although "applied" could not be stored
 	PhaseApplied:     {PhaseDeploying, PhaseRestoring},
 	PhaseDeploying:   {PhaseRestoring},
 	PhaseRestoring:   {PhaseRedeploying},
@@ -79,13 +80,29 @@ func (e *Engine) enter(ctx context.Context, name string, p *Pending, phase Phase
 	return nil
 }
 
-// Bounds of the calls the engine makes to a target (docs/decisions.md, "Bounds").
+// Default bounds of the calls the engine makes to a target; a rotators.Bounded target sets its own.
 const (
-	// applyTimeout bounds one Apply; after it no change is sent any more.
+	// applyTimeout bounds one Apply (and Finish); after it no change is sent any more.
 	applyTimeout = 2 * time.Minute
 	// verifyTimeout bounds one Verify.
 	verifyTimeout = time.Minute
 )
+
+// applyBound is how long Apply and Finish of t may take.
+func applyBound(t rotators.Target) time.Duration {
+	if b, ok := t.(rotators.Bounded); ok && b.ApplyTimeout() > 0 {
+		return b.ApplyTimeout()
+	}
+	return applyTimeout
+}
+
+// verifyBound is how long Verify of t may take.
+func verifyBound(t rotators.Target) time.Duration {
+	if b, ok := t.(rotators.Bounded); ok && b.VerifyTimeout() > 0 {
+		return b.VerifyTimeout()
+	}
+	return verifyTimeout
+}
 
 // settleTime is how long the target may still change after its client gave up on a change.
 func settleTime(t rotators.Target) time.Duration {

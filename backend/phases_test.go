@@ -15,6 +15,7 @@ func TestPhaseTransitions(t *testing.T) {
 	allowed := map[[2]Phase]bool{
 		{PhaseApplying, PhaseApplied}:      true,
 		{PhaseApplying, PhaseRestoring}:    true,
+		{PhaseApplying, PhaseDeploying}:    true,
 		{PhaseApplied, PhaseDeploying}:     true,
 		{PhaseApplied, PhaseRestoring}:     true,
 		{PhaseDeploying, PhaseRestoring}:   true,
@@ -228,5 +229,171 @@ func TestCredsWaitsForRecoveryAfterARestart(t *testing.T) {
 	close(gate)
 	if s := <-got; !s.Equal(p.New) {
 		t.Fatal("creds did not answer the value recovery found live")
+	}
+}
+
+// ctxStorage fails every call whose context is done, as Vault's storage over gRPC does.
+type ctxStorage struct{ logical.Storage }
+
+func (c ctxStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.Storage.Put(ctx, e)
+}
+
+func (c ctxStorage) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.Storage.Delete(ctx, key)
+}
+
+// A caller that gives up while the change is in flight (Ctrl-C, max_request_duration): the
+// cancelled change is an unknown outcome, and its record (with the settle time) reaches storage
+// although the request's context is done, so recovery resolves it after the target settled.
+func TestCancelledRequestRecordsTheUnknownOutcome(t *testing.T) {
+	storage := ctxStorage{&logical.InmemStorage{}}
+	clock := newClock(t0)
+	e := New(&logical.BackendConfig{StorageView: storage, System: &logical.StaticSystemView{}})
+	e.SetClock(clock)
+	if err := e.Initialize(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	ft, target := newFault(t, secretOf("pw-cancel-old"))
+	ft.settle = 20 * time.Second
+	in := faultRole(target)
+	in.Secrets[fFaultValue] = "pw-cancel-old"
+	if _, err := e.WriteRole(context.Background(), "c", in); err != nil {
+		t.Fatal(err)
+	}
+	gate, g := make(chan struct{}), &gauge{}
+	ft.mu.Lock()
+	ft.gate, ft.inApply = gate, g
+	ft.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan *Outcome, 1)
+	go func() {
+		out, _ := e.Rotate(ctx, "c")
+		done <- out
+	}()
+	eventually(t, "the rotation is inside Apply", func() bool { return g.cur.Load() == 1 })
+	cancel()
+	out := <-done
+	if out == nil || out.Result != OutcomeUnresolved {
+		t.Fatalf("outcome = %+v", out)
+	}
+	p, _ := e.loadPending(context.Background(), "c")
+	if p == nil || !p.SettleAt.Equal(clock.Now().Add(20*time.Second)) {
+		t.Fatalf("pending after a cancelled request = %+v, want it with its settle time", p)
+	}
+	// Before the target settled recovery does nothing; after it, it resolves to what the target holds.
+	e.recoverRole(context.Background(), "c")
+	if p, _ := e.loadPending(context.Background(), "c"); p == nil {
+		t.Fatal("resolved before the target settled")
+	}
+	clock.Advance(21 * time.Second)
+	e.recoverRole(context.Background(), "c")
+	st, _ := e.loadState(context.Background(), "c")
+	if p, _ := e.loadPending(context.Background(), "c"); p != nil || !st.Current().Secret.Equal(ft.Live()) {
+		t.Fatalf("pending %+v, current %v, live %v", p, st.Current(), ft.Live())
+	}
+}
+
+// While an unknown outcome waits for its target to settle, creds waits too (the stored value may
+// be dead), and answers the value recovery finds live.
+func TestCredsWaitsForAnUnknownOutcome(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft := te.importRole(t, "u", "pw-unknown-old")
+	ft.settle = 20 * time.Second
+	ft.ScriptApply(applyFailAfter)
+	if out, _ := te.e.Rotate(ctx, "u"); out.Result != OutcomeUnresolved {
+		t.Fatalf("outcome = %+v", out)
+	}
+	got := make(chan rotators.Secret, 1)
+	go func() {
+		v, _, _, err := te.e.Creds(ctx, "u", 0)
+		if err != nil {
+			got <- nil
+			return
+		}
+		got <- v.Secret
+	}()
+	select {
+	case <-got:
+		t.Fatal("creds answered while the outcome was unknown")
+	case <-time.After(200 * time.Millisecond):
+	}
+	te.clock.Advance(21 * time.Second)
+	te.e.recoverRole(ctx, "u")
+	if s := <-got; !s.Equal(ft.Live()) {
+		t.Fatal("creds did not answer the value live after recovery")
+	}
+}
+
+// A first value the target acknowledged is kept even when a new rotation would supersede it.
+func TestAcknowledgedFirstValueIsNeverSuperseded(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft := te.importRole(t, "f", "pw-first-ack")
+	st := te.state(t, "f")
+	st.Versions = nil // as if the first rotation were in flight
+	if err := putJSON(ctx, te.storage, statePrefix+"f", st); err != nil {
+		t.Fatal(err)
+	}
+	te.putPending(t, "f", &Pending{New: secretOf("pw-first-ack"), NewVersion: 1, Trigger: TriggerCreate, Phase: PhaseApplied, Started: te.clock.Now()})
+	ft.ScriptVerify(verifyReject) // it does not log in through the role's settings
+	out, err := te.e.Rotate(ctx, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := te.history(t, "f")
+	kept := false
+	for _, e := range h {
+		if e.Trigger == TriggerRecovery && e.VersionAfter == 1 {
+			kept = true
+		}
+	}
+	if !kept {
+		t.Fatalf("the acknowledged first value was not kept: outcome %+v, history %+v", out, h)
+	}
+	if st := te.state(t, "f"); st.Version(1) == nil || !st.Version(1).Secret.Equal(secretOf("pw-first-ack")) {
+		t.Fatalf("state = %+v", st)
+	}
+}
+
+// Close cancels a rotation in progress and waits for it to record what it did (its change
+// becomes an unknown outcome, kept for the next engine), and refuses new rotations.
+func TestCloseCancelsAndWaitsForRotationsInFlight(t *testing.T) {
+	storage := &logical.InmemStorage{}
+	clock := newClock(t0)
+	te := newEnvOn(t, storage, clock)
+	ft := te.importRole(t, "w", "pw-close-old")
+	gate, g := make(chan struct{}), &gauge{}
+	ft.mu.Lock()
+	ft.gate, ft.inApply = gate, g
+	ft.mu.Unlock()
+	rotated := make(chan *Outcome, 1)
+	go func() {
+		out, _ := te.e.Rotate(context.Background(), "w")
+		rotated <- out
+	}()
+	eventually(t, "the rotation is inside Apply", func() bool { return g.cur.Load() == 1 })
+	te.e.Close()
+	select {
+	case out := <-rotated:
+		if out == nil || out.Result != OutcomeUnresolved {
+			t.Fatalf("outcome = %+v", out)
+		}
+	default:
+		t.Fatal("Close returned before the rotation it cancelled had recorded its outcome")
+	}
+	if p := te.pendingRec(t, "w"); p == nil || p.SettleAt.IsZero() {
+		t.Fatalf("pending = %+v", p)
+	}
+	if _, err := te.e.Rotate(context.Background(), "w"); err == nil {
+		t.Fatal("a rotation started after Close")
 	}
 }

@@ -166,6 +166,16 @@ func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Ou
 
 // rotateLocked is rotate for a caller that holds the role's lock.
 func (e *Engine) rotateLocked(ctx context.Context, name string, rq rotateRequest) (*Outcome, error) {
+	if !e.flights.start() {
+		return nil, errShuttingDown
+	}
+	defer e.flights.done()
+	// Closing the engine cancels the rotation's calls to the target too; what it records still
+	// reaches storage (engineStorage ignores cancellation), so an interrupted change is an unknown
+	// outcome with its settle time, never a lost one.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(e.ctx, cancel)()
 	role, err := e.loadRole(ctx, name)
 	if err != nil {
 		return nil, err
@@ -243,7 +253,7 @@ func (e *Engine) applyAndFinish(ctx context.Context, r *run, p *Pending) *Outcom
 	defer r.closeWindow()
 
 	err := r.step(StepApply, func() error {
-		actx, cancel := context.WithTimeout(ctx, applyTimeout)
+		actx, cancel := context.WithTimeout(ctx, applyBound(r.target))
 		defer cancel()
 		return r.target.Apply(actx, r.env, p.Old, p.New)
 	})
@@ -274,7 +284,7 @@ func (e *Engine) applyAndFinish(ctx context.Context, r *run, p *Pending) *Outcom
 
 // verify runs the target's Verify under its bound.
 func (e *Engine) verify(ctx context.Context, r *run, s rotators.Secret) error {
-	vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	vctx, cancel := context.WithTimeout(ctx, verifyBound(r.target))
 	defer cancel()
 	return r.target.Verify(vctx, r.env, s)
 }
@@ -303,11 +313,20 @@ func (e *Engine) finish(ctx context.Context, r *run, p *Pending) *Outcome {
 	}
 	if err := e.promoteStep(ctx, r, p); err != nil {
 		// The new value is live and still held by the pending record; recovery promotes it.
-		r.out.Result = OutcomeUnresolved
-		r.out.FailedStep = StepPromote
-		r.out.Error = redacted(err.Error(), p.Old, p.New)
-		return r.out
+		return e.promoteFailedUnresolved(ctx, r, err)
 	}
+	return r.out
+}
+
+// promoteFailedUnresolved records a promotion that could not be written: the new value is live
+// and kept in the pending record, which recovery promotes.
+func (e *Engine) promoteFailedUnresolved(ctx context.Context, r *run, err error) *Outcome {
+	r.out.Success = false
+	r.out.Result = OutcomeUnresolved
+	r.out.FailedStep = StepPromote
+	r.out.Error = err.Error()
+	r.redact()
+	e.record(ctx, r) // best effort: storage may be what failed
 	return r.out
 }
 
@@ -330,11 +349,7 @@ func (e *Engine) keepUnverifiedFirst(ctx context.Context, r *run, p *Pending) *O
 func (e *Engine) promoteFailed(ctx context.Context, r *run, p *Pending, failed string) *Outcome {
 	r.closeWindow()
 	if err := r.step(StepPromote, func() error { return e.promote(ctx, r, p) }); err != nil {
-		r.out.Success = false
-		r.out.Result = OutcomeUnresolved
-		r.out.FailedStep = StepPromote
-		r.out.Error = redacted(err.Error(), p.Old, p.New)
-		return r.out
+		return e.promoteFailedUnresolved(ctx, r, err)
 	}
 	r.out.Success = false
 	r.out.Result = OutcomeFailed
@@ -529,7 +544,7 @@ func (e *Engine) unknown(ctx context.Context, r *run, p *Pending, step string) *
 		e.logger.Error("record the settle time of an unknown outcome", "role", r.role.Name, "error", err)
 	}
 	e.recoverAt(r.role.Name, p.SettleAt)
-	r.closeWindow()
+	e.holdWindow(r) // creds waits for the answer recovery gets once the target settled
 	out.Steps = append(out.Steps, StepResult{Name: StepRecover, Error: fmt.Sprintf(
 		"the outcome is unknown: both values are kept, and the target is asked which one it holds after %s", p.SettleAt.Format(time.RFC3339))})
 	out.Error = stepErrors(out.Steps)
@@ -626,6 +641,7 @@ func (e *Engine) rollBack(ctx context.Context, r *run, p *Pending) rollBackResul
 					e.logger.Error("record the settle time of a restore", "role", name, "error", err)
 				}
 				e.recoverAt(name, p.SettleAt)
+				e.holdWindow(r)
 			}
 			r.closeWindow()
 			return rollBackResult{}
@@ -706,7 +722,7 @@ func (e *Engine) putBack(ctx context.Context, r *run, from, want rotators.Secret
 		return false, nil // the target never changed, or kept this value
 	}
 	err := func() error {
-		actx, cancel := context.WithTimeout(ctx, applyTimeout)
+		actx, cancel := context.WithTimeout(ctx, applyBound(r.target))
 		defer cancel()
 		return r.target.Apply(actx, r.env, from, want)
 	}()

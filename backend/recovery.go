@@ -23,8 +23,6 @@ type recoveryResult struct {
 // writes or rotates the role, and a record whose last recovery failed waits for its backoff:
 // recovery never keeps logging in to a target that cannot answer.
 func (e *Engine) recoverRole(ctx context.Context, name string) {
-	// Whatever this attempt decides, creds reads stop waiting for it (Initialize opened the wait).
-	defer e.endStartupWindow(name)
 	unlock, ok := e.locks.tryLock(name)
 	if !ok {
 		// A rotation holds the role (perhaps the one that just lost its answer and is still
@@ -33,6 +31,8 @@ func (e *Engine) recoverRole(ctx context.Context, name string) {
 		return
 	}
 	defer unlock()
+	// Unless resolvePending takes it over, a creds wait held for this role ends with this attempt.
+	defer e.endHeldWindow(name)
 	p, err := e.loadPending(ctx, name)
 	if err != nil {
 		e.logger.Error("recovery: read pending", "role", name, "error", err)
@@ -69,15 +69,17 @@ func (e *Engine) recoverRole(ctx context.Context, name string) {
 func (e *Engine) resolvePending(ctx context.Context, role *Role, st *State, p *Pending, supersede bool) recoveryResult {
 	r := &run{role: role, state: st, out: &Outcome{Role: role.Name, Trigger: TriggerRecovery, OldVersion: p.OldVersion},
 		secrets: []rotators.Secret{p.Old, p.New, p.Displaced}, windows: &e.windows}
-	// The wait Initialize opened for creds becomes this run's: it ends where a live rotation's
-	// would (before consumers restart and read creds, or once the outcome is known).
-	r.leaveWindow = e.takeStartupWindow(role.Name)
+	// The creds wait held for this record (opened at Initialize, or by the rotation that lost
+	// its answer) becomes this run's: it ends where a live rotation's would (before consumers
+	// restart and read creds, or once the outcome is known).
+	r.leaveWindow = e.takeHeldWindow(role.Name)
 	defer r.closeWindow()
 	if err := e.bind(ctx, r); err != nil {
 		return e.stuck(ctx, r, p, "cannot bind the role to its target: "+err.Error())
 	}
 	if at := e.settledAt(p, r.target); e.now().Before(at) {
 		e.recoverAt(role.Name, at)
+		e.holdWindow(r) // still unknown: creds keeps waiting until the target settled
 		return recoveryResult{detail: fmt.Sprintf("the outcome of the last change is unknown until %s, when the target can no longer be applying it", at.Format(time.RFC3339))}
 	}
 	switch p.Phase {
@@ -128,6 +130,15 @@ func (e *Engine) resolveForward(ctx context.Context, r *run, p *Pending, superse
 		return e.stuck(ctx, r, p, "target unreachable: "+newErr.Error())
 	}
 
+	if p.Old == nil && p.Phase != PhaseApplying {
+		// The target acknowledged this first value: it is live there and there is no other, so
+		// it is kept as the current value (as a live rotation does), never superseded.
+		out := e.keepUnverifiedFirst(ctx, r, p)
+		if out.Result == OutcomeUnresolved {
+			return e.stuck(ctx, r, p, out.Error)
+		}
+		return recoveryResult{resolved: true}
+	}
 	if p.Old == nil && supersede {
 		return e.dropPending(ctx, r, p, "recovery: the first value does not verify; a new rotation replaces it")
 	}
@@ -222,7 +233,7 @@ func (e *Engine) finishFor(ctx context.Context, r *run, retired, live rotators.S
 	if !ok || live == nil || retired == nil {
 		return nil
 	}
-	fctx, cancel := context.WithTimeout(ctx, applyTimeout)
+	fctx, cancel := context.WithTimeout(ctx, applyBound(r.target))
 	defer cancel()
 	return f.Finish(fctx, r.env, retired, live)
 }

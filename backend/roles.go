@@ -129,9 +129,9 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 			return nil, userError(errors.New("an unresolved rotation is pending for this role; it must be resolved before a value is imported"))
 		}
 		// The record is resolved against the role's target; moving the target under it could
-		// promote a value that works elsewhere. Only a parked role (recovery gave up) may be
-		// repointed by its operator.
-		if changesTarget(existing, role) && !st.Failing {
+		// promote a value that works elsewhere. Only once recovery gave up on the record (parked
+		// after max_failures attempts) may its operator repoint the role.
+		if changesTarget(existing, role) && pend.Attempts < e.Config().MaxFailures {
 			return nil, userError(fmt.Errorf("a rotation of this role is unresolved (phase %s): its type-specific settings and consumers cannot change until it is resolved (rotate/%s resolves it) or recovery parks the role", pend.Phase, name))
 		}
 	}
@@ -497,12 +497,6 @@ func (e *Engine) DeleteRole(ctx context.Context, name string) error {
 	if len(deps) > 0 {
 		return userError(fmt.Errorf("roles %s use this role; delete or change them first", strings.Join(deps, ", ")))
 	}
-	return e.forgetLocked(ctx, name)
-}
-
-func (e *Engine) forget(ctx context.Context, name string) error {
-	unlock := e.locks.lock(name)
-	defer unlock()
 	return e.forgetLocked(ctx, name)
 }
 

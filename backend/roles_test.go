@@ -588,12 +588,18 @@ func TestWriteRoleSettingsFrozenWhilePending(t *testing.T) {
 	if _, err := te.e.WriteRole(ctx, "p", RoleInput{RotationPeriod: ptr(3 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	// Parked: the operator may repoint the role.
+	// Parked by the schedule only (failed rotations): still frozen, recovery has not given up.
 	st := te.state(t, "p")
 	st.Failing = true
 	if err := putJSON(ctx, te.storage, statePrefix+"p", st); err != nil {
 		t.Fatal(err)
 	}
+	_, err = te.e.WriteRole(ctx, "p", in)
+	wantUserError(t, err, "unresolved")
+	// Parked by recovery (max_failures attempts): the operator may repoint the role.
+	p := te.pendingRec(t, "p")
+	p.Attempts = te.e.Config().MaxFailures
+	te.putPending(t, "p", p)
 	if _, err := te.e.WriteRole(ctx, "p", in); err != nil {
 		t.Fatal(err)
 	}

@@ -61,28 +61,90 @@ func (w *applyWindows) wait(ctx context.Context, name string) {
 // recovery of that record has run: after a crash the stored current value may be dead (the
 // target took the new one) until recovery says which value is live.
 func (e *Engine) openStartupWindows(names []string) {
-	e.startupMu.Lock()
-	defer e.startupMu.Unlock()
-	if e.startup == nil {
-		e.startup = map[string]func(){}
+	e.heldMu.Lock()
+	defer e.heldMu.Unlock()
+	if e.held == nil {
+		e.held = map[string]func(){}
 	}
 	for _, n := range names {
-		e.startup[n] = e.windows.enter(n)
+		if old := e.held[n]; old != nil {
+			old()
+		}
+		e.held[n] = e.windows.enter(n)
 	}
 }
 
-// takeStartupWindow hands the wait Initialize opened for a role to the caller (nil if none).
-func (e *Engine) takeStartupWindow(name string) func() {
-	e.startupMu.Lock()
-	defer e.startupMu.Unlock()
-	end := e.startup[name]
-	delete(e.startup, name)
+// holdWindow keeps a run's creds wait open past the run, until recovery resolves the record
+// (an outcome that stays unknown until the target settled); a run without one opens one.
+func (e *Engine) holdWindow(r *run) {
+	r.openWindow()
+	e.heldMu.Lock()
+	defer e.heldMu.Unlock()
+	if e.held == nil {
+		e.held = map[string]func(){}
+	}
+	if old := e.held[r.role.Name]; old != nil {
+		old()
+	}
+	e.held[r.role.Name] = r.leaveWindow
+	r.leaveWindow = nil
+}
+
+// takeHeldWindow hands the held creds wait of a role to the caller (nil if none).
+func (e *Engine) takeHeldWindow(name string) func() {
+	e.heldMu.Lock()
+	defer e.heldMu.Unlock()
+	end := e.held[name]
+	delete(e.held, name)
 	return end
 }
 
-// endStartupWindow ends the wait Initialize opened for a role, if any.
-func (e *Engine) endStartupWindow(name string) {
-	if end := e.takeStartupWindow(name); end != nil {
+// endHeldWindow ends the held creds wait of a role, if any.
+func (e *Engine) endHeldWindow(name string) {
+	if end := e.takeHeldWindow(name); end != nil {
 		end()
+	}
+}
+
+// flights counts the rotations in progress, so that Close waits for them: a rotation past its
+// apply runs to its end (its calls are bounded), and the next engine of the mount must not start
+// resolving records this one may still be changing.
+type flights struct {
+	mu      sync.Mutex
+	n       int
+	closing bool
+	idle    *sync.Cond
+}
+
+// start counts a rotation in; false once the engine is closing.
+func (f *flights) start() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closing {
+		return false
+	}
+	f.n++
+	return true
+}
+
+func (f *flights) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 && f.idle != nil {
+		f.idle.Broadcast()
+	}
+}
+
+// closeAndWait refuses new rotations and waits for the running ones.
+func (f *flights) closeAndWait() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closing = true
+	if f.idle == nil {
+		f.idle = sync.NewCond(&f.mu)
+	}
+	for f.n > 0 {
+		f.idle.Wait()
 	}
 }

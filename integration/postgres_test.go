@@ -418,7 +418,7 @@ func TestPostgresLockedRole(t *testing.T) {
 		defer conn.Close(ctx)
 		var waiting int
 		err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE usename = 'oa_admin' AND wait_event_type = 'Lock' AND query LIKE 'ALTER ROLE "app"%'`).Scan(&waiting)
+			WHERE usename = 'oa_admin' AND wait_event_type = 'Lock' AND query LIKE '%ALTER ROLE "app"%'`).Scan(&waiting)
 		if err == nil && waiting != 1 {
 			err = fmt.Errorf("%d waiting", waiting)
 		}

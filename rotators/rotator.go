@@ -105,6 +105,14 @@ type Settler interface {
 	SettleTime() time.Duration
 }
 
+// Bounded is a target whose calls need other bounds than the engine's defaults (an ssh target
+// changes its hosts one after another, so its bounds grow with their number). The engine gives
+// Apply and Finish ApplyTimeout, and Verify VerifyTimeout.
+type Bounded interface {
+	ApplyTimeout() time.Duration
+	VerifyTimeout() time.Duration
+}
+
 // Accounts is a target whose values belong to one of several accounts (postgres alternating:
 // two logins). A rotation changes the account of its new value, so the value that account held
 // before (an older kept version) stops working; a failed rotation puts that value back too.

@@ -144,9 +144,10 @@ func validateURLTemplate(tmpl string) error {
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
 		return fmt.Errorf("%s: not a postgres://user:password@host:port/database URL", FieldConnectionURL)
 	}
-	if _, err := pgx.ParseConfig(renderURL(tmpl, "user", "pass")); err != nil {
+	if _, err := pgx.ParseConfigWithOptions(renderURL(tmpl, "user", "pass"), pgx.ParseConfigOptions{
+		ParseConfigOptions: pgconn.ParseConfigOptions{ConnStringAllowedKeys: allowedKeys}}); err != nil {
 		// The template holds no secret, so its parse error is safe to show.
-		return fmt.Errorf("%s: %w", FieldConnectionURL, err)
+		return fmt.Errorf("%s: %w (accepted options: %s)", FieldConnectionURL, err, strings.Join(allowedOptions, ", "))
 	}
 	return nil
 }
@@ -248,9 +249,9 @@ func (t *target) authURL(env rotators.Env, from rotators.Secret) (string, error)
 // Verify logs in on a fresh session, never a pooled one: that login is the point of the step.
 // The session has the same bounds as the pooled ones.
 func (t *target) Verify(ctx context.Context, _ rotators.Env, s rotators.Secret) error {
-	cfg, err := pgx.ParseConfig(renderURL(t.cfg.urlTemplate, s[PartUsername], s[PartPassword]))
+	cfg, err := parseConn(renderURL(t.cfg.urlTemplate, s[PartUsername], s[PartPassword]))
 	if err != nil {
-		return errParse
+		return err
 	}
 	t.lim.bound(&cfg.Config)
 	conn, err := pgx.ConnectConfig(ctx, cfg)

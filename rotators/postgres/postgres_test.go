@@ -462,3 +462,21 @@ func TestFields(t *testing.T) {
 		t.Fatal("postgres kind not registered")
 	}
 }
+
+// connection_url may not name files for pgx to read on the plugin's host, nor redirect the
+// connection through a service file: such options are refused before pgx acts on them.
+func TestConnectionURLRefusesFileAndServiceOptions(t *testing.T) {
+	base := "postgres://{{username}}:{{password}}@127.0.0.1:5432/postgres?"
+	for _, opt := range []string{"sslrootcert=/dev/zero", "sslkey=/etc/shadow", "sslcert=/tmp/x", "passfile=/root/.pgpass",
+		"servicefile=/tmp/svc", "service=prod", "sslpassword=x", "options=-c%20statement_timeout%3D0"} {
+		if err := validateURLTemplate(base + opt); err == nil || !strings.Contains(err.Error(), FieldConnectionURL) {
+			t.Errorf("%s accepted (err %v)", opt, err)
+		}
+		if _, err := parseConn(renderURL(base+opt, "u", "p")); err == nil {
+			t.Errorf("%s parsed for a session", opt)
+		}
+	}
+	if err := validateURLTemplate(base + "sslmode=verify-full&connect_timeout=5&application_name=app"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -60,6 +60,13 @@ func (l limits) bound(cfg *pgconn.Config) {
 	cfg.RuntimeParams["lock_timeout"] = strconv.FormatInt(l.lock.Milliseconds(), 10)
 }
 
+// local sets the bounds again inside the statement's own implicit transaction: a connection
+// pooler may drop startup parameters (pgbouncer's ignore_startup_parameters), and the settle
+// time rests on them.
+func (l limits) local() string {
+	return fmt.Sprintf("SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d; ", l.statement.Milliseconds(), l.lock.Milliseconds())
+}
+
 // answer bounds the client's wait for one statement's answer.
 func (l limits) answer() time.Duration { return l.statement + answerGrace }
 
@@ -94,10 +101,31 @@ func (p sessionPool) Close() error {
 
 var errParse = errors.New("connection_url does not parse with this credential")
 
+// allowedKeys are the connection_url parts the plugin accepts. Every other libpq option is
+// refused before pgx acts on it: several name files that pgx would read on the plugin's host
+// (sslrootcert, sslcert, sslkey, passfile, servicefile), or redirect the connection (service).
+var allowedKeys = append([]string{"host", "port", "dbname", "user", "password"}, allowedOptions...)
+
+// allowedOptions are the query options of connection_url the plugin accepts.
+var allowedOptions = []string{"sslmode", "connect_timeout", "application_name", "target_session_attrs"}
+
+// parseConn parses a rendered connection URL, refusing every key outside allowedKeys.
+func parseConn(connURL string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfigWithOptions(connURL, pgx.ParseConfigOptions{
+		ParseConfigOptions: pgconn.ParseConfigOptions{ConnStringAllowedKeys: allowedKeys}})
+	if err != nil {
+		return nil, errParse // pgx's parse error may quote the URL
+	}
+	return cfg, nil
+}
+
 // openPool returns the opener of a pool for connURL. Opening connects nothing: sessions are made
 // by Acquire.
 func (l limits) openPool(connURL string) func() (io.Closer, error) {
 	return func() (io.Closer, error) {
+		if _, err := parseConn(connURL); err != nil {
+			return nil, err
+		}
 		cfg, err := pgxpool.ParseConfig(connURL)
 		if err != nil {
 			return nil, errParse // pgx's parse error may quote the URL
@@ -153,7 +181,7 @@ func (l limits) alterRole(ctx context.Context, res *rotators.Resources, connURL,
 
 	sctx, cancel := context.WithTimeout(ctx, l.answer())
 	defer cancel()
-	_, err = conn.Exec(sctx, stmt, pgx.QueryExecModeSimpleProtocol)
+	_, err = conn.Exec(sctx, l.local()+stmt, pgx.QueryExecModeSimpleProtocol)
 	return l.alterError(user, err)
 }
 

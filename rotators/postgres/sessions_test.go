@@ -138,7 +138,7 @@ func (f *pgFixture) waitingAlters(t *testing.T, n int) []string {
 	var pids []string
 	waitFor(t, fmt.Sprintf("%d ALTER ROLE statements of the admin waiting for a lock", n), func() bool {
 		pids = f.query(t, `SELECT pid::text FROM pg_stat_activity
-			WHERE usename = $1 AND wait_event_type = 'Lock' AND query LIKE 'ALTER ROLE%'`, fixtureAdmin)
+			WHERE usename = $1 AND wait_event_type = 'Lock' AND query LIKE '%ALTER ROLE%'`, fixtureAdmin)
 		return len(pids) >= n
 	})
 	if len(pids) != n {

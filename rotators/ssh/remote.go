@@ -27,6 +27,10 @@ const (
 	// scriptBound is how long the write script may live on a host: a watchdog it starts first
 	// kills it then, whether or not a client still waits (docs/decisions.md, "SSH settle time").
 	scriptBound = commandTimeout
+	// hostBudget bounds the work of one host in one call: two logins and a read and a write
+	// for each of two edits.
+	hostBudget = 2*dialTimeout + 4*commandTimeout
+
 	// settleTime is what SettleTime returns: the script can change authorized_keys only after the
 	// client confirmed the change, which it does before it gives up, and only while the script
 	// lives, at most scriptBound after it started, which was before the confirmation. Twice the
@@ -115,13 +119,17 @@ func (t *target) Apply(ctx context.Context, _ rotators.Env, from, to rotators.Se
 		h.toConn = c
 	}
 
-	// 3. Remove the old key (and strays that replaced it, as Finish does).
+	// 3. Remove the old key (and strays that replaced it, as Finish does). The new key logs in
+	// everywhere now, so a failure here is not undone: undoing some hosts and not others could
+	// leave no key that works on all of them. The error is plain (the engine keeps both keys),
+	// and recovery, finding the new key live, finishes this step (Finish).
 	for i, h := range a.hosts {
 		err := h.toConn.edit(ctx, func(content []byte) ([]byte, bool) {
 			return retire(content, fromKey, toKey)
 		}, h)
 		if err != nil {
-			return a.fail(ctx, hostError(h.addr, "remove the old key from authorized_keys", err))
+			return fmt.Errorf("%w (the new key logs in on every host; the old key is removed once the hosts answer)",
+				hostError(h.addr, "remove the old key from authorized_keys", err))
 		}
 		if i == 0 {
 			failpoint.Inject(failpoint.SSHAfterRemoveFirstHost)
@@ -181,6 +189,15 @@ func (h *hostState) close() {
 // wrapped as rotators.ErrNotApplied when every host holds what it held before, plain (the
 // outcome is unknown) with the hosts it could not put back otherwise.
 func (a *applyRun) fail(ctx context.Context, cause error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// The caller is going away (the mount closing, the request cancelled): no undo, which
+		// could take long. The outcome is unknown; recovery asks the hosts and removes whichever
+		// key is not kept (Finish).
+		return fmt.Errorf("%w (cancelled before the hosts were put back)", cause)
+	}
+	// Apply's own deadline may be what failed it: the undo gets a bound of its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hostBudget*time.Duration(len(a.hosts)))
+	defer cancel()
 	var failed, uncertain []string
 	undone := 0
 	for _, h := range a.hosts {
@@ -808,3 +825,14 @@ func isSafe(c byte) bool {
 // SettleTime implements rotators.Settler: after a client gave up on a write (its reply lost or
 // late), the host's write script can still rename for at most scriptBound (see settleTime).
 func (t *target) SettleTime() time.Duration { return settleTime }
+
+// ApplyTimeout makes the target rotators.Bounded: Apply (and Finish) visit the hosts one after
+// another, each within hostBudget.
+func (t *target) ApplyTimeout() time.Duration {
+	return hostBudget * time.Duration(len(t.cfg.hosts))
+}
+
+// VerifyTimeout: Verify logs in on every host, one after another.
+func (t *target) VerifyTimeout() time.Duration {
+	return 2 * dialTimeout * time.Duration(len(t.cfg.hosts))
+}

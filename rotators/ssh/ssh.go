@@ -77,6 +77,7 @@ var (
 	_ rotators.Kind     = Kind{}
 	_ rotators.Target   = (*target)(nil)
 	_ rotators.Settler  = (*target)(nil)
+	_ rotators.Bounded  = (*target)(nil)
 	_ rotators.Finisher = (*target)(nil)
 )
 
