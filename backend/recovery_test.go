@@ -418,11 +418,13 @@ func TestRecoveryResolvesUnknownOfAParkedRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	ft := te.importRole(t, "k", "pw-parked-old")
+	ft.settle = time.Minute // no background recovery before the test asks for one
 	ft.ScriptApply(applyFailAfter)
 	out, _ := te.e.Rotate(ctx, "k")
 	if out.Result != OutcomeUnresolved || !te.state(t, "k").Failing {
 		t.Fatalf("outcome %+v, state %+v: want unresolved and parked", out, te.state(t, "k"))
 	}
+	te.clock.Advance(2 * time.Minute)
 	te.e.recoverRole(ctx, "k")
 	st := te.state(t, "k")
 	if te.pendingRec(t, "k") != nil || st.Current().Number != 2 || !st.Current().Secret.Equal(ft.Live()) {

@@ -555,6 +555,7 @@ func TestWriteRoleFirstRotationUnknownKeepsRole(t *testing.T) {
 	te := newEnv(t)
 	ctx := context.Background()
 	ft, target := newFault(t, nil)
+	ft.settle = time.Minute // no background recovery before the test asks for one
 	ft.ScriptApply(applyFailAfter)
 	_, err := te.e.WriteRole(ctx, "gen", faultRole(target))
 	wantUserError(t, err, "kept with that value pending")
@@ -565,6 +566,7 @@ func TestWriteRoleFirstRotationUnknownKeepsRole(t *testing.T) {
 	if r, _ := te.e.loadRole(ctx, "gen"); r == nil {
 		t.Fatal("the role was deleted although its first value may be live")
 	}
+	te.clock.Advance(2 * time.Minute)
 	te.e.recoverRole(ctx, "gen")
 	if st := te.state(t, "gen"); st.Current() == nil || !st.Current().Secret.Equal(ft.Live()) {
 		t.Fatalf("recovery did not promote the live first value: %+v", st)
