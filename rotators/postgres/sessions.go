@@ -181,6 +181,9 @@ func (l limits) alterRole(ctx context.Context, res *rotators.Resources, connURL,
 
 	sctx, cancel := context.WithTimeout(ctx, l.answer())
 	defer cancel()
+	if err := sctx.Err(); err != nil {
+		return rotators.NotApplied(fmt.Errorf("ALTER ROLE %s was not sent: %w", pgx.Identifier{user}.Sanitize(), err))
+	}
 	_, err = conn.Exec(sctx, l.local()+stmt, pgx.QueryExecModeSimpleProtocol)
 	return l.alterError(user, err)
 }
@@ -203,10 +206,12 @@ func (l limits) alterError(user string, err error) error {
 		}
 		return rotators.NotApplied(fmt.Errorf("%s refused: %w", what, pgErr))
 	}
-	if pgconn.SafeToRetry(err) {
-		return rotators.NotApplied(fmt.Errorf("%s was not sent: %w", what, err))
-	}
-	// Sent, and no answer: the connection was lost or the client stopped waiting. The server
+	// pgconn.SafeToRetry is no proof here: a reply lost after the statement reached the server
+	// (and committed) comes back as a "conn closed" error that it calls safe to retry
+	// (integration/unknown_test.go). Once Exec started, only the server's own ERROR answer
+	// proves the password unchanged.
+	//
+	// Sent, or perhaps sent, and no answer: the connection was lost or the client stopped waiting. The server
 	// may still commit it (SettleTime).
 	return fmt.Errorf("%s got no answer, so whether PostgreSQL changed the password is unknown: %w", what, err)
 }
