@@ -240,7 +240,7 @@ func TestRotateRestoreImpossibleIsUnresolved(t *testing.T) {
 	ctx := context.Background()
 	old := secretOf("pw-old-unres")
 	ft := te.importRole(t, "u", old["password"])
-	ft.settle = time.Minute // no background recovery while the test looks at the record
+	ft.settle = time.Minute                          // no background recovery while the test looks at the record
 	ft.ScriptApply(applyFailAfter, applyUnreachable) // the change lands, the restore cannot
 	out, err := te.e.Rotate(ctx, "u")
 	if err != nil {
