@@ -99,23 +99,10 @@ func TestRecoveryRestoringFinishesTheRollback(t *testing.T) {
 // A crash after the target was restored but before the consumers were: recovery redeploys them
 // on the old value (here a health check stands in for the consumers) and then drops the record.
 func TestRecoveryRedeployingRestartsConsumers(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	addr := acceptingListener(t)
 	te := newEnv(t)
 	ft := te.importRole(t, "c", "pw-crash-old", func(in *RoleInput) {
-		in.HealthChecks = ptr([]string{"tcp://" + ln.Addr().String()})
+		in.HealthChecks = ptr([]string{"tcp://" + addr})
 	})
 	p := &Pending{Old: secretOf("pw-crash-old"), New: secretOf("pw-crash-new"), OldVersion: 1, NewVersion: 2,
 		Trigger: TriggerSchedule, Phase: PhaseRedeploying, Deployed: true, Started: te.clock.Now()}
@@ -152,20 +139,8 @@ func TestCredsWaitsForTheApplyWindow(t *testing.T) {
 	}()
 	eventually(t, "the rotation is inside Apply", func() bool { return g.cur.Load() == 1 })
 
-	got := make(chan rotators.Secret, 1)
-	go func() {
-		v, _, _, err := te.e.Creds(ctx, "w", 0)
-		if err != nil {
-			got <- nil
-			return
-		}
-		got <- v.Secret
-	}()
-	select {
-	case s := <-got:
-		t.Fatalf("creds answered %v while the rotation was between apply and promote", s["password"] == "pw-window-old")
-	case <-time.After(200 * time.Millisecond):
-	}
+	got := credsAsync(te.e, "w")
+	assertWaiting(t, got, "creds answered while the rotation was between apply and promote")
 	close(gate)
 	out := <-rotated
 	if out == nil || !out.Success {
@@ -212,20 +187,8 @@ func TestCredsWaitsForRecoveryAfterARestart(t *testing.T) {
 	ft.verifyGate = gate
 	ft.mu.Unlock()
 	te2 := newEnvOn(t, storage, clock)
-	got := make(chan rotators.Secret, 1)
-	go func() {
-		v, _, _, err := te2.e.Creds(context.Background(), "c", 0)
-		if err != nil {
-			got <- nil
-			return
-		}
-		got <- v.Secret
-	}()
-	select {
-	case <-got:
-		t.Fatal("creds answered before recovery ran")
-	case <-time.After(200 * time.Millisecond):
-	}
+	got := credsAsync(te2.e, "c")
+	assertWaiting(t, got, "creds answered before recovery ran")
 	close(gate)
 	if s := <-got; !s.Equal(p.New) {
 		t.Fatal("creds did not answer the value recovery found live")
@@ -312,20 +275,8 @@ func TestCredsWaitsForAnUnknownOutcome(t *testing.T) {
 	if out, _ := te.e.Rotate(ctx, "u"); out.Result != OutcomeUnresolved {
 		t.Fatalf("outcome = %+v", out)
 	}
-	got := make(chan rotators.Secret, 1)
-	go func() {
-		v, _, _, err := te.e.Creds(ctx, "u", 0)
-		if err != nil {
-			got <- nil
-			return
-		}
-		got <- v.Secret
-	}()
-	select {
-	case <-got:
-		t.Fatal("creds answered while the outcome was unknown")
-	case <-time.After(200 * time.Millisecond):
-	}
+	got := credsAsync(te.e, "u")
+	assertWaiting(t, got, "creds answered while the outcome was unknown")
 	te.clock.Advance(21 * time.Second)
 	te.e.recoverRole(ctx, "u")
 	if s := <-got; !s.Equal(ft.Live()) {
@@ -396,4 +347,49 @@ func TestCloseCancelsAndWaitsForRotationsInFlight(t *testing.T) {
 	if _, err := te.e.Rotate(context.Background(), "w"); err == nil {
 		t.Fatal("a rotation started after Close")
 	}
+}
+
+// credsAsync reads the current creds of a role in the background; nil on error.
+func credsAsync(e *Engine, name string) <-chan rotators.Secret {
+	got := make(chan rotators.Secret, 1)
+	go func() {
+		v, _, _, err := e.Creds(context.Background(), name, 0)
+		if err != nil {
+			got <- nil
+			return
+		}
+		got <- v.Secret
+	}()
+	return got
+}
+
+// assertWaiting fails when got answers within a moment: the read should be waiting.
+func assertWaiting(t *testing.T, got <-chan rotators.Secret, what string) {
+	t.Helper()
+	select {
+	case <-got:
+		t.Fatal(what)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// acceptingListener is a loopback TCP service that accepts and closes connections: a health
+// check target that passes. It stops with the test.
+func acceptingListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
 }

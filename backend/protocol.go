@@ -525,11 +525,17 @@ func (e *Engine) notApplied(ctx context.Context, r *run, p *Pending) *Outcome {
 		e.logger.Error("drop the pending record of a change the target refused", "role", r.role.Name, "error", err)
 		out.Result = OutcomeUnresolved
 	}
+	return e.endFailed(ctx, r)
+}
+
+// endFailed closes a failed run: creds stops waiting for it, its error is the steps' errors
+// (redacted, capped), and the failure is counted and recorded.
+func (e *Engine) endFailed(ctx context.Context, r *run) *Outcome {
 	r.closeWindow()
-	out.Error = stepErrors(out.Steps)
+	r.out.Error = stepErrors(r.out.Steps)
 	r.redact()
 	e.countFailure(ctx, r)
-	return out
+	return r.out
 }
 
 // unknown ends a rotation whose change may or may not have reached the target (a timeout, a
@@ -547,10 +553,7 @@ func (e *Engine) unknown(ctx context.Context, r *run, p *Pending, step string) *
 	e.holdWindow(r) // creds waits for the answer recovery gets once the target settled
 	out.Steps = append(out.Steps, StepResult{Name: StepRecover, Error: fmt.Sprintf(
 		"the outcome is unknown: both values are kept, and the target is asked which one it holds after %s", p.SettleAt.Format(time.RFC3339))})
-	out.Error = stepErrors(out.Steps)
-	r.redact()
-	e.countFailure(ctx, r)
-	return out
+	return e.endFailed(ctx, r) // the held window is no longer the run's: closing is a no-op
 }
 
 // recoverAt queues the recovery of the role's record for when its target has settled; a later
@@ -598,11 +601,7 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, p *Pending) *Out
 			out.Result = OutcomeUnresolved
 		}
 	}
-	r.closeWindow()
-	out.Error = stepErrors(out.Steps)
-	r.redact()
-	e.countFailure(ctx, r)
-	return out
+	return e.endFailed(ctx, r)
 }
 
 // rollBackResult says how far a rollback got.

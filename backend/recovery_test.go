@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -435,23 +434,10 @@ func TestRecoveryResolvesUnknownOfAParkedRole(t *testing.T) {
 // A record in deploying whose new value turns out not to be live: the consumers, which may
 // have restarted on it, are restarted on the old one before the record goes.
 func TestRecoveryDeployingNewNotLiveRedeploys(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	addr := acceptingListener(t)
 	te := newEnv(t)
 	te.importRole(t, "c", "pw-crash-old", func(in *RoleInput) {
-		in.HealthChecks = ptr([]string{"tcp://" + ln.Addr().String()})
+		in.HealthChecks = ptr([]string{"tcp://" + addr})
 	})
 	te.putPending(t, "c", &Pending{Old: secretOf("pw-crash-old"), New: secretOf("pw-crash-new"), OldVersion: 1, NewVersion: 2,
 		Trigger: TriggerSchedule, Phase: PhaseDeploying, Deployed: true, Started: te.clock.Now()})
