@@ -140,13 +140,20 @@ func validateURLTemplate(tmpl string) error {
 	if !strings.Contains(tmpl, placeholderPass) {
 		return fmt.Errorf("%s: must contain %s, where the plugin puts the password", FieldConnectionURL, placeholderPass)
 	}
-	u, err := url.Parse(renderURL(tmpl, "user", "pass"))
+	// Rendered with sentinels, the placeholders must be the URL's user and password and nothing
+	// else: a fixed user or password (or one in a query option) would make Verify prove a
+	// credential other than the role's, and recovery would believe it.
+	const sentinelUser, sentinelPass = "u0sentinel", "p0sentinel"
+	rendered := renderURL(tmpl, sentinelUser, sentinelPass)
+	u, err := url.Parse(rendered)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
 		return fmt.Errorf("%s: not a postgres://user:password@host:port/database URL", FieldConnectionURL)
 	}
-	if _, err := pgx.ParseConfigWithOptions(renderURL(tmpl, "user", "pass"), pgx.ParseConfigOptions{
-		ParseConfigOptions: pgconn.ParseConfigOptions{ConnStringAllowedKeys: allowedKeys}}); err != nil {
-		// The template holds no secret, so its parse error is safe to show.
+	pass, _ := u.User.Password()
+	if u.User.Username() != sentinelUser || pass != sentinelPass || strings.Count(rendered, sentinelUser) != 1 || strings.Count(rendered, sentinelPass) != 1 {
+		return fmt.Errorf("%s: the user and password must be exactly %s:%s, and appear nowhere else", FieldConnectionURL, placeholderUser, placeholderPass)
+	}
+	if _, err := parseConn(rendered); err != nil {
 		return fmt.Errorf("%s: %w (accepted options: %s)", FieldConnectionURL, err, strings.Join(allowedOptions, ", "))
 	}
 	return nil

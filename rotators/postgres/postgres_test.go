@@ -73,7 +73,6 @@ func TestValidateURLTemplate(t *testing.T) {
 	for _, ok := range []string{
 		goodURL,
 		"postgresql://{{username}}:{{password}}@h/db",
-		"postgres://fixed_user:{{password}}@h:5433/db",
 	} {
 		if err := validateURLTemplate(ok); err != nil {
 			t.Errorf("validateURLTemplate(%q) = %v", ok, err)
@@ -82,6 +81,7 @@ func TestValidateURLTemplate(t *testing.T) {
 	for _, tc := range []struct{ tmpl, mention string }{
 		{"", "connection_url: required"},
 		{"postgres://{{username}}:secret@h/db", "must contain {{password}}"},
+		{"postgres://fixed_user:{{password}}@h:5433/db", "must be exactly {{username}}:{{password}}"},
 		{"mysql://{{username}}:{{password}}@h/db", "not a postgres://"},
 		{"postgres:///db?password={{password}}", "not a postgres://"},
 		{"postgres://{{username}}:{{password}}@h:notaport/db", "not a postgres://"},
@@ -468,7 +468,10 @@ func TestFields(t *testing.T) {
 func TestConnectionURLRefusesFileAndServiceOptions(t *testing.T) {
 	base := "postgres://{{username}}:{{password}}@127.0.0.1:5432/postgres?"
 	for _, opt := range []string{"sslrootcert=/dev/zero", "sslkey=/etc/shadow", "sslcert=/tmp/x", "passfile=/root/.pgpass",
-		"servicefile=/tmp/svc", "service=prod", "sslpassword=x", "options=-c%20statement_timeout%3D0"} {
+		"servicefile=/tmp/svc", "service=prod", "sslpassword=x", "options=-c%20statement_timeout%3D0",
+		// Query options pgx would take over the URL's own parts: another host, a Unix socket
+		// on Vault's host, a fixed credential that Verify would prove instead of the role's.
+		"host=/var/run/postgresql", "host=10.0.0.9", "port=6432", "user=postgres", "password=fixed", "dbname=other"} {
 		if err := validateURLTemplate(base + opt); err == nil || !strings.Contains(err.Error(), FieldConnectionURL) {
 			t.Errorf("%s accepted (err %v)", opt, err)
 		}
@@ -478,5 +481,20 @@ func TestConnectionURLRefusesFileAndServiceOptions(t *testing.T) {
 	}
 	if err := validateURLTemplate(base + "sslmode=verify-full&connect_timeout=5&application_name=app"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The placeholders must be the URL's user and password, and nothing else may carry them: a fixed
+// credential would make Verify prove something other than the role's value.
+func TestConnectionURLPlaceholdersAreTheCredential(t *testing.T) {
+	for _, tmpl := range []string{
+		"postgres://admin:{{password}}@127.0.0.1:5432/postgres",
+		"postgres://{{username}}:fixed@127.0.0.1:5432/postgres?application_name={{password}}",
+		"postgres://{{username}}:{{password}}@127.0.0.1:5432/postgres?application_name={{password}}",
+		"postgres://{{username}}:{{password}}@%2Fvar%2Frun%2Fpostgresql/postgres",
+	} {
+		if err := validateURLTemplate(tmpl); err == nil {
+			t.Errorf("%s accepted", tmpl)
+		}
 	}
 }

@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -109,8 +112,22 @@ var allowedKeys = append([]string{"host", "port", "dbname", "user", "password"},
 // allowedOptions are the query options of connection_url the plugin accepts.
 var allowedOptions = []string{"sslmode", "connect_timeout", "application_name", "target_session_attrs"}
 
-// parseConn parses a rendered connection URL, refusing every key outside allowedKeys.
+// errOptions names what connection_url may hold; its text holds no part of the URL.
+var errOptions = errors.New("connection_url holds an option the plugin does not accept, or a host that is not host[:port]")
+
+// parseConn parses a rendered connection URL. Besides pgx's own allow-list of keys (which also
+// admits host, port, user and password as query options, overriding the URL's), the query may
+// hold only allowedOptions, and the host must be a network host, never a Unix socket path.
 func parseConn(connURL string) (*pgx.ConnConfig, error) {
+	u, err := url.Parse(connURL)
+	if err != nil || u.Host == "" || strings.HasPrefix(u.Hostname(), "/") || strings.Contains(u.Host, "%") {
+		return nil, errParse
+	}
+	for k := range u.Query() {
+		if !slices.Contains(allowedOptions, k) {
+			return nil, errOptions
+		}
+	}
 	cfg, err := pgx.ParseConfigWithOptions(connURL, pgx.ParseConfigOptions{
 		ParseConfigOptions: pgconn.ParseConfigOptions{ConnStringAllowedKeys: allowedKeys}})
 	if err != nil {
