@@ -47,8 +47,9 @@ type Engine struct {
 	queue     *dueQueue
 	pending   pendingSet
 	workers   *workerPool
-	// windows are the roles between apply and promote, which creds waits for.
-	windows applyWindows
+	// windows are the roles between apply and promote, which creds waits for, at most credsWait.
+	windows   applyWindows
+	credsWait time.Duration
 	// timers wake recovery when a target has settled (recoverAt).
 	timersMu sync.Mutex
 	timers   map[string]*time.Timer
@@ -85,6 +86,7 @@ func New(conf *logical.BackendConfig) *Engine {
 		cancel:    cancel,
 		notify:    newNotifier(logger),
 		resources: rotators.NewResources(),
+		credsWait: credsWaitMax,
 		events:    conf.EventsSender,
 	}
 	e.workers = newWorkerPool(ctx, e.runJob)
@@ -141,6 +143,9 @@ func (e *Engine) Initialize(ctx context.Context) error {
 	return nil
 }
 
+// closeWait bounds how long Close waits for cancelled rotations to record their outcome.
+const closeWait = 2 * time.Minute
+
 // Close cancels background rotations and waits for them to stop.
 func (e *Engine) Close() {
 	e.cancel()
@@ -150,7 +155,11 @@ func (e *Engine) Close() {
 	}
 	e.timersMu.Unlock()
 	e.workers.close()
-	e.flights.closeAndWait()
+	if !e.flights.closeAndWait(closeWait) {
+		// Their records are in storage; the next engine settles them from its own start,
+		// which may be too early for a change these still send: say so.
+		e.logger.Error("closing with rotations still running after their cancel; their pending records are resolved by the next start", "waited", closeWait)
+	}
 	e.timersMu.Lock()
 	for _, t := range e.timers {
 		t.Stop() // armed by rotations that ended meanwhile

@@ -11,6 +11,11 @@ import (
 // ErrRoleNotFound is returned for an operation on a role that does not exist.
 var ErrRoleNotFound = errors.New("role not found")
 
+// ErrOutcomePending answers a creds read of the current version while a rotation's outcome is
+// still unknown past the read's wait: the stored value may be dead, so none is handed out. The
+// API answers it with 503; a client retries.
+var ErrOutcomePending = errors.New("a rotation of this role is in progress and its outcome is not known yet; retry shortly")
+
 // errShuttingDown refuses a rotation that would start while the mount is being closed.
 var errShuttingDown = errors.New("the mount is shutting down; try again")
 

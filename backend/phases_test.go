@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"net"
@@ -344,6 +345,10 @@ func TestCloseCancelsAndWaitsForRotationsInFlight(t *testing.T) {
 	if p := te.pendingRec(t, "w"); p == nil || p.SettleAt.IsZero() {
 		t.Fatalf("pending = %+v", p)
 	}
+	// Cut short by the shutdown, not by the target: not counted against the role.
+	if st := te.state(t, "w"); st.ConsecutiveFailures != 0 || st.Failing || st.LastOutcome != OutcomeUnresolved {
+		t.Fatalf("state = %+v", st)
+	}
 	if _, err := te.e.Rotate(context.Background(), "w"); err == nil {
 		t.Fatal("a rotation started after Close")
 	}
@@ -392,4 +397,31 @@ func acceptingListener(t *testing.T) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// A creds read whose wait ends while the outcome is still unknown gets no value (the stored one
+// may be dead): ErrOutcomePending, which the API answers with 503.
+func TestCredsRefusesWhileTheOutcomeIsStillUnknown(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	te.e.credsWait = 50 * time.Millisecond
+	ft := te.importRole(t, "u", "pw-pending-old")
+	ft.settle = 20 * time.Second
+	ft.ScriptApply(applyFailAfter)
+	if out, _ := te.e.Rotate(ctx, "u"); out.Result != OutcomeUnresolved {
+		t.Fatalf("outcome = %+v", out)
+	}
+	if _, _, _, err := te.e.Creds(ctx, "u", 0); !errors.Is(err, ErrOutcomePending) {
+		t.Fatalf("creds during an unknown outcome: %v, want ErrOutcomePending", err)
+	}
+	// An explicit version is answered: the caller asked for that value.
+	if _, _, _, err := te.e.Creds(ctx, "u", 1); err != nil {
+		t.Fatal(err)
+	}
+	te.clock.Advance(21 * time.Second)
+	te.e.recoverRole(ctx, "u")
+	v, _, _, err := te.e.Creds(ctx, "u", 0)
+	if err != nil || !v.Secret.Equal(ft.Live()) {
+		t.Fatalf("after recovery: %v %v", v, err)
+	}
 }

@@ -683,6 +683,16 @@ func (e *Engine) countFailure(ctx context.Context, r *run) {
 	out := r.out
 	st := r.state
 	cfg := e.Config()
+	if e.ctx.Err() != nil {
+		// Cut short by the engine closing (a seal, a step-down, a reload), not by the target:
+		// recorded, but not counted against the role.
+		st.LastOutcome, st.LastError = out.Result, out.Error
+		if err := putJSON(ctx, e.storage, statePrefix+r.role.Name, st); err != nil {
+			e.logger.Error("record failure", "role", r.role.Name, "error", err)
+		}
+		e.record(ctx, r)
+		return
+	}
 	st.ConsecutiveFailures++
 	st.LastOutcome = out.Result
 	st.LastError = out.Error

@@ -180,6 +180,10 @@ func (e *Engine) resolveBack(ctx context.Context, r *run, p *Pending) recoveryRe
 // to the target until an operator writes or rotates the role.
 func (e *Engine) stuck(ctx context.Context, r *run, p *Pending, detail string) recoveryResult {
 	detail = capped(redacted(detail, p.Old, p.New, p.Displaced))
+	if e.ctx.Err() != nil {
+		// Cut short by the engine closing, not by the target: no attempt to count.
+		return recoveryResult{detail: detail}
+	}
 	cfg := e.Config()
 	st := r.state
 	p.Attempts++

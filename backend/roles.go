@@ -56,6 +56,13 @@ func (e *Engine) WriteRole(ctx context.Context, name string, in RoleInput) (*Wri
 		return res, err
 	}
 	out, err := e.rotateLocked(ctx, name, rotateRequest{trigger: TriggerCreate})
+	if errors.Is(err, errShuttingDown) {
+		// Nothing was sent to the target: no role is left behind without a value.
+		if ferr := e.forgetLocked(ctx, name); ferr != nil {
+			return nil, ferr
+		}
+		return nil, err
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -552,9 +559,12 @@ func linkedNames(r *Role) []string {
 // Creds returns kept version n of the role (0: the current one) and the kind's description of it.
 func (e *Engine) Creds(ctx context.Context, name string, n int) (*Version, map[string]interface{}, *RoleView, error) {
 	if n == 0 {
-		// Between apply and promote the stored current value may already be dead at the target:
-		// wait (bounded) for the outcome rather than hand it out.
-		e.windows.wait(ctx, name)
+		// Between apply and promote, and while an outcome is unknown, the stored current value
+		// may already be dead at the target: wait (bounded) for the outcome rather than hand it
+		// out, and hand out nothing while it is still unknown.
+		if !e.windows.wait(ctx, name, e.credsWait) {
+			return nil, nil, nil, ErrOutcomePending
+		}
 	}
 	role, err := e.loadRole(ctx, name)
 	if err != nil {

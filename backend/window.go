@@ -40,21 +40,24 @@ func (w *applyWindows) enter(name string) func() {
 	}
 }
 
-// wait returns once the role has no open window, ctx ends, or credsWaitMax passes.
-func (w *applyWindows) wait(ctx context.Context, name string) {
+// wait returns once the role has no open window (true), or ctx ends or max passes
+// while it is still open (false): the outcome is still unknown then.
+func (w *applyWindows) wait(ctx context.Context, name string, max time.Duration) bool {
 	w.mu.Lock()
 	ch := w.open[name]
 	w.mu.Unlock()
 	if ch == nil {
-		return
+		return true
 	}
-	t := time.NewTimer(credsWaitMax)
+	t := time.NewTimer(max)
 	defer t.Stop()
 	select {
 	case <-ch:
+		return true
 	case <-ctx.Done():
 	case <-t.C:
 	}
+	return false
 }
 
 // openStartupWindows makes creds reads of every role with a pending record wait until the first
@@ -136,15 +139,30 @@ func (f *flights) done() {
 	}
 }
 
-// closeAndWait refuses new rotations and waits for the running ones.
-func (f *flights) closeAndWait() {
+// closeAndWait refuses new rotations and waits for the running ones (cancelled by the caller),
+// at most max; it reports whether they all ended.
+func (f *flights) closeAndWait(max time.Duration) bool {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.closing = true
 	if f.idle == nil {
 		f.idle = sync.NewCond(&f.mu)
 	}
-	for f.n > 0 {
-		f.idle.Wait()
+	f.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		f.mu.Lock()
+		for f.n > 0 {
+			f.idle.Wait()
+		}
+		f.mu.Unlock()
+		close(done)
+	}()
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
 	}
 }

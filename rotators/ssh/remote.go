@@ -195,9 +195,16 @@ func (a *applyRun) fail(ctx context.Context, cause error) error {
 		// key is not kept (Finish).
 		return fmt.Errorf("%w (cancelled before the hosts were put back)", cause)
 	}
-	// Apply's own deadline may be what failed it: the undo gets a bound of its own.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hostBudget*time.Duration(len(a.hosts)))
+	// Apply's own deadline may be what failed it: the undo gets a bound of its own, but a caller
+	// that goes away meanwhile still stops it (recovery finishes the job).
+	parent := ctx
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), hostBudget*time.Duration(len(a.hosts)))
 	defer cancel()
+	defer context.AfterFunc(parent, func() {
+		if errors.Is(parent.Err(), context.Canceled) {
+			cancel()
+		}
+	})()
 	var failed, uncertain []string
 	undone := 0
 	for _, h := range a.hosts {
