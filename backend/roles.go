@@ -432,7 +432,8 @@ func (e *Engine) view(role *Role, st *State) *RoleView {
 }
 
 // KeySet returns the published document of a role whose kind publishes public keys (jwt: the
-// JWK Set of the current key and the retired ones still inside their verification window).
+// JWK Set of the current key and the retired ones still inside their verification window);
+// ErrRoleNotFound for a missing role and for one whose kind publishes nothing alike.
 func (e *Engine) KeySet(ctx context.Context, name string) ([]byte, error) {
 	role, err := e.loadRole(ctx, name)
 	if err != nil {
@@ -447,7 +448,9 @@ func (e *Engine) KeySet(ctx context.Context, name string) ([]byte, error) {
 	}
 	pub, ok := kind.(rotators.KeySetPublisher)
 	if !ok {
-		return nil, userError(fmt.Errorf("a %s role publishes no key set", role.Type))
+		// The path is unauthenticated: a role that publishes nothing is answered like a missing
+		// one, so that a stranger learns neither that it exists nor its type.
+		return nil, ErrRoleNotFound
 	}
 	st, err := e.loadState(ctx, name)
 	if err != nil {

@@ -385,9 +385,20 @@ func TestJWTRotation(t *testing.T) {
 		s.assertRoleHidesSecrets(t, "hs")
 	})
 
-	t.Run("missing role", func(t *testing.T) {
-		if status, _, _ := s.fetchJWKS(t, "no-such-role"); status != http.StatusNotFound {
+	t.Run("missing role, and a role that publishes nothing, answer alike", func(t *testing.T) {
+		status, _, missing := s.fetchJWKS(t, "no-such-role")
+		if status != http.StatusNotFound {
 			t.Fatalf("jwks of a missing role: %d, want 404", status)
+		}
+		// A token role exists but publishes no key set: a stranger must not learn that it exists
+		// nor its type.
+		s.write(t, "roles/no-keys", map[string]interface{}{"type": "token", "rotation_period": "2160h"})
+		status, _, other := s.fetchJWKS(t, "no-keys")
+		if status != http.StatusNotFound {
+			t.Fatalf("jwks of a role that publishes nothing: %d, want 404", status)
+		}
+		if got, want := strings.ReplaceAll(string(other), "no-keys", "NAME"), strings.ReplaceAll(string(missing), "no-such-role", "NAME"); got != want {
+			t.Fatalf("the answers differ: %q for an existing token role, %q for a missing role", got, want)
 		}
 	})
 
