@@ -75,6 +75,7 @@ func New(conf *logical.BackendConfig) *Backend {
 			return b.engine.Tick(ctx)
 		},
 		Clean:          func(context.Context) { b.engine.Close() },
+		Invalidate:     b.engine.Invalidate,
 		RunningVersion: backend.PluginVersion,
 	}
 	return b
