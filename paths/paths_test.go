@@ -442,10 +442,29 @@ func TestPathsHaveHelpAndDisplayAttrs(t *testing.T) {
 	}
 }
 
+// TestConfigNeedsSudo: rotation/config is a root path, so Vault asks for the sudo capability on
+// it. Vault's core enforces root paths before the request reaches the plugin (HandleRequest here
+// does not), so the unit test checks the declaration and that it covers exactly the config path;
+// integration/record_test.go checks the 403 of a token without sudo on a real server.
+func TestConfigNeedsSudo(t *testing.T) {
+	e := newBackend(t)
+	root := e.b.SpecialPaths().Root
+	if len(root) != 1 || root[0] != "config" {
+		t.Fatalf("PathsSpecial.Root = %v, want [config]", root)
+	}
+	// Exact match (no trailing *): roles, creds and the rest need no sudo.
+	for _, p := range e.b.Backend.Paths {
+		if p.Pattern == "config" {
+			return
+		}
+	}
+	t.Fatal("no config path")
+}
+
 func TestSealWrapStorage(t *testing.T) {
 	e := newBackend(t)
 	sw := e.b.SpecialPaths().SealWrapStorage
-	for _, want := range []string{"role/", "state/", "pending/"} {
+	for _, want := range []string{"config", "role/", "state/", "pending/"} {
 		found := false
 		for _, p := range sw {
 			found = found || p == want
