@@ -401,6 +401,45 @@ func TestConfigPath(t *testing.T) {
 	}
 }
 
+// notify_url is write-only: a read shows its scheme and host, never its path, query or user info;
+// a bad one is refused without echoing it; other writes keep it.
+func TestConfigNotifyURLWriteOnly(t *testing.T) {
+	e := newBackend(t)
+	secret := "https://user-SECRET:pass-SECRET@hooks.example.com/services/path-SECRET?token=query-SECRET"
+	noSecret := func(what string, v interface{}) {
+		t.Helper()
+		text, _ := json.Marshal(v)
+		for _, p := range []string{"SECRET", "/services"} {
+			if strings.Contains(string(text), p) {
+				t.Fatalf("%s shows notify_url's %q: %s", what, p, text)
+			}
+		}
+	}
+	resp := e.ok(t, logical.UpdateOperation, "config", map[string]interface{}{"notify_url": secret})
+	noSecret("the write's response", resp)
+	d := e.ok(t, logical.ReadOperation, "config", nil).Data
+	if d["notify_url"] != "https://hooks.example.com (set)" {
+		t.Fatalf("notify_url read as %v", d["notify_url"])
+	}
+	noSecret("a config read", d)
+	e.ok(t, logical.UpdateOperation, "config", map[string]interface{}{"max_failures": 3})
+	if e.b.Engine().Config().NotifyURL != secret {
+		t.Fatal("a write of another field lost notify_url")
+	}
+	r, _, err := e.do(t, logical.UpdateOperation, "config", map[string]interface{}{"notify_url": "ftp://hooks.example.com/path-SECRET?token=query-SECRET"})
+	if r == nil || !r.IsError() {
+		t.Fatalf("an ftp notify_url was taken: %v %v", r, err)
+	}
+	noSecret("the refusal", r)
+	if err != nil {
+		noSecret("the refusal", err.Error())
+	}
+	e.ok(t, logical.UpdateOperation, "config", map[string]interface{}{"notify_url": ""})
+	if d := e.ok(t, logical.ReadOperation, "config", nil).Data; d["notify_url"] != "" {
+		t.Fatalf("unset notify_url read as %v", d["notify_url"])
+	}
+}
+
 func TestPathsHaveHelpAndDisplayAttrs(t *testing.T) {
 	e := newBackend(t)
 	if len(e.b.Backend.Paths) < 8 {
