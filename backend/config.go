@@ -23,7 +23,27 @@ type Config struct {
 	// DockerHost is the Docker Engine API that docker: and compose: consumers are restarted through.
 	DockerHost string `json:"docker_host"`
 	// NotifyURL receives a JSON document for every rotation outcome, parking and due reminder.
+	// It is write-only: often a bearer-style URL, so only ShownNotifyURL leaves the engine.
 	NotifyURL string `json:"notify_url,omitempty"`
+}
+
+// ShownNotifyURL is what a config read shows of notify_url: its scheme and host followed by
+// " (set)", never its path, query or user info; empty when unset.
+func (c Config) ShownNotifyURL() string {
+	if c.NotifyURL == "" {
+		return ""
+	}
+	return urlOrigin(c.NotifyURL) + " (set)"
+}
+
+// urlOrigin is scheme://host[:port] of a URL, the only part of notify_url that may be shown or
+// logged.
+func urlOrigin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(unparsable URL)"
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // DefaultDockerHost is the local engine's socket.
@@ -66,7 +86,8 @@ func (c Config) Validate() error {
 	}
 	if c.NotifyURL != "" {
 		if u, err := url.Parse(c.NotifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("notify_url: %q is not an http(s) URL", c.NotifyURL)
+			// The URL itself is never echoed: its path or query is often the credential.
+			return fmt.Errorf("notify_url: not an http(s) URL with a host")
 		}
 	}
 	if err := consumers.ValidateDockerHost(c.DockerHost); err != nil {

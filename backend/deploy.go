@@ -77,7 +77,7 @@ func (e *Engine) runDeploy(ctx context.Context, r *run, phase string) error {
 			failpoint.Inject(failpoint.AfterFirstRestart)
 		}
 	}
-	results, err := consumers.RunHealthChecks(ctx, d.checks, d.timeout)
+	results, err := consumers.RunHealthChecks(ctx, d.checks, d.timeout, e.probes)
 	for _, h := range results {
 		r.out.Health = append(r.out.Health, HealthResult{Phase: phase, HealthResult: h})
 	}

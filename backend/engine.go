@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
@@ -43,6 +44,7 @@ type Engine struct {
 	resources *rotators.Resources
 	histSeq   historySeqs
 	notify    *notifier
+	probes    *consumers.ProbeLimiter // health probes in flight, over every rotation of the mount
 	events    logical.EventSender
 	queue     *dueQueue
 	pending   pendingSet
@@ -85,6 +87,7 @@ func New(conf *logical.BackendConfig) *Engine {
 		ctx:       ctx,
 		cancel:    cancel,
 		notify:    newNotifier(logger),
+		probes:    consumers.NewProbeLimiter(consumers.MaxProbesInFlight),
 		resources: rotators.NewResources(),
 		credsWait: credsWaitMax,
 		events:    conf.EventsSender,

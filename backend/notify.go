@@ -4,9 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -70,10 +76,14 @@ type queued struct {
 func newNotifier(logger hclog.Logger) *notifier {
 	return &notifier{
 		logger: logger,
-		client: &http.Client{Timeout: notifyTimeout},
-		queue:  make(chan queued, notifyQueue),
-		wait:   time.Sleep,
-		done:   make(chan struct{}),
+		client: &http.Client{
+			Timeout: notifyTimeout,
+			// A redirect is a failed delivery: the document goes to notify_url or nowhere.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		queue: make(chan queued, notifyQueue),
+		wait:  time.Sleep,
+		done:  make(chan struct{}),
 	}
 }
 
@@ -110,32 +120,75 @@ func (n *notifier) deliver(ctx context.Context, q queued) {
 		return
 	}
 	var last error
-	for attempt := 1; attempt <= notifyAttempts; attempt++ {
-		if last = n.post(ctx, q.url, body); last == nil {
+	attempts := 0
+	for attempts < notifyAttempts {
+		attempts++
+		var final bool
+		if final, last = n.post(ctx, q.url, body); last == nil {
 			return
 		}
-		if attempt < notifyAttempts && ctx.Err() == nil {
-			n.wait(time.Duration(attempt) * time.Second)
+		if final {
+			break
+		}
+		if attempts < notifyAttempts && ctx.Err() == nil {
+			n.wait(time.Duration(attempts) * time.Second)
 		}
 	}
-	n.logger.Warn("notification not delivered", "role", q.doc.Role, "event", q.doc.Event, "attempts", notifyAttempts, "error", last)
+	// Only the receiver's origin is logged: the URL's path, query or user info is often its
+	// credential, and post's errors never hold them.
+	n.logger.Warn("notification not delivered", "role", q.doc.Role, "event", q.doc.Event, "target", urlOrigin(q.url), "attempts", attempts, "error", last)
 }
 
-func (n *notifier) post(ctx context.Context, url string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+// post sends one document. Its error never holds the URL (net/http quotes it in its own errors):
+// it says what failed, HTTP status, connection refused or timeout. final is true when another
+// attempt would be answered the same way (a redirect).
+func (n *notifier) post(ctx context.Context, target string, body []byte) (final bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return true, errors.New("notify_url is not a valid URL")
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := n.client.Do(req)
 	if err != nil {
-		return err
+		return false, redactedHTTPError(err, target)
 	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // never read into an error
 	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	switch {
+	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
+		return true, fmt.Errorf("HTTP %d: a redirect, not followed", resp.StatusCode)
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		return false, fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
-	return nil
+	return false, nil
+}
+
+// redactedHTTPError says what failed in a request to target without any part of target beyond
+// its origin: net/http's errors quote the whole URL.
+func redactedHTTPError(err error, target string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return errors.New("timeout")
+	case errors.Is(err, context.Canceled):
+		return errors.New("canceled")
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return errors.New("connection refused")
+	}
+	text := err.Error()
+	// Defence in depth: whatever the inner error is, no part of the URL but its origin remains.
+	if u, perr := url.Parse(target); perr == nil {
+		for _, part := range []string{target, u.RawQuery, u.EscapedPath(), u.Path, u.User.String(), u.Fragment} {
+			if len(part) > 1 {
+				text = strings.ReplaceAll(text, part, "…")
+			}
+		}
+	}
+	return errors.New(text)
 }
 
 // announce tells the world about a finished run: the webhook and Vault's event bus. Neither

@@ -3,11 +3,14 @@ package backend
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -270,4 +273,113 @@ func TestVaultEvents(t *testing.T) {
 			t.Fatalf("an event carries a secret: %v", md)
 		}
 	}
+}
+
+// secretURLParts are the parts of a bearer-style notify_url that must never be logged.
+var secretURLParts = []string{"hook-path-SECRET", "query-SECRET", "user-SECRET", "pass-SECRET"}
+
+func assertNoURLSecret(t *testing.T, what, text string) {
+	t.Helper()
+	for _, p := range secretURLParts {
+		if strings.Contains(text, p) {
+			t.Fatalf("%s holds %q of notify_url: %s", what, p, text)
+		}
+	}
+}
+
+// withSecrets turns a receiver's base URL into a bearer-style one: user info, path and query.
+func withSecrets(base string) string {
+	return strings.Replace(base, "://", "://user-SECRET:pass-SECRET@", 1) + "/hook-path-SECRET?token=query-SECRET"
+}
+
+func TestNotifyURLNeverLogged(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		url  func(t *testing.T) string
+		want string // in the log's error
+	}{
+		{"receiver answers 500", func(t *testing.T) string {
+			rcv := newReceiver(t)
+			rcv.fails = 100
+			return rcv.srv.URL
+		}, "HTTP 500"},
+		{"connection refused", func(t *testing.T) string {
+			srv := httptest.NewServer(http.NotFoundHandler())
+			srv.Close()
+			return srv.URL
+		}, "connection refused"},
+		{"receiver never answers", func(t *testing.T) string {
+			stop := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-stop }))
+			t.Cleanup(srv.Close)
+			t.Cleanup(func() { close(stop) })
+			return srv.URL
+		}, "timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			te := newEnv(t)
+			te.e.notify.client.Timeout = 200 * time.Millisecond
+			base := tc.url(t)
+			withNotify(t, te, withSecrets(base), nil)
+			te.importRole(t, "app", "pw")
+			te.e.Rotate(context.Background(), "app")
+			eventually(t, "a warning is logged", func() bool { return strings.Contains(te.logs.String(), "notification not delivered") })
+			logs := te.logs.String()
+			assertNoURLSecret(t, "the log", logs)
+			if !strings.Contains(logs, tc.want) || !strings.Contains(logs, "target="+base) {
+				t.Fatalf("the log does not say what failed (%s) and where (%s): %s", tc.want, base, logs)
+			}
+		})
+	}
+}
+
+func TestNotifyURLErrorsDoNotEchoIt(t *testing.T) {
+	c := DefaultConfig()
+	c.NotifyURL = "ftp://user-SECRET:pass-SECRET@x/hook-path-SECRET?token=query-SECRET"
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "notify_url:") {
+		t.Fatalf("Validate: %v", err)
+	}
+	assertNoURLSecret(t, "the error", err.Error())
+
+	// Whatever net/http's error says, only the origin remains.
+	target := withSecrets("http://127.0.0.1:9")
+	inner := &url.Error{Op: "Post", URL: target, Err: errors.New("odd failure at " + target + " path /hook-path-SECRET")}
+	assertNoURLSecret(t, "the redacted error", redactedHTTPError(inner, target).Error())
+
+	c.NotifyURL = withSecrets("https://hooks.example.com")
+	if got := c.ShownNotifyURL(); got != "https://hooks.example.com (set)" {
+		t.Fatalf("shown notify_url %q", got)
+	}
+	if got := (Config{}).ShownNotifyURL(); got != "" {
+		t.Fatalf("shown unset notify_url %q", got)
+	}
+}
+
+// A redirecting receiver gets one request and the redirect target none: a 3xx is a failed
+// delivery, and not tried again (it would redirect again).
+func TestNotifyRedirectNotFollowed(t *testing.T) {
+	te := newEnv(t)
+	target := newReceiver(t)
+	var hits atomic.Int32
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Redirect(w, r, target.srv.URL+"/stolen", http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirector.Close)
+	withNotify(t, te, withSecrets(redirector.URL), nil)
+	te.importRole(t, "app", "pw")
+	te.e.Rotate(context.Background(), "app")
+	eventually(t, "a warning is logged", func() bool { return strings.Contains(te.logs.String(), "notification not delivered") })
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("the redirecting receiver got %d requests, want 1", n)
+	}
+	if got := target.events(); len(got) != 0 {
+		t.Fatalf("the redirect target received %v", got)
+	}
+	logs := te.logs.String()
+	if !strings.Contains(logs, "HTTP 307") || !strings.Contains(logs, "attempts=1") {
+		t.Fatalf("log: %s", logs)
+	}
+	assertNoURLSecret(t, "the log", logs)
 }

@@ -21,7 +21,9 @@ const (
 )
 
 // SealWrapPrefixes are the storage prefixes the mount declares in PathsSpecial.SealWrapStorage.
-var SealWrapPrefixes = []string{rolePrefix, statePrefix, pendingPrefix}
+// The config entry is among them: notify_url is often a bearer-style URL whose path or query is
+// the credential.
+var SealWrapPrefixes = []string{configPath, rolePrefix, statePrefix, pendingPrefix}
 
 // Version status names, as versions/:name shows them.
 const (

@@ -176,11 +176,11 @@ func TestHealthCheckOfAServiceThatNeverAnswers(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	results, err := RunHealthChecks(ctx, checks, 500*time.Millisecond)
+	results, err := RunHealthChecks(ctx, checks, 500*time.Millisecond, nil)
 	if ctx.Err() != nil {
 		t.Fatal("the health check ran until the caller's deadline: it has no bound of its own")
 	}
-	if err == nil || !strings.Contains(err.Error(), "health check http://"+ln.Addr().String()+"/health: not healthy after 500ms") {
+	if err == nil || !strings.Contains(err.Error(), "health check http://"+ln.Addr().String()+"/health: not healthy after 500ms: timeout") {
 		t.Fatalf("error %v", err)
 	}
 	if results[0].Status != Unhealthy {

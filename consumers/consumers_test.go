@@ -91,7 +91,7 @@ func TestRunHealthChecksRetriesUntilHealthy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	results, err := RunHealthChecks(context.Background(), checks, 10*time.Second)
+	results, err := RunHealthChecks(context.Background(), checks, 10*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,8 +109,8 @@ func TestRunHealthChecksTimesOutNamingTheCheck(t *testing.T) {
 	defer redirect.Close()
 	checks, _ := ParseHealthChecks([]string{srv.URL + "/health", redirect.URL})
 	start := time.Now()
-	results, err := RunHealthChecks(context.Background(), checks, time.Second)
-	if err == nil || !strings.Contains(err.Error(), srv.URL+"/health") || !strings.Contains(err.Error(), "HTTP 503 database refused") {
+	results, err := RunHealthChecks(context.Background(), checks, time.Second, nil)
+	if err == nil || !strings.Contains(err.Error(), srv.URL+"/health") || !strings.Contains(err.Error(), "HTTP 503") || strings.Contains(err.Error(), "database refused") {
 		t.Fatalf("error %v", err)
 	}
 	if time.Since(start) > 5*time.Second {

@@ -2,13 +2,14 @@ package consumers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -75,9 +76,43 @@ func ParseHealthChecks(specs []string) ([]HealthCheck, error) {
 
 func (h HealthCheck) String() string { return h.raw }
 
+// MaxProbesInFlight is how many health probes one engine (mount) runs at once, over all its
+// rotations.
+const MaxProbesInFlight = 32
+
+// ProbeLimiter bounds the health probes in flight. One is shared by every deployment of an
+// engine; a nil *ProbeLimiter bounds nothing.
+type ProbeLimiter struct{ slots chan struct{} }
+
+// NewProbeLimiter lets n probes run at once.
+func NewProbeLimiter(n int) *ProbeLimiter { return &ProbeLimiter{slots: make(chan struct{}, n)} }
+
+// Size is how many probes may run at once.
+func (l *ProbeLimiter) Size() int { return cap(l.slots) }
+
+// acquire waits for a slot until ctx ends: the wait counts against the check's timeout.
+func (l *ProbeLimiter) acquire(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return errors.New("no probe slot free (too many health probes in flight)")
+	}
+}
+
+func (l *ProbeLimiter) release() {
+	if l != nil {
+		<-l.slots
+	}
+}
+
 // RunHealthChecks runs every check, at the same time, until it passes or the timeout elapses;
-// it returns the results in order and an error naming the first check that did not pass.
-func RunHealthChecks(ctx context.Context, checks []HealthCheck, timeout time.Duration) ([]HealthResult, error) {
+// it returns the results in order and an error naming the first check that did not pass. Each
+// attempt holds one of lim's slots while it runs.
+func RunHealthChecks(ctx context.Context, checks []HealthCheck, timeout time.Duration, lim *ProbeLimiter) ([]HealthResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	results := make([]HealthResult, len(checks))
@@ -86,7 +121,7 @@ func RunHealthChecks(ctx context.Context, checks []HealthCheck, timeout time.Dur
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = h.run(ctx, timeout)
+			results[i] = h.run(ctx, timeout, lim)
 		}()
 	}
 	wg.Wait()
@@ -98,12 +133,21 @@ func RunHealthChecks(ctx context.Context, checks []HealthCheck, timeout time.Dur
 	return results, nil
 }
 
-func (h HealthCheck) run(ctx context.Context, timeout time.Duration) HealthResult {
+func (h HealthCheck) run(ctx context.Context, timeout time.Duration, lim *ProbeLimiter) HealthResult {
 	start := time.Now()
 	r := HealthResult{Target: h.raw, Status: Unhealthy}
 	for {
+		if err := lim.acquire(ctx); err != nil {
+			if r.Error == "" {
+				r.Error = err.Error()
+			}
+			r.Error = fmt.Sprintf("not healthy after %s: %s", timeout, r.Error)
+			r.Duration = time.Since(start)
+			return r
+		}
 		r.Attempts++
 		err := h.probe(ctx)
+		lim.release()
 		if err == nil {
 			r.Status = Healthy
 			r.Error = ""
@@ -127,27 +171,49 @@ var healthClient = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
+// probe is one attempt. Its error says what failed (HTTP status, connection refused, timeout,
+// ...) and never holds any part of the answer's body, which is the target's to fill.
 func (h HealthCheck) probe(ctx context.Context) error {
 	if h.url.Scheme == "tcp" {
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", h.url.Host)
 		if err != nil {
-			return err
+			return probeError(err)
 		}
 		return conn.Close()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.raw, nil)
 	if err != nil {
-		return err
+		return errors.New("not a valid URL")
 	}
 	resp, err := healthClient.Do(req)
 	if err != nil {
-		return err
+		return probeError(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	// Drained (bounded) for the connection's reuse, never read into the error.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("HTTP %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// probeError names what failed without the URL net/http quotes (the check's own error already
+// names the target).
+func probeError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return errors.New("timeout")
+	case errors.Is(err, context.Canceled):
+		return errors.New("canceled")
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return errors.New("connection refused")
+	}
+	return err
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 )
 
 // hook is a real HTTP receiver for the plugin's notifications.
@@ -73,9 +75,11 @@ func TestRecord(t *testing.T) {
 	s := newDevStack(t)
 	h := startHook(t)
 	s.write(t, "config", map[string]interface{}{"notify_url": h.url, "max_failures": 1})
-	if got := s.read(t, "config").Data["notify_url"]; got != h.url {
-		t.Fatalf("config notify_url = %v", got)
+	// notify_url is write-only: a read shows its scheme and host, never its path.
+	if got, want := s.read(t, "config").Data["notify_url"], strings.TrimSuffix(h.url, "/hook")+" (set)"; got != want {
+		t.Fatalf("config notify_url = %v, want %v", got, want)
 	}
+	configNeedsSudo(t, s)
 	s.importAdmin(t, "pg-admin", "oa_admin", "admin-pw")
 	s.createLogin(t, "app", "app-0", "")
 	s.write(t, "roles/app", map[string]interface{}{
@@ -174,4 +178,46 @@ func TestRecord(t *testing.T) {
 	if log := s.vault.ServerLog(t); !strings.Contains(log, "rotated:") || !strings.Contains(log, "role=app") {
 		t.Fatal("the server log does not record the rotations")
 	}
+}
+
+// configNeedsSudo: rotation/config is a root path. A token whose policy grants create, read and
+// update on it, but not sudo, is refused both ways; with sudo it may read and write.
+func configNeedsSudo(t *testing.T, s *stack) {
+	t.Helper()
+	root := s.vault.Client
+	as := func(name, caps string) *api.Client {
+		t.Helper()
+		if err := root.Sys().PutPolicy(name, `path "`+mount+`/config" { capabilities = [`+caps+`] }`); err != nil {
+			t.Fatal(err)
+		}
+		sec, err := root.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{name}, NoDefaultPolicy: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := root.Clone()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetToken(sec.Auth.ClientToken)
+		return c
+	}
+	noSudo := as("config-no-sudo", `"create", "read", "update"`)
+	if _, err := noSudo.Logical().Read(mount + "/config"); !isForbidden(err) {
+		t.Fatalf("read without sudo: %v, want 403", err)
+	}
+	if _, err := noSudo.Logical().Write(mount+"/config", map[string]interface{}{"max_failures": 1}); !isForbidden(err) {
+		t.Fatalf("write without sudo: %v, want 403", err)
+	}
+	sudo := as("config-sudo", `"create", "read", "update", "sudo"`)
+	if _, err := sudo.Logical().Read(mount + "/config"); err != nil {
+		t.Fatalf("read with sudo: %v", err)
+	}
+	if _, err := sudo.Logical().Write(mount+"/config", map[string]interface{}{"max_failures": 1}); err != nil {
+		t.Fatalf("write with sudo: %v", err)
+	}
+}
+
+func isForbidden(err error) bool {
+	re, ok := err.(*api.ResponseError)
+	return ok && re.StatusCode == http.StatusForbidden
 }

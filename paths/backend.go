@@ -56,6 +56,9 @@ func New(conf *logical.BackendConfig) *Backend {
 		PathsSpecial: &logical.Paths{
 			SealWrapStorage: backend.SealWrapPrefixes,
 			Unauthenticated: []string{"jwks/*"},
+			// The mount's settings (where consumers are restarted, where notifications go) need a
+			// policy with the sudo capability on rotation/config.
+			Root: []string{"config"},
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),

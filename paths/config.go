@@ -21,8 +21,9 @@ func pathConfig(b *Backend) []*framework.Path {
 			"retry_base":    {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryBase.Seconds()), Description: "First backoff after a failed scheduled rotation; doubles on each failure (1s to 24h)."},
 			"retry_max":     {Type: framework.TypeDurationSecond, Default: int(backend.DefaultConfig().RetryMax.Seconds()), Description: "Longest backoff (retry_base to 24h)."},
 			"max_failures":  {Type: framework.TypeInt, Default: backend.DefaultConfig().MaxFailures, Description: "Consecutive failures after which a role is parked as failing until it is written or rotated by hand (1 to 1000)."},
-			"notify_url":    {Type: framework.TypeString, Description: "http(s) URL that receives a JSON document (event, role, type, version, outcome, error, time; never a secret) on every success, failure, rollback, parking, and due reminder of a manual-only role. Empty: off."},
-			"docker_host":   {Type: framework.TypeString, Default: backend.DefaultDockerHost, Description: "Docker Engine API that docker: and compose: consumers are restarted through (unix:///var/run/docker.sock, tcp://127.0.0.1:2375)."},
+			"notify_url": {Type: framework.TypeString, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+				Description: "http(s) URL that receives a JSON document (event, role, type, version, outcome, error, time; never a secret) on every success, failure, rollback, parking, and due reminder of a manual-only role. Empty: off. Write-only: a read shows only its scheme and host, as 'https://hooks.example.com (set)'. Redirects are not followed."},
+			"docker_host": {Type: framework.TypeString, Default: backend.DefaultDockerHost, Description: "Docker Engine API that docker: and compose: consumers are restarted through (unix:///var/run/docker.sock, tcp://127.0.0.1:2375)."},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation:   &framework.PathOperation{Callback: b.handleConfigRead, Summary: "Read the mount's settings."},
@@ -37,7 +38,7 @@ func configData(c backend.Config) map[string]interface{} {
 	return map[string]interface{}{
 		"max_parallel": c.MaxParallel, "history_limit": c.HistoryLimit,
 		"retry_base": int64(c.RetryBase.Seconds()), "retry_max": int64(c.RetryMax.Seconds()), "max_failures": c.MaxFailures,
-		"docker_host": c.DockerHost, "notify_url": c.NotifyURL,
+		"docker_host": c.DockerHost, "notify_url": c.ShownNotifyURL(),
 	}
 }
 

@@ -401,6 +401,45 @@ func TestConfigPath(t *testing.T) {
 	}
 }
 
+// notify_url is write-only: a read shows its scheme and host, never its path, query or user info;
+// a bad one is refused without echoing it; other writes keep it.
+func TestConfigNotifyURLWriteOnly(t *testing.T) {
+	e := newBackend(t)
+	secret := "https://user-SECRET:pass-SECRET@hooks.example.com/services/path-SECRET?token=query-SECRET"
+	noSecret := func(what string, v interface{}) {
+		t.Helper()
+		text, _ := json.Marshal(v)
+		for _, p := range []string{"SECRET", "/services"} {
+			if strings.Contains(string(text), p) {
+				t.Fatalf("%s shows notify_url's %q: %s", what, p, text)
+			}
+		}
+	}
+	resp := e.ok(t, logical.UpdateOperation, "config", map[string]interface{}{"notify_url": secret})
+	noSecret("the write's response", resp)
+	d := e.ok(t, logical.ReadOperation, "config", nil).Data
+	if d["notify_url"] != "https://hooks.example.com (set)" {
+		t.Fatalf("notify_url read as %v", d["notify_url"])
+	}
+	noSecret("a config read", d)
+	e.ok(t, logical.UpdateOperation, "config", map[string]interface{}{"max_failures": 3})
+	if e.b.Engine().Config().NotifyURL != secret {
+		t.Fatal("a write of another field lost notify_url")
+	}
+	r, _, err := e.do(t, logical.UpdateOperation, "config", map[string]interface{}{"notify_url": "ftp://hooks.example.com/path-SECRET?token=query-SECRET"})
+	if r == nil || !r.IsError() {
+		t.Fatalf("an ftp notify_url was taken: %v %v", r, err)
+	}
+	noSecret("the refusal", r)
+	if err != nil {
+		noSecret("the refusal", err.Error())
+	}
+	e.ok(t, logical.UpdateOperation, "config", map[string]interface{}{"notify_url": ""})
+	if d := e.ok(t, logical.ReadOperation, "config", nil).Data; d["notify_url"] != "" {
+		t.Fatalf("unset notify_url read as %v", d["notify_url"])
+	}
+}
+
 func TestPathsHaveHelpAndDisplayAttrs(t *testing.T) {
 	e := newBackend(t)
 	if len(e.b.Backend.Paths) < 8 {
@@ -442,10 +481,29 @@ func TestPathsHaveHelpAndDisplayAttrs(t *testing.T) {
 	}
 }
 
+// TestConfigNeedsSudo: rotation/config is a root path, so Vault asks for the sudo capability on
+// it. Vault's core enforces root paths before the request reaches the plugin (HandleRequest here
+// does not), so the unit test checks the declaration and that it covers exactly the config path;
+// integration/record_test.go checks the 403 of a token without sudo on a real server.
+func TestConfigNeedsSudo(t *testing.T) {
+	e := newBackend(t)
+	root := e.b.SpecialPaths().Root
+	if len(root) != 1 || root[0] != "config" {
+		t.Fatalf("PathsSpecial.Root = %v, want [config]", root)
+	}
+	// Exact match (no trailing *): roles, creds and the rest need no sudo.
+	for _, p := range e.b.Backend.Paths {
+		if p.Pattern == "config" {
+			return
+		}
+	}
+	t.Fatal("no config path")
+}
+
 func TestSealWrapStorage(t *testing.T) {
 	e := newBackend(t)
 	sw := e.b.SpecialPaths().SealWrapStorage
-	for _, want := range []string{"role/", "state/", "pending/"} {
+	for _, want := range []string{"config", "role/", "state/", "pending/"} {
 		found := false
 		for _, p := range sw {
 			found = found || p == want
