@@ -7,16 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/httperr"
 )
 
 // Notification events, as the webhook document names them.
@@ -166,19 +166,7 @@ func (n *notifier) post(ctx context.Context, target string, body []byte) (final 
 // redactedHTTPError says what failed in a request to target without any part of target beyond
 // its origin: net/http's errors quote the whole URL.
 func redactedHTTPError(err error, target string) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		return errors.New("timeout")
-	case errors.Is(err, context.Canceled):
-		return errors.New("canceled")
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return errors.New("connection refused")
-	}
+	err = httperr.Cause(err)
 	text := err.Error()
 	// Defence in depth: whatever the inner error is, no part of the URL but its origin remains.
 	if u, perr := url.Parse(target); perr == nil {

@@ -9,8 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/httperr"
 )
 
 // HealthCheck is one http(s):// or tcp:// target that must answer after the consumers restart.
@@ -201,19 +202,4 @@ func (h HealthCheck) probe(ctx context.Context) error {
 
 // probeError names what failed without the URL net/http quotes (the check's own error already
 // names the target).
-func probeError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		return errors.New("timeout")
-	case errors.Is(err, context.Canceled):
-		return errors.New("canceled")
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return errors.New("connection refused")
-	}
-	return err
-}
+func probeError(err error) error { return httperr.Cause(err) }
