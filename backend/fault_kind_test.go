@@ -395,6 +395,25 @@ func newEnvOn(t *testing.T, storage *logical.InmemStorage, clock *fakeClock, opt
 
 func ptr[T any](v T) *T { return &v }
 
+// engineOver starts an engine over storage (a wrapper that injects storage faults) with clock,
+// and imports role name holding value on a fresh fake target.
+func engineOver(t *testing.T, storage logical.Storage, clock *fakeClock, name, value string) (*Engine, *faultTarget) {
+	t.Helper()
+	e := New(&logical.BackendConfig{StorageView: storage, System: &logical.StaticSystemView{}})
+	e.SetClock(clock)
+	if err := e.Initialize(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	ft, target := newFault(t, secretOf(value))
+	in := faultRole(target)
+	in.Secrets[fFaultValue] = value
+	if _, err := e.WriteRole(context.Background(), name, in); err != nil {
+		t.Fatal(err)
+	}
+	return e, ft
+}
+
 // faultRole is a RoleInput for a fault-test role on target, rotated every hour.
 func faultRole(target string) RoleInput {
 	return RoleInput{

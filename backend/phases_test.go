@@ -217,21 +217,9 @@ func (c ctxStorage) Delete(ctx context.Context, key string) error {
 // cancelled change is an unknown outcome, and its record (with the settle time) reaches storage
 // although the request's context is done, so recovery resolves it after the target settled.
 func TestCancelledRequestRecordsTheUnknownOutcome(t *testing.T) {
-	storage := ctxStorage{&logical.InmemStorage{}}
 	clock := newClock(t0)
-	e := New(&logical.BackendConfig{StorageView: storage, System: &logical.StaticSystemView{}})
-	e.SetClock(clock)
-	if err := e.Initialize(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	ft, target := newFault(t, secretOf("pw-cancel-old"))
+	e, ft := engineOver(t, ctxStorage{&logical.InmemStorage{}}, clock, "c", "pw-cancel-old")
 	ft.settle = 20 * time.Second
-	in := faultRole(target)
-	in.Secrets[fFaultValue] = "pw-cancel-old"
-	if _, err := e.WriteRole(context.Background(), "c", in); err != nil {
-		t.Fatal(err)
-	}
 	gate, g := make(chan struct{}), &gauge{}
 	ft.mu.Lock()
 	ft.gate, ft.inApply = gate, g

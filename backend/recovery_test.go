@@ -366,19 +366,8 @@ func (f *flakyStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
 // written; the pending record keeps it, and recovery promotes it later.
 func TestPromoteFailureKeepsPendingForRecovery(t *testing.T) {
 	storage := &flakyStorage{Storage: &logical.InmemStorage{}}
-	e := New(&logical.BackendConfig{StorageView: storage, System: &logical.StaticSystemView{}})
-	e.SetClock(newClock(t0))
-	if err := e.Initialize(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
+	e, ft := engineOver(t, storage, newClock(t0), "p", "pw-promote-old")
 	ctx := context.Background()
-	ft, target := newFault(t, secretOf("pw-promote-old"))
-	in := faultRole(target)
-	in.Secrets[fFaultValue] = "pw-promote-old"
-	if _, err := e.WriteRole(ctx, "p", in); err != nil {
-		t.Fatal(err)
-	}
 
 	storage.arm(statePrefix)
 	out, err := e.Rotate(ctx, "p")
@@ -456,19 +445,8 @@ func TestRecoveryDeployingNewNotLiveRedeploys(t *testing.T) {
 func TestRecoveryPromoteThatNeverSucceedsParks(t *testing.T) {
 	storage := &flakyStorage{Storage: &logical.InmemStorage{}}
 	clock := newClock(t0)
-	e := New(&logical.BackendConfig{StorageView: storage, System: &logical.StaticSystemView{}})
-	e.SetClock(clock)
-	if err := e.Initialize(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
+	e, ft := engineOver(t, storage, clock, "p", "pw-never-old")
 	ctx := context.Background()
-	ft, target := newFault(t, secretOf("pw-never-old"))
-	in := faultRole(target)
-	in.Secrets[fFaultValue] = "pw-never-old"
-	if _, err := e.WriteRole(ctx, "p", in); err != nil {
-		t.Fatal(err)
-	}
 	storage.arm(statePrefix)
 	if out, _ := e.Rotate(ctx, "p"); out.Result != OutcomeUnresolved {
 		t.Fatalf("outcome = %+v", out)
