@@ -39,6 +39,7 @@ type Engine struct {
 	cfg   Config
 
 	locks  roleLocks
+	claims claimSet // accounts claimed by role writes in progress
 	docker dockerClients
 	// resources are the clients kinds keep open (database session pools), closed in Close.
 	resources *rotators.Resources

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,9 @@ const (
 	fFaultTags       = "tags"        // a list field
 	fFaultGrace      = "grace"       // a duration field
 	fFaultSize       = "size"        // an int field
+	fFaultAccount    = "account"     // claimed: no two roles may hold the same (rotators.Claimer)
+	fFaultGrants     = "grants"      // on an admin: the accounts its dependents may claim (rotators.Grantor)
+	fFaultLocation   = "location"    // a change is proven with the current value (rotators.Locator)
 	faultUser        = "svc-user"    // username part of every fault-test secret
 )
 
@@ -57,6 +61,9 @@ func (faultKind) Fields() []rotators.Field {
 		{Name: fFaultTags, Kind: rotators.FieldList, Description: "tags"},
 		{Name: fFaultGrace, Kind: rotators.FieldDuration, Description: "grace"},
 		{Name: fFaultSize, Kind: rotators.FieldInt, Description: "size"},
+		{Name: fFaultAccount, Kind: rotators.FieldString, Description: "claimed account"},
+		{Name: fFaultGrants, Kind: rotators.FieldList, Description: "accounts an admin grants"},
+		{Name: fFaultLocation, Kind: rotators.FieldString, Description: "where values are sent"},
 	}
 }
 
@@ -91,6 +98,31 @@ func (faultKind) NeedsImport(s rotators.Settings) string {
 	}
 	return ""
 }
+
+func (faultKind) Claims(s rotators.Settings) []rotators.Claim {
+	if a := s.String(fFaultAccount); a != "" {
+		return []rotators.Claim{{Field: fFaultAccount, Account: "account " + a}}
+	}
+	return nil
+}
+
+// CheckGrant: a dependent's account must be in its admin's grants; the grant check counts its
+// calls so that tests see when it ran.
+func (faultKind) CheckGrant(_ context.Context, env rotators.Env, s rotators.Settings) error {
+	grantChecks.Add(1)
+	admin, ok := env.Linked[fFaultAdmin]
+	if !ok || s.String(fFaultAccount) == "" {
+		return nil
+	}
+	if !slices.Contains(admin.Settings.List(fFaultGrants), s.String(fFaultAccount)) {
+		return fmt.Errorf("%s: not granted by %q", fFaultAccount, admin.Name)
+	}
+	return nil
+}
+
+func (faultKind) LocationFields() []string { return []string{fFaultLocation} }
+
+var grantChecks atomic.Int64
 
 func (faultKind) Describe(_ rotators.Settings, secret rotators.Secret) map[string]interface{} {
 	return map[string]interface{}{"dsn": "fake://" + secret["username"] + ":" + secret["password"]}

@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -100,6 +99,11 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 	if err := e.checkLinks(ctx, role, kind, existing == nil); err != nil {
 		return nil, err
 	}
+	releaseClaims, err := e.admit(ctx, role, existing, kind)
+	defer releaseClaims()
+	if err != nil {
+		return nil, err
+	}
 	if role.PasswordPolicy != "" && (in.PasswordPolicy != nil || existing == nil) {
 		if _, err := e.passwordGenerator(role.PasswordPolicy)(ctx); err != nil {
 			return nil, userError(err)
@@ -146,6 +150,10 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 		if err := e.verifyImport(ctx, role, kind, secret); err != nil {
 			return nil, err
 		}
+	} else if relocated(kind, existing, role) && pend == nil {
+		if err := e.proveAtNewLocation(ctx, role, kind, st); err != nil {
+			return nil, err
+		}
 	}
 
 	// A write is the operator's answer to a failing role: the schedule, and the recovery of a
@@ -186,9 +194,7 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 // changesTarget reports whether a write changes what a pending record is resolved against: the
 // kind's settings or the consumers.
 func changesTarget(before, after *Role) bool {
-	a, errA := json.Marshal(before.Settings)
-	b, errB := json.Marshal(after.Settings)
-	return errA != nil || errB != nil || !bytes.Equal(a, b) || !slices.Equal(before.Consumers, after.Consumers)
+	return !sameSettings(before.Settings, after.Settings) || !slices.Equal(before.Consumers, after.Consumers)
 }
 
 // mergeRole applies a write to the existing role (nil: create) and validates the result.

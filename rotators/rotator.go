@@ -120,6 +120,40 @@ type Accounts interface {
 	Account(s Secret) string
 }
 
+// Grantor is a kind whose role-reference fields grant explicitly (postgres: an admin_role names
+// the logins it may manage). Before a role that links to another is stored, CheckGrant decides
+// whether the linked roles in env grant it, asking the target when it must (bounded, read only:
+// nothing is changed). Its errors name the field at fault and quote no secret (README "Security
+// model").
+type Grantor interface {
+	CheckGrant(ctx context.Context, env Env, s Settings) error
+}
+
+// Inheritor is a kind whose roles take settings from a linked role when the write leaves them
+// out (postgres: connection_url from admin_role). Inherit fills them into s before validation.
+type Inheritor interface {
+	Inherit(s *Settings, linked map[string]Linked)
+}
+
+// Claim is an account at a target that a role manages, with the field that names it.
+type Claim struct {
+	Field   string
+	Account string // e.g. "127.0.0.1:5432 login app"; never secret
+}
+
+// Claimer is a kind whose accounts are managed by one role at most: two roles rotating one
+// login would each hold a value the other has replaced.
+type Claimer interface {
+	Claims(s Settings) []Claim
+}
+
+// Locator is a kind with settings that say where a value is sent (postgres: connection_url).
+// When a write changes one of them on a role that holds a value, the engine proves that value
+// at the new place before the write is stored (README "Security model").
+type Locator interface {
+	LocationFields() []string
+}
+
 // Kind is one kind of secret: its role fields, its validation and its binding to a target.
 type Kind interface {
 	// Name is the role `type`, e.g. "postgres".

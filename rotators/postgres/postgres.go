@@ -26,6 +26,13 @@ const (
 	FieldAdminRole     = "admin_role"
 	FieldStrategy      = "strategy"
 	FieldUsernames     = "usernames"
+	// Grants of an admin role (README "Security model").
+	FieldAllowedUsernames = "allowed_usernames"
+	FieldAllowPrivileged  = "allow_privileged"
+	// FieldRequireAuth is libpq's require_auth: the authentication methods a session accepts.
+	FieldRequireAuth = "require_auth"
+	// AuthSCRAM, the default, never lets the password leave the plugin: SCRAM proves it.
+	AuthSCRAM = "scram-sha-256"
 
 	StrategySingle      = "single"
 	StrategyAlternating = "alternating"
@@ -60,13 +67,19 @@ func (Kind) Name() string { return "postgres" }
 
 func (Kind) Fields() []rotators.Field {
 	return []rotators.Field{
-		{Name: FieldConnectionURL, Kind: rotators.FieldString, MaxLen: maxURLLen, Description: "PostgreSQL URL with {{username}} and {{password}} placeholders, e.g. postgres://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable."},
+		{Name: FieldConnectionURL, Kind: rotators.FieldString, MaxLen: maxURLLen, Description: "PostgreSQL URL with {{username}} and {{password}} placeholders, e.g. postgres://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=verify-full. With admin_role: leave it out to use the admin's; if given, its host, port and database must be the admin's. A change is proven with the current password before it is stored."},
 		{Name: FieldUsername, Kind: rotators.FieldString, Description: "The login whose password is rotated (single strategy)."},
 		{Name: FieldPassword, Kind: rotators.FieldSecret, MaxLen: maxPasswordLen, Description: "The login's current password, to import it as version 1 without changing it (at most 1024 bytes). Write-only."},
 		{Name: FieldAdminRole, Kind: rotators.FieldRoleRef, RefKind: "postgres", Description: "Name of a self-managed postgres role whose current credential performs the change. Absent: the login changes its own password."},
 		{Name: FieldStrategy, Kind: rotators.FieldString, Default: StrategySingle, Allowed: []string{StrategySingle, StrategyAlternating},
 			Description: "single: one login, its password changes. alternating: two logins (usernames); each rotation changes the inactive one and makes it current, so the previous one keeps working until the next rotation."},
 		{Name: FieldUsernames, Kind: rotators.FieldList, Description: "The two logins of the alternating strategy."},
+		{Name: FieldAllowedUsernames, Kind: rotators.FieldList, MaxItems: 64, MaxLen: maxIdentifierLen + 2,
+			Description: "Admin roles only: the logins that roles naming this one as admin_role may manage: '*' for any, 'app_*' (prefix), '*_svc' (suffix), or exact names. Empty: none. Never the admin's own login, and never a privileged one without allow_privileged."},
+		{Name: FieldAllowPrivileged, Kind: rotators.FieldBool,
+			Description: "Admin roles only: let dependent roles manage logins that are SUPERUSER, CREATEROLE, REPLICATION or BYPASSRLS, or members of such a role (default false)."},
+		{Name: FieldRequireAuth, Kind: rotators.FieldString, Default: AuthSCRAM, Allowed: []string{AuthSCRAM, AuthSCRAM + ",md5", AuthSCRAM + ",md5,password"},
+			Description: "Authentication methods this role's sessions accept (libpq's require_auth). Default scram-sha-256: a server that asks for md5 or a cleartext password, or lets the login in without one, is refused before any password is sent."},
 	}
 }
 
@@ -75,6 +88,7 @@ type config struct {
 	urlTemplate string
 	usernames   []string // one for single, two for alternating
 	adminRole   string
+	requireAuth string
 }
 
 func (Kind) Bind(s rotators.Settings) (rotators.Target, error) {
@@ -82,12 +96,20 @@ func (Kind) Bind(s rotators.Settings) (rotators.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &target{cfg: c, lim: defaultLimits}, nil
+	lim := defaultLimits
+	lim.auth = c.requireAuth
+	return &target{cfg: c, lim: lim}, nil
 }
 
 func parseConfig(s rotators.Settings) (config, error) {
-	c := config{urlTemplate: s.String(FieldConnectionURL), adminRole: s.String(FieldAdminRole)}
-	if err := validateURLTemplate(c.urlTemplate); err != nil {
+	c := config{urlTemplate: s.String(FieldConnectionURL), adminRole: s.String(FieldAdminRole), requireAuth: requireAuthOf(s)}
+	// A dependent written without connection_url takes its admin's (Inherit) before it is stored.
+	if c.urlTemplate != "" || c.adminRole == "" {
+		if err := validateURLTemplate(c.urlTemplate); err != nil {
+			return c, err
+		}
+	}
+	if err := checkAdminOnly(s); err != nil {
 		return c, err
 	}
 	switch strategy := s.String(FieldStrategy); strategy {
@@ -224,11 +246,11 @@ func (t *target) Apply(ctx context.Context, env rotators.Env, from, to rotators.
 	}
 	stmt := fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", pgx.Identifier{to[PartUsername]}.Sanitize(), quoteLiteral(verifier))
 
-	connURL, err := t.authURL(env, from)
+	connURL, lim, err := t.authURL(env, from)
 	if err != nil {
 		return rotators.NotApplied(err)
 	}
-	return t.lim.alterRole(ctx, env.Resources, connURL, to[PartUsername], stmt)
+	return lim.alterRole(ctx, env.Resources, connURL, to[PartUsername], stmt)
 }
 
 // SettleTime is how long after the client gave up an ALTER ROLE can still commit at the server:
@@ -238,19 +260,25 @@ func (t *target) SettleTime() time.Duration { return t.lim.statement + settleMar
 // Account is the login a value belongs to (two alternate with strategy=alternating).
 func (t *target) Account(s rotators.Secret) string { return s[PartUsername] }
 
-// authURL is the connection that performs a change: the admin's, or the login's own current one.
-func (t *target) authURL(env rotators.Env, from rotators.Secret) (string, error) {
+// authURL is the connection that performs a change, with its limits: the admin's, once it still
+// grants this role's logins, or the login's own current one.
+func (t *target) authURL(env rotators.Env, from rotators.Secret) (string, limits, error) {
 	if t.cfg.adminRole != "" {
-		admin, ok := env.Linked[FieldAdminRole]
-		if !ok || admin.Current == nil {
-			return "", fmt.Errorf("admin_role %q has no current credential", t.cfg.adminRole)
+		admin, err := grantingAdmin(t.cfg, env)
+		if err != nil {
+			return "", t.lim, err
 		}
-		return renderURL(admin.Settings.String(FieldConnectionURL), admin.Current[PartUsername], admin.Current[PartPassword]), nil
+		if err := t.cfg.grantedBy(admin); err != nil {
+			return "", t.lim, err
+		}
+		lim := t.lim
+		lim.auth = requireAuthOf(admin.Settings)
+		return renderURL(admin.Settings.String(FieldConnectionURL), admin.Current[PartUsername], admin.Current[PartPassword]), lim, nil
 	}
 	if from == nil {
-		return "", errors.New("no current password to authenticate with (self-managed role)")
+		return "", t.lim, errors.New("no current password to authenticate with (self-managed role)")
 	}
-	return renderURL(t.cfg.urlTemplate, from[PartUsername], from[PartPassword]), nil
+	return renderURL(t.cfg.urlTemplate, from[PartUsername], from[PartPassword]), t.lim, nil
 }
 
 // Verify logs in on a fresh session, never a pooled one: that login is the point of the step.

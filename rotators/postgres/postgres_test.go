@@ -321,7 +321,7 @@ func TestApplyFailsBeforeIOWithoutCredential(t *testing.T) {
 	}
 
 	managed, _ := (Kind{}).Bind(settings(map[string]interface{}{FieldConnectionURL: goodURL, FieldUsername: "app", FieldAdminRole: "admin"}))
-	if err := managed.Apply(ctx, stubEnv(""), nil, to); !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), `admin_role "admin" has no current credential`) {
+	if err := managed.Apply(ctx, stubEnv(""), nil, to); !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), `admin_role: role "admin" has no current credential`) {
 		t.Fatalf("Apply without the admin's credential = %v", err)
 	}
 	env := stubEnv("")
@@ -359,12 +359,17 @@ func TestSettleTimeAndAccount(t *testing.T) {
 }
 
 func TestAuthURL(t *testing.T) {
-	tgt := &target{cfg: config{urlTemplate: goodURL, usernames: []string{"app"}, adminRole: "admin"}}
-	adminSettings := settings(map[string]interface{}{FieldConnectionURL: "postgres://{{username}}:{{password}}@admin-host:5432/postgres"})
+	tgt := &target{cfg: config{urlTemplate: "postgres://{{username}}:{{password}}@Admin-Host:5432/postgres?sslmode=require", usernames: []string{"app"}, adminRole: "admin"}}
+	adminSettings := settings(map[string]interface{}{
+		FieldConnectionURL:    "postgres://{{username}}:{{password}}@admin-host:5432/postgres",
+		FieldUsername:         "root",
+		FieldAllowedUsernames: []string{"app"},
+		FieldRequireAuth:      AuthSCRAM + ",md5",
+	})
 	env := rotators.Env{Linked: map[string]rotators.Linked{FieldAdminRole: {
 		Name: "admin", Settings: adminSettings, Current: rotators.Secret{PartUsername: "root", PartPassword: "r@@t"},
 	}}}
-	u, err := tgt.authURL(env, rotators.Secret{PartUsername: "app", PartPassword: "old"})
+	u, lim, err := tgt.authURL(env, rotators.Secret{PartUsername: "app", PartPassword: "old"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,14 +377,110 @@ func TestAuthURL(t *testing.T) {
 	if err != nil || cfg.User != "root" || cfg.Password != "r@@t" || cfg.Host != "admin-host" {
 		t.Fatalf("admin URL %v: %+v", err, cfg)
 	}
+	if lim.auth != AuthSCRAM+",md5" {
+		t.Fatalf("the admin's session takes require_auth %q, want the admin role's", lim.auth)
+	}
 
 	self := &target{cfg: config{urlTemplate: goodURL, usernames: []string{"app"}}}
-	u, err = self.authURL(rotators.Env{}, rotators.Secret{PartUsername: "app", PartPassword: "old pw"})
+	u, _, err = self.authURL(rotators.Env{}, rotators.Secret{PartUsername: "app", PartPassword: "old pw"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg, err := pgx.ParseConfig(u); err != nil || cfg.User != "app" || cfg.Password != "old pw" {
 		t.Fatalf("self URL %v: %+v", err, cfg)
+	}
+}
+
+// TestGrantedBy: the rules an admin role's grant applies without asking PostgreSQL, checked at
+// role write and again before every change.
+func TestGrantedBy(t *testing.T) {
+	const adminURL = "postgres://{{username}}:{{password}}@db.internal:5432/app?sslmode=verify-full"
+	admin := func(allowed ...string) rotators.Linked {
+		return rotators.Linked{Name: "pg-admin", Current: rotators.Secret{PartUsername: "oa_admin", PartPassword: "x"},
+			Settings: settings(map[string]interface{}{FieldConnectionURL: adminURL, FieldUsername: "oa_admin", FieldAllowedUsernames: allowed})}
+	}
+	dep := func(url string, users ...string) config {
+		return config{urlTemplate: url, usernames: users, adminRole: "pg-admin"}
+	}
+	for _, tc := range []struct {
+		name  string
+		c     config
+		admin rotators.Linked
+		want  string // "" = granted
+	}{
+		{"exact", dep(adminURL, "app"), admin("app"), ""},
+		{"star", dep(adminURL, "anything"), admin("*"), ""},
+		{"prefix", dep(adminURL, "team_a_x"), admin("team_a_*"), ""},
+		{"suffix", dep(adminURL, "x_svc"), admin("*_svc"), ""},
+		{"empty grants nothing", dep(adminURL, "app"), admin(), `username: login "app" is not in admin_role "pg-admin"'s allowed_usernames`},
+		{"outside the glob", dep(adminURL, "team_b_x"), admin("team_a_*"), "allowed_usernames"},
+		{"case matters", dep(adminURL, "APP"), admin("app"), "allowed_usernames"},
+		{"own login even with star", dep(adminURL, "oa_admin"), admin("*"), `username: "oa_admin" is the login of admin_role "pg-admin" itself`},
+		{"own login named in allowed", dep(adminURL, "oa_admin"), admin("oa_admin"), "itself"},
+		{"alternating, one outside", dep(adminURL, "app_blue", "other"), admin("app_*"), `usernames: login "other" is not in`},
+		{"alternating, admin's login", dep(adminURL, "app_blue", "oa_admin"), admin("*"), `usernames: "oa_admin" is the login`},
+		{"other host", dep("postgres://{{username}}:{{password}}@evil.example:5432/app", "app"), admin("*"), "connection_url: must name admin_role \"pg-admin\"'s host, port and database (db.internal:5432/app)"},
+		{"other port", dep("postgres://{{username}}:{{password}}@db.internal:5433/app", "app"), admin("*"), "connection_url: must name"},
+		{"other database", dep("postgres://{{username}}:{{password}}@db.internal:5432/other", "app"), admin("*"), "connection_url: must name"},
+		{"host case and options may differ", dep("postgres://{{username}}:{{password}}@DB.internal:5432/app?application_name=x", "app"), admin("*"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.c.grantedBy(tc.admin)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestAdminOnlyFields: grants on a role that has an admin would grant nothing and are refused.
+func TestAdminOnlyFields(t *testing.T) {
+	base := map[string]interface{}{FieldConnectionURL: goodURL, FieldUsername: "app", FieldAdminRole: "pg-admin"}
+	for field, v := range map[string]interface{}{FieldAllowedUsernames: []string{"*"}, FieldAllowPrivileged: true} {
+		kv := map[string]interface{}{field: v}
+		for k, x := range base {
+			kv[k] = x
+		}
+		if _, err := (Kind{}).Bind(settings(kv)); err == nil || !strings.HasPrefix(err.Error(), field+": only an admin role") {
+			t.Fatalf("%s on a dependent: %v", field, err)
+		}
+	}
+	delete(base, FieldAdminRole)
+	base[FieldAllowedUsernames] = []string{"*"}
+	base[FieldAllowPrivileged] = true
+	if _, err := (Kind{}).Bind(settings(base)); err != nil {
+		t.Fatalf("grants on an admin role: %v", err)
+	}
+}
+
+// TestInheritAndClaims: a dependent without connection_url takes its admin's; claims name the
+// server and the login, never a password.
+func TestInheritAndClaims(t *testing.T) {
+	s := settings(map[string]interface{}{FieldUsername: "app", FieldAdminRole: "pg-admin"})
+	if _, err := (Kind{}).Bind(s); err != nil {
+		t.Fatalf("a dependent without connection_url does not bind before Inherit: %v", err)
+	}
+	(Kind{}).Inherit(&s, map[string]rotators.Linked{FieldAdminRole: {Settings: settings(map[string]interface{}{FieldConnectionURL: goodURL})}})
+	if s.String(FieldConnectionURL) != goodURL {
+		t.Fatalf("inherited %q", s.String(FieldConnectionURL))
+	}
+	claims := (Kind{}).Claims(s)
+	if len(claims) != 1 || claims[0].Field != FieldUsername || claims[0].Account != `login "app" at 127.0.0.1:5432` {
+		t.Fatalf("claims %+v", claims)
+	}
+	alt := settings(map[string]interface{}{FieldConnectionURL: goodURL, FieldStrategy: StrategyAlternating, FieldUsernames: []string{"b", "g"}, FieldAdminRole: "a"})
+	if c := (Kind{}).Claims(alt); len(c) != 2 || c[1].Field != FieldUsernames || c[1].Account != `login "g" at 127.0.0.1:5432` {
+		t.Fatalf("alternating claims %+v", c)
+	}
+	self := settings(map[string]interface{}{FieldUsername: "app"})
+	if _, err := (Kind{}).Bind(self); err == nil || !strings.HasPrefix(err.Error(), "connection_url: required") {
+		t.Fatalf("a self-managed role without connection_url: %v", err)
 	}
 }
 

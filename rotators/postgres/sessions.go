@@ -45,12 +45,15 @@ const (
 	poolIdleTime = 2 * time.Minute
 )
 
-// limits are the bounds a target puts on its sessions: the defaults above, shorter in tests.
+// limits are the bounds a target puts on its sessions: the defaults above, shorter in tests;
+// and the authentication methods its sessions accept (auth, libpq's require_auth; "" is
+// AuthSCRAM).
 type limits struct {
 	connect, lock, statement time.Duration
+	auth                     string
 }
 
-var defaultLimits = limits{connect: defaultConnectTimeout, lock: defaultLockTimeout, statement: defaultStatementTimeout}
+var defaultLimits = limits{connect: defaultConnectTimeout, lock: defaultLockTimeout, statement: defaultStatementTimeout, auth: AuthSCRAM}
 
 // bound puts the limits on a parsed connection config.
 func (l limits) bound(cfg *pgconn.Config) {
@@ -61,6 +64,13 @@ func (l limits) bound(cfg *pgconn.Config) {
 	// over the role's and the database's settings and over the URL's options.
 	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(l.statement.Milliseconds(), 10)
 	cfg.RuntimeParams["lock_timeout"] = strconv.FormatInt(l.lock.Milliseconds(), 10)
+	// pgx answers a server's request for a cleartext or MD5 password, or lets a login in with
+	// none (trust), unless require_auth says otherwise: with SCRAM only, a server that does not
+	// already hold the password's verifier learns nothing about it (README "Security model").
+	cfg.RequireAuth = l.auth
+	if cfg.RequireAuth == "" {
+		cfg.RequireAuth = AuthSCRAM
+	}
 }
 
 // local sets the bounds again inside the statement's own implicit transaction: a connection
@@ -89,7 +99,7 @@ var poolKeySecret = func() []byte {
 // password, is never kept as a key nor written anywhere.
 func poolKey(connURL string, l limits) string {
 	m := hmac.New(sha256.New, poolKeySecret)
-	fmt.Fprintf(m, "%d\x00%d\x00%d\x00%s", l.connect, l.lock, l.statement, connURL)
+	fmt.Fprintf(m, "%d\x00%d\x00%d\x00%s\x00%s", l.connect, l.lock, l.statement, l.auth, connURL)
 	return "postgres/" + hex.EncodeToString(m.Sum(nil))
 }
 
@@ -167,12 +177,30 @@ func (l limits) openPool(connURL string) func() (io.Closer, error) {
 // rotators.NotApplied only when PostgreSQL certainly did not change (docs/decisions.md,
 // "PostgreSQL: not applied or unknown").
 func (l limits) alterRole(ctx context.Context, res *rotators.Resources, connURL, user, stmt string) error {
+	sent := false
+	err := l.withSession(ctx, res, connURL, func(sctx context.Context, conn *pgx.Conn) error {
+		if err := sctx.Err(); err != nil {
+			return fmt.Errorf("ALTER ROLE %s was not sent: %w", pgx.Identifier{user}.Sanitize(), err)
+		}
+		sent = true
+		_, err := conn.Exec(sctx, l.local()+stmt, pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
+	if !sent {
+		return rotators.NotApplied(err)
+	}
+	return l.alterError(user, err)
+}
+
+// withSession runs fn on a pooled session of connURL, its context bounded by the answer time.
+// An error before fn ran means nothing was sent.
+func (l limits) withSession(ctx context.Context, res *rotators.Resources, connURL string, fn func(context.Context, *pgx.Conn) error) error {
 	if res == nil {
-		return rotators.NotApplied(errors.New("no session pool: the engine lent no resources"))
+		return errors.New("no session pool: the engine lent no resources")
 	}
 	c, release, err := res.Use(poolKey(connURL, l), l.openPool(connURL))
 	if err != nil {
-		return rotators.NotApplied(err)
+		return err
 	}
 	defer release()
 	pool := c.(sessionPool).pool
@@ -191,18 +219,14 @@ func (l limits) alterRole(ctx context.Context, res *rotators.Resources, connURL,
 			err = fmt.Errorf("waiting for a session of this credential: %w", err)
 		}
 		cancel()
-		return rotators.NotApplied(err)
+		return err
 	}
 	cancel()
 	defer conn.Release()
 
 	sctx, cancel := context.WithTimeout(ctx, l.answer())
 	defer cancel()
-	if err := sctx.Err(); err != nil {
-		return rotators.NotApplied(fmt.Errorf("ALTER ROLE %s was not sent: %w", pgx.Identifier{user}.Sanitize(), err))
-	}
-	_, err = conn.Exec(sctx, l.local()+stmt, pgx.QueryExecModeSimpleProtocol)
-	return l.alterError(user, err)
+	return fn(sctx, conn.Conn())
 }
 
 // alterError says whether a failed ALTER ROLE certainly left PostgreSQL unchanged.

@@ -43,6 +43,7 @@ func TestAgainstPostgres(t *testing.T) {
 	t.Run("every session carries the bounds", f.testSessionBounds)
 	t.Run("pools belong to the engine's Resources", f.testPoolLifecycle)
 	t.Run("a pooled session lost to a server restart is replaced", f.testServerRestart)
+	t.Run("an admin grants no privileged login unless it says so", f.testGrants)
 }
 
 func (f *pgFixture) createLogin(t *testing.T, user, password, extra string) {
@@ -64,10 +65,15 @@ func (f *pgFixture) managed(t *testing.T, user string, lim limits, res *rotators
 	pt.lim = lim
 	env := rotators.Env{Resources: res, Linked: map[string]rotators.Linked{FieldAdminRole: {
 		Name:     "pg-admin",
-		Settings: settings(map[string]interface{}{FieldConnectionURL: f.pg.URLTemplate()}),
+		Settings: adminSettings(f.pg.URLTemplate()),
 		Current:  rotators.Secret{PartUsername: fixtureAdmin, PartPassword: f.adminPW},
 	}}}
 	return pt, env
+}
+
+// adminSettings are the fixture admin's settings at connURL, granting every login.
+func adminSettings(connURL string) rotators.Settings {
+	return settings(map[string]interface{}{FieldConnectionURL: connURL, FieldUsername: fixtureAdmin, FieldAllowedUsernames: []string{"*"}})
 }
 
 // blocker is another session inside `BEGIN; ALTER ROLE user ...`: it holds the login's row lock
@@ -402,9 +408,10 @@ func (f *pgFixture) testClientGivesUp(t *testing.T) {
 	viaProxy := strings.Replace(f.pg.URLTemplate(), fmt.Sprintf("127.0.0.1:%d", f.pg.Port), proxy.addr(), 1)
 	env.Linked = map[string]rotators.Linked{FieldAdminRole: {
 		Name:     "pg-admin",
-		Settings: settings(map[string]interface{}{FieldConnectionURL: viaProxy}),
+		Settings: adminSettings(viaProxy),
 		Current:  secret(fixtureAdmin, f.adminPW),
 	}}
+	tg.cfg.urlTemplate = viaProxy // a dependent names its admin's server
 	rollback := f.blocker(t, "gaveup_app")
 	defer rollback()
 
@@ -459,10 +466,12 @@ func (f *pgFixture) testBeforeSent(t *testing.T) {
 	down := env
 	down.Linked = map[string]rotators.Linked{FieldAdminRole: {
 		Name:     "pg-admin",
-		Settings: settings(map[string]interface{}{FieldConnectionURL: "postgres://{{username}}:{{password}}@127.0.0.1:1/postgres?sslmode=disable"}),
+		Settings: adminSettings("postgres://{{username}}:{{password}}@127.0.0.1:1/postgres?sslmode=disable"),
 		Current:  secret(fixtureAdmin, f.adminPW),
 	}}
-	err = tg.Apply(ctx, down, secret("pre_app", "pre-old"), secret("pre_app", "pre-new"))
+	downTarget := *tg
+	downTarget.cfg.urlTemplate = "postgres://{{username}}:{{password}}@127.0.0.1:1/postgres?sslmode=disable"
+	err = downTarget.Apply(ctx, down, secret("pre_app", "pre-old"), secret("pre_app", "pre-new"))
 	if !errors.Is(err, rotators.ErrNotApplied) {
 		t.Fatalf("unreachable admin = %v, want ErrNotApplied", err)
 	}

@@ -1,0 +1,132 @@
+package backend
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestGrantRefusalStoresNothing: a dependent whose admin does not grant its account is refused
+// with the kind's error naming the field, nothing is stored and the target is not touched; a
+// granted one is written.
+func TestGrantRefusalStoresNothing(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	te.importRole(t, "admin", "pw-admin", func(in *RoleInput) { in.Settings[fFaultGrants] = []string{"team-a"} })
+
+	ft, target := newFault(t, secretOf("pw-x"))
+	in := faultRole(target)
+	in.Settings[fFaultAdmin] = "admin"
+	in.Settings[fFaultAccount] = "team-b"
+	_, err := te.e.WriteRole(ctx, "dep", in)
+	wantUserError(t, err, `account: not granted by "admin"`)
+	if v, err := te.e.ReadRole(ctx, "dep"); err != nil || v != nil {
+		t.Fatalf("a refused role was stored: %+v %v", v, err)
+	}
+	if ft.Applies() != 0 {
+		t.Fatal("a refused role reached its target")
+	}
+
+	in.Settings[fFaultAccount] = "team-a"
+	if _, err := te.e.WriteRole(ctx, "dep", in); err != nil {
+		t.Fatalf("a granted role: %v", err)
+	}
+	// An update that changes no kind setting does not ask again (the target may be down).
+	before := grantChecks.Load()
+	if _, err := te.e.WriteRole(ctx, "dep", RoleInput{AutoRotate: ptr(false)}); err != nil {
+		t.Fatal(err)
+	}
+	if grantChecks.Load() != before {
+		t.Fatal("an update of common fields ran the grant check")
+	}
+	// An update that moves the role to another account is checked again.
+	_, err = te.e.WriteRole(ctx, "dep", RoleInput{Settings: map[string]interface{}{fFaultAccount: "team-b"}})
+	wantUserError(t, err, "account: not granted")
+	if v, _ := te.e.ReadRole(ctx, "dep"); v.Role.Settings.String(fFaultAccount) != "team-a" {
+		t.Fatalf("a refused update was stored: %+v", v.Role.Settings)
+	}
+}
+
+// TestOneAccountOneRole: a second role for an account another role manages is refused, on
+// create and on update, and concurrent writes of one account store it once.
+func TestOneAccountOneRole(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	claim := func(a string) func(*RoleInput) { return func(in *RoleInput) { in.Settings[fFaultAccount] = a } }
+	te.importRole(t, "first", "pw-1", claim("shared"))
+
+	_, target := newFault(t, secretOf("pw-2"))
+	in := faultRole(target)
+	in.Secrets[fFaultValue] = "pw-2"
+	in.Settings[fFaultAccount] = "shared"
+	_, err := te.e.WriteRole(ctx, "second", in)
+	wantUserError(t, err, `account: account shared is already managed by role "first"; one login, one role`)
+
+	te.importRole(t, "third", "pw-3", claim("other"))
+	_, err = te.e.WriteRole(ctx, "third", RoleInput{Settings: map[string]interface{}{fFaultAccount: "shared"}})
+	wantUserError(t, err, `already managed by role "first"`)
+	// Rewriting a role with its own account is no clash.
+	if _, err := te.e.WriteRole(ctx, "first", RoleInput{Settings: map[string]interface{}{fFaultAccount: "shared", fFaultTags: []string{"x"}}}); err != nil {
+		t.Fatalf("rewriting the holder: %v", err)
+	}
+	// Deleting the holder frees the account.
+	if err := te.e.DeleteRole(ctx, "first"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.e.WriteRole(ctx, "second", in); err != nil {
+		t.Fatalf("after the holder was deleted: %v", err)
+	}
+
+	// Racing creates of one account: exactly one is stored.
+	const racers = 8
+	var wg sync.WaitGroup
+	errs := make([]error, racers)
+	for i := range racers {
+		_, tg := newFault(t, secretOf("pw-r"))
+		r := faultRole(tg)
+		r.Secrets[fFaultValue] = "pw-r"
+		r.Settings[fFaultAccount] = "raced"
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = te.e.WriteRole(ctx, "racer-"+string(rune('a'+i)), r)
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		if err == nil {
+			ok++
+		} else if !IsUserError(err) {
+			t.Fatalf("a racing write failed with %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d racing writes of one account were stored, want 1", ok)
+	}
+}
+
+// TestRelocationIsProven: a write that changes where values are sent proves the current value
+// there first; refused, nothing is stored.
+func TestRelocationIsProven(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft := te.importRole(t, "app", "pw-app", func(in *RoleInput) { in.Settings[fFaultLocation] = "here" })
+
+	ft.ScriptVerify(verifyReject)
+	_, err := te.e.WriteRole(ctx, "app", RoleInput{Settings: map[string]interface{}{fFaultLocation: "elsewhere"}})
+	wantUserError(t, err, "the role's current value does not work at the new location, so the write was not stored")
+	if strings.Contains(err.Error(), "pw-app") {
+		t.Fatalf("the error quotes the value: %v", err)
+	}
+	if v, _ := te.e.ReadRole(ctx, "app"); v.Role.Settings.String(fFaultLocation) != "here" {
+		t.Fatalf("a refused move was stored: %+v", v.Role.Settings)
+	}
+	if _, err := te.e.WriteRole(ctx, "app", RoleInput{Settings: map[string]interface{}{fFaultLocation: "elsewhere"}}); err != nil {
+		t.Fatalf("a move where the value works: %v", err)
+	}
+	if ft.Applies() != 0 {
+		t.Fatal("proving a move changed the target")
+	}
+}

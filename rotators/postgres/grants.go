@@ -1,0 +1,230 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/go-secure-stdlib/strutil"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
+)
+
+// An admin role grants explicitly (README "Security model"): a role that names it as admin_role
+// may manage a login only when the login matches the admin's allowed_usernames, is not the
+// admin's own login, lives on the admin's server and database, and holds no privilege that
+// reaches beyond itself unless the admin sets allow_privileged.
+
+var (
+	_ rotators.Grantor   = Kind{}
+	_ rotators.Inheritor = Kind{}
+	_ rotators.Claimer   = Kind{}
+	_ rotators.Locator   = Kind{}
+)
+
+// riskyPredefinedRoles are PostgreSQL's predefined roles whose members can act as the server's
+// operating-system user; a login that is a member counts as privileged.
+var riskyPredefinedRoles = []string{"pg_execute_server_program", "pg_read_server_files", "pg_write_server_files"}
+
+// Inherit gives a role with an admin_role and no connection_url the admin's: the server and
+// database a dependent's password is proven on are the admin's.
+func (Kind) Inherit(s *rotators.Settings, linked map[string]rotators.Linked) {
+	if s.String(FieldConnectionURL) != "" || s.String(FieldAdminRole) == "" {
+		return
+	}
+	if admin, ok := linked[FieldAdminRole]; ok {
+		s.Set(rotators.Field{Name: FieldConnectionURL, Kind: rotators.FieldString}, admin.Settings.String(FieldConnectionURL))
+	}
+}
+
+// LocationFields: connection_url says where passwords are sent.
+func (Kind) LocationFields() []string { return []string{FieldConnectionURL} }
+
+// Claims are the logins the role manages, named by server: host:port plus login.
+func (Kind) Claims(s rotators.Settings) []rotators.Claim {
+	c, err := parseConfig(s)
+	if err != nil {
+		return nil
+	}
+	srv, err := serverOf(c.urlTemplate)
+	if err != nil {
+		return nil
+	}
+	field := FieldUsername
+	if len(c.usernames) == 2 {
+		field = FieldUsernames
+	}
+	out := make([]rotators.Claim, 0, len(c.usernames))
+	for _, u := range c.usernames {
+		out = append(out, rotators.Claim{Field: field, Account: fmt.Sprintf("login %q at %s", u, srv.hostPort())})
+	}
+	return out
+}
+
+// CheckGrant decides whether the role's admin_role grants its logins: the static rules, then the
+// logins' privileges as PostgreSQL reports them through the admin's own session (read only).
+func (Kind) CheckGrant(ctx context.Context, env rotators.Env, s rotators.Settings) error {
+	c, err := parseConfig(s)
+	if err != nil || c.adminRole == "" {
+		return err
+	}
+	admin, err := grantingAdmin(c, env)
+	if err != nil {
+		return err
+	}
+	if err := c.grantedBy(admin); err != nil {
+		return err
+	}
+	return checkPrivileges(ctx, env.Resources, c, admin)
+}
+
+// grantingAdmin is the admin role from env, with a current credential.
+func grantingAdmin(c config, env rotators.Env) (rotators.Linked, error) {
+	admin, ok := env.Linked[FieldAdminRole]
+	if !ok || admin.Current == nil {
+		return admin, fmt.Errorf("%s: role %q has no current credential", FieldAdminRole, c.adminRole)
+	}
+	return admin, nil
+}
+
+// grantedBy applies the rules that need no server: allowed_usernames, the admin's own login,
+// the same server and database. Apply runs them again before every change, so that an admin
+// narrowed after its dependents were written stops them.
+func (c config) grantedBy(admin rotators.Linked) error {
+	field := FieldUsername
+	if len(c.usernames) == 2 {
+		field = FieldUsernames
+	}
+	allowed := admin.Settings.List(FieldAllowedUsernames)
+	own := admin.Settings.String(FieldUsername)
+	for _, u := range c.usernames {
+		if u == own {
+			return fmt.Errorf("%s: %q is the login of admin_role %q itself; a role may not manage its admin's login", field, u, admin.Name)
+		}
+		if !usernameAllowed(allowed, u) {
+			return fmt.Errorf("%s: login %q is not in admin_role %q's %s", field, u, admin.Name, FieldAllowedUsernames)
+		}
+	}
+	mine, err := serverOf(c.urlTemplate)
+	if err != nil {
+		return fmt.Errorf("%s: %w", FieldConnectionURL, err)
+	}
+	theirs, err := serverOf(admin.Settings.String(FieldConnectionURL))
+	if err != nil {
+		return fmt.Errorf("%s: admin_role %q's connection_url: %w", FieldAdminRole, admin.Name, err)
+	}
+	if mine != theirs {
+		return fmt.Errorf("%s: must name admin_role %q's host, port and database (%s); leave it out to use the admin's", FieldConnectionURL, admin.Name, theirs)
+	}
+	return nil
+}
+
+// usernameAllowed matches a login against allowed_usernames: "*" allows any login; an item with
+// a leading or trailing "*" matches by suffix or prefix (both: by substring); any other item
+// matches exactly. Empty: nothing is allowed. These are the globs of Vault's database engine's
+// allowed_roles.
+func usernameAllowed(allowed []string, user string) bool {
+	return strutil.StrListContains(allowed, "*") || strutil.StrListContainsGlob(allowed, user)
+}
+
+// server is where a connection_url points: host, port and database.
+type server struct {
+	host     string
+	port     uint16
+	database string
+}
+
+func (s server) hostPort() string {
+	return strings.TrimSuffix(strings.TrimPrefix(s.host, "["), "]") + ":" + strconv.Itoa(int(s.port))
+}
+
+func (s server) String() string { return s.hostPort() + "/" + s.database }
+
+// serverOf parses a connection_url template. Hosts compare case-insensitively; a name and an
+// address of the same server differ (no lookup is made).
+func serverOf(tmpl string) (server, error) {
+	cfg, err := parseConn(renderURL(tmpl, "u", "p"))
+	if err != nil {
+		return server{}, err
+	}
+	return server{host: strings.ToLower(cfg.Host), port: cfg.Port, database: cfg.Database}, nil
+}
+
+// privilegesQuery reports, for login $1, whether it exists and every reason it reaches beyond
+// itself: its own attributes, and membership (direct or not) in a role that has them, in the
+// admin's login, or in a predefined role that acts as the server's OS user. pg_has_role's
+// MEMBER counts memberships it could SET ROLE to even without INHERIT.
+const privilegesQuery = `SELECT r.rolsuper, r.rolcreaterole, r.rolreplication, r.rolbypassrls,
+  COALESCE((SELECT string_agg(p.rolname, ',' ORDER BY p.rolname) FROM pg_catalog.pg_roles p
+    WHERE p.oid <> r.oid AND pg_catalog.pg_has_role(r.oid, p.oid, 'MEMBER')
+      AND (p.rolsuper OR p.rolcreaterole OR p.rolreplication OR p.rolbypassrls OR p.rolname = ANY($2))), '')
+FROM pg_catalog.pg_roles r WHERE r.rolname = $1`
+
+// checkPrivileges refuses logins that are missing, or privileged while the admin does not allow
+// privileged logins.
+func checkPrivileges(ctx context.Context, res *rotators.Resources, c config, admin rotators.Linked) error {
+	lim := defaultLimits
+	lim.auth = admin.Settings.String(FieldRequireAuth)
+	connURL := renderURL(admin.Settings.String(FieldConnectionURL), admin.Current[PartUsername], admin.Current[PartPassword])
+	field := FieldUsername
+	if len(c.usernames) == 2 {
+		field = FieldUsernames
+	}
+	asRoles := append([]string{admin.Current[PartUsername]}, riskyPredefinedRoles...)
+	for _, u := range c.usernames {
+		var super, createRole, replication, bypassRLS bool
+		var via string
+		err := lim.withSession(ctx, res, connURL, func(ctx context.Context, conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, privilegesQuery, u, asRoles).Scan(&super, &createRole, &replication, &bypassRLS, &via)
+		})
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("%s: no login %q exists at admin_role %q's server", field, u, admin.Name)
+		case err != nil:
+			return fmt.Errorf("%s: cannot check login %q's privileges through admin_role %q: %w", field, u, admin.Name, err)
+		}
+		if admin.Settings.Bool(FieldAllowPrivileged) {
+			continue
+		}
+		var why []string
+		for _, a := range []struct {
+			has  bool
+			name string
+		}{{super, "SUPERUSER"}, {createRole, "CREATEROLE"}, {replication, "REPLICATION"}, {bypassRLS, "BYPASSRLS"}} {
+			if a.has {
+				why = append(why, a.name)
+			}
+		}
+		if via != "" {
+			why = append(why, "member of "+via)
+		}
+		if len(why) > 0 {
+			return fmt.Errorf("%s: login %q is privileged (%s); admin_role %q does not set %s=true", field, u, strings.Join(why, ", "), admin.Name, FieldAllowPrivileged)
+		}
+	}
+	return nil
+}
+
+// checkAdminOnly refuses grants on a role that is not an admin: they would grant nothing.
+func checkAdminOnly(s rotators.Settings) error {
+	switch {
+	case s.String(FieldAdminRole) == "":
+		return nil
+	case len(s.List(FieldAllowedUsernames)) > 0:
+		return fmt.Errorf("%s: only an admin role (one without admin_role) grants logins", FieldAllowedUsernames)
+	case s.Bool(FieldAllowPrivileged):
+		return fmt.Errorf("%s: only an admin role (one without admin_role) grants logins", FieldAllowPrivileged)
+	}
+	return nil
+}
+
+// requireAuthOf is the libpq require_auth a role's sessions use.
+func requireAuthOf(s rotators.Settings) string {
+	if v := s.String(FieldRequireAuth); v != "" {
+		return v
+	}
+	return AuthSCRAM
+}
