@@ -29,7 +29,7 @@ func (f *pgFixture) testGrants(t *testing.T) {
 		CREATE ROLE gr_group NOLOGIN IN ROLE gr_powers;
 		CREATE ROLE gr_nested LOGIN NOINHERIT IN ROLE gr_group PASSWORD 'x';
 		CREATE ROLE gr_files LOGIN IN ROLE pg_read_server_files PASSWORD 'x';
-		CREATE ROLE gr_as_admin LOGIN IN ROLE ` + fixtureAdmin + ` PASSWORD 'x';
+		CREATE ROLE gr_as_admin LOGIN IN ROLE `+fixtureAdmin+` PASSWORD 'x';
 		CREATE ROLE "gr odd'""name" LOGIN PASSWORD 'x';`)
 	_, env := f.managed(t, "gr_plain", defaultLimits, res)
 	grant := func(user string, allowPrivileged bool) error {
