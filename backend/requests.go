@@ -74,6 +74,9 @@ func supplied(role *Role, st *State, value string) (rotators.Secret, error) {
 // Rollback re-applies kept version n (0: the previous one) through the whole protocol; it
 // becomes a new current version with the old value.
 func (e *Engine) Rollback(ctx context.Context, name string, n int) (*Outcome, error) {
+	if err := checkVersionNumber(n); err != nil {
+		return nil, err
+	}
 	unlock := e.locks.lock(name)
 	role, err := e.loadRole(ctx, name)
 	var st *State

@@ -29,6 +29,8 @@ type RoleInput struct {
 	Settings map[string]interface{}
 	// Secrets are the write-only fields (the current value to import).
 	Secrets map[string]string
+	// Given names every field the request carried, for the field rule (checkFieldNames).
+	Given []string
 }
 
 // WriteResult says what a role write did.
@@ -197,24 +199,104 @@ func changesTarget(before, after *Role) bool {
 	return !sameSettings(before.Settings, after.Settings) || !slices.Equal(before.Consumers, after.Consumers)
 }
 
+// Common role fields: every type has them (README "Usage"). The kinds' own fields come from
+// rotators.Kind.Fields.
+const (
+	FieldType             = "type"
+	FieldRotationPeriod   = "rotation_period"
+	FieldRotationSchedule = "rotation_schedule"
+	FieldRotationWindow   = "rotation_window"
+	FieldAutoRotate       = "auto_rotate"
+	FieldVersionsKept     = "versions_kept"
+	FieldPasswordPolicy   = "password_policy"
+	FieldConsumers        = "consumers"
+	FieldHealthChecks     = "health_checks"
+	FieldHealthTimeout    = "health_timeout"
+	FieldRollback         = "rollback_on_failure"
+)
+
+// CommonFields lists the common role fields.
+var CommonFields = []string{FieldType, FieldRotationPeriod, FieldRotationSchedule, FieldRotationWindow, FieldAutoRotate,
+	FieldVersionsKept, FieldPasswordPolicy, FieldConsumers, FieldHealthChecks, FieldHealthTimeout, FieldRollback}
+
+// RoleKind is the kind a write to role name is about: the stored role's, or the requested type
+// for a new role. It applies the type rules (required at create, known, never changed) and the
+// field rule (only common fields and the kind's own), so that a request is refused before
+// its fields are decoded. given names the fields the request carried.
+func (e *Engine) RoleKind(ctx context.Context, name, requested string, given []string) (rotators.Kind, error) {
+	if err := ValidateRoleName(name); err != nil {
+		return nil, userError(err)
+	}
+	existing, err := e.loadRole(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	kind, err := resolveKind(existing, requested)
+	if err != nil {
+		return nil, userError(err)
+	}
+	if err := checkFieldNames(kind, given); err != nil {
+		return nil, userError(err)
+	}
+	return kind, nil
+}
+
+// resolveKind applies the type rules to a write: required at create, known, never changed.
+func resolveKind(existing *Role, requested string) (rotators.Kind, error) {
+	typ := requested
+	if existing != nil {
+		if requested != "" && requested != existing.Type {
+			return nil, fmt.Errorf("type: cannot change from %s to %s; delete the role and create it again", existing.Type, requested)
+		}
+		typ = existing.Type
+	}
+	if typ == "" {
+		return nil, fmt.Errorf("type: required (one of %s)", strings.Join(rotators.Names(), ", "))
+	}
+	kind, ok := rotators.Lookup(typ)
+	if !ok {
+		return nil, fmt.Errorf("type: %q is not one of %s", typ, strings.Join(rotators.Names(), ", "))
+	}
+	return kind, nil
+}
+
+// checkFieldNames refuses fields that are neither common nor of the role's kind, naming them.
+func checkFieldNames(kind rotators.Kind, given []string) error {
+	allowed := map[string]bool{"name": true}
+	for _, n := range CommonFields {
+		allowed[n] = true
+	}
+	for _, f := range kind.Fields() {
+		allowed[f.Name] = true
+	}
+	var foreign []string
+	for _, k := range given {
+		if !allowed[k] {
+			foreign = append(foreign, k)
+		}
+	}
+	if len(foreign) == 0 {
+		return nil
+	}
+	slices.Sort(foreign)
+	return fmt.Errorf("%s: not a field of a %s role", strings.Join(foreign, ", "), kind.Name())
+}
+
 // mergeRole applies a write to the existing role (nil: create) and validates the result.
 func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind, error) {
+	kind, err := resolveKind(existing, in.Type)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkFieldNames(kind, in.Given); err != nil {
+		return nil, nil, err
+	}
 	var role Role
 	if existing == nil {
-		if in.Type == "" {
-			return nil, nil, fmt.Errorf("type: required (one of %s)", strings.Join(rotators.Names(), ", "))
-		}
-		role = Role{Name: name, Type: in.Type, AutoRotate: true, VersionsKept: DefaultVersionsKept}
+		role = Role{Name: name, Type: kind.Name(), AutoRotate: true, VersionsKept: DefaultVersionsKept}
 	} else {
 		role = *existing
 		role.Settings = cloneSettings(existing.Settings)
-		if in.Type != "" && in.Type != existing.Type {
-			return nil, nil, fmt.Errorf("type: cannot change from %s to %s; delete the role and create it again", existing.Type, in.Type)
-		}
-	}
-	kind, ok := rotators.Lookup(role.Type)
-	if !ok {
-		return nil, nil, fmt.Errorf("type: %q is not one of %s", role.Type, strings.Join(rotators.Names(), ", "))
 	}
 
 	if in.RotationPeriod != nil && in.RotationSchedule != nil && *in.RotationPeriod != 0 && *in.RotationSchedule != "" {
@@ -567,6 +649,9 @@ func linkedNames(r *Role) []string {
 
 // Creds returns kept version n of the role (0: the current one) and the kind's description of it.
 func (e *Engine) Creds(ctx context.Context, name string, n int) (*Version, map[string]interface{}, *RoleView, error) {
+	if err := checkVersionNumber(n); err != nil {
+		return nil, nil, nil, err
+	}
 	if n == 0 {
 		// Between apply and promote, and while an outcome is unknown, the stored current value
 		// may already be dead at the target: wait (bounded) for the outcome rather than hand it
@@ -619,6 +704,14 @@ func (e *Engine) staged(ctx context.Context, name string) (*Version, error) {
 		return nil, err
 	}
 	return &Version{Number: p.NewVersion, Created: p.Started, Trigger: p.Trigger, Secret: p.New}, nil
+}
+
+// checkVersionNumber refuses a negative version (0 means the current one).
+func checkVersionNumber(n int) error {
+	if n < 0 {
+		return userError(errors.New("version: must be positive"))
+	}
+	return nil
 }
 
 // VersionInfo is a kept version without its value.

@@ -129,7 +129,7 @@ func BenchmarkRotateLatency(b *testing.B) {
 	// Ours: a self-managed admin (imported) and an app role rotated through it.
 	s.write(b, mount+"/roles/pg-admin", map[string]interface{}{
 		"type": "postgres", "connection_url": s.pg.URLTemplate(), "username": "bench_admin", "password": "bench-admin-pw",
-		"rotation_period": "2160h",
+		"rotation_period": "2160h", "allowed_usernames": "app",
 	})
 	s.write(b, mount+"/roles/app", map[string]interface{}{
 		"type": "postgres", "admin_role": "pg-admin", "username": "app", "connection_url": s.pg.URLTemplate(),

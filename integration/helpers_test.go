@@ -108,13 +108,14 @@ func (s *stack) createLogin(t *testing.T, user, password string, extra string) {
 	s.remember(password)
 }
 
-// importAdmin creates a CREATEROLE login and imports it as a self-managed role.
+// importAdmin creates a CREATEROLE login and imports it as a self-managed role that grants any
+// unprivileged login (allowed_usernames=*).
 func (s *stack) importAdmin(t *testing.T, role, user, password string) {
 	t.Helper()
 	s.createLogin(t, user, password, "CREATEROLE")
 	s.write(t, "roles/"+role, map[string]interface{}{
 		"type": "postgres", "connection_url": s.pg.URLTemplate(), "username": user, "password": password,
-		"rotation_period": "2160h",
+		"rotation_period": "2160h", "allowed_usernames": "*",
 	})
 }
 

@@ -27,7 +27,7 @@ var helpPurpose = map[string]string{
 
 // kindFields are fields of each kind that the help of roles/x must list when the kind exists (README "Usage").
 var kindFields = map[string][]string{
-	"postgres": {"connection_url", "username", "password", "admin_role", "strategy", "usernames"},
+	"postgres": {"connection_url", "username", "password", "admin_role", "strategy", "usernames", "allowed_usernames", "allow_privileged", "require_auth"},
 	"token":    {"format", "bytes", "prefix", "value"},
 	"jwt":      {"algorithm", "key_bits", "verification_ttl"},
 	"ssh":      {"hosts", "username", "key_type", "private_key", "host_keys"},

@@ -241,6 +241,13 @@ rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" }`,
 			{"self-managed without password", base(map[string]interface{}{"admin_role": nil}), "password"},
 			{"alternating without usernames", base(map[string]interface{}{"strategy": "alternating"}), "username"},
 			{"unknown strategy", base(map[string]interface{}{"strategy": "round-robin"}), "strategy"},
+			{"the admin's own login", base(map[string]interface{}{"username": "bad_admin"}), "username"},
+			{"a superuser", base(map[string]interface{}{"username": "postgres"}), "allow_privileged"},
+			{"a login that does not exist", base(map[string]interface{}{"username": "bad_nobody"}), "username"},
+			{"another server", base(map[string]interface{}{"connection_url": strings.Replace(url, "127.0.0.1", "localhost", 1)}), "connection_url"},
+			{"another database", base(map[string]interface{}{"connection_url": strings.Replace(url, "/postgres?", "/template1?", 1)}), "connection_url"},
+			{"grants on a dependent", base(map[string]interface{}{"allowed_usernames": "*"}), "allowed_usernames"},
+			{"weaker auth than the list allows", base(map[string]interface{}{"require_auth": "password"}), "require_auth"},
 		}
 		for _, c := range cases {
 			_, re := s.writeErr("roles/bad", c.data)
@@ -289,7 +296,9 @@ rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" }`,
 	t.Run("a typo in connection_url at create keeps the password PostgreSQL took as version 1, not lost", func(t *testing.T) {
 		s.importAdmin(t, "typo-admin", "typo_admin", "typo-admin-pw")
 		s.createLogin(t, "typo_app", "typo-app-0", "")
-		wrong := strings.Replace(s.pg.URLTemplate(), "/postgres?", "/no_such_db?", 1)
+		// The server and database must be the admin's; an option can still be wrong (this
+		// server has no TLS).
+		wrong := strings.Replace(s.pg.URLTemplate(), "sslmode=disable", "sslmode=require", 1)
 		_, re := s.writeErr("roles/typo", map[string]interface{}{
 			"type": "postgres", "admin_role": "typo-admin", "username": "typo_app",
 			"connection_url": wrong, "rotation_period": "720h",

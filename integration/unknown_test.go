@@ -141,12 +141,12 @@ func TestLostReplyIsUnknownAndResolvedToWhatPostgresHolds(t *testing.T) {
 	s.createLogin(t, "lossy_admin", "lossy-admin-pw", "CREATEROLE")
 	s.write(t, "roles/lossy-admin", map[string]interface{}{
 		"type": "postgres", "connection_url": viaProxy, "username": "lossy_admin", "password": "lossy-admin-pw",
-		"rotation_period": "2160h",
+		"rotation_period": "2160h", "allowed_usernames": "lossy_*",
 	})
 	s.createLogin(t, "lossy_app", "lossy-app-initial", "")
 	s.write(t, "roles/lossy-app", map[string]interface{}{
 		"type": "postgres", "admin_role": "lossy-admin", "username": "lossy_app", "password": "lossy-app-initial",
-		"connection_url": s.pg.URLTemplate(), "rotation_period": "2160h",
+		"rotation_period": "2160h", // connection_url: the admin's, through the proxy
 	})
 
 	proxy.armed.Store(true)

@@ -29,9 +29,6 @@ func (b *Backend) handleCreds(ctx context.Context, _ *logical.Request, d *framew
 		return errResp, nil
 	}
 	n := d.Get("version").(int)
-	if n < 0 {
-		return logical.ErrorResponse("version: must be positive"), nil
-	}
 	v, described, view, err := b.engine.Creds(ctx, name, n)
 	if err != nil {
 		return respondErr(name, err)

@@ -14,19 +14,19 @@ import (
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
-// Common role fields (every type).
+// Common role fields (every type): the engine owns their names and rules.
 const (
-	fieldType             = "type"
-	fieldRotationPeriod   = "rotation_period"
-	fieldRotationSchedule = "rotation_schedule"
-	fieldRotationWindow   = "rotation_window"
-	fieldAutoRotate       = "auto_rotate"
-	fieldVersionsKept     = "versions_kept"
-	fieldPasswordPolicy   = "password_policy"
-	fieldConsumers        = "consumers"
-	fieldHealthChecks     = "health_checks"
-	fieldHealthTimeout    = "health_timeout"
-	fieldRollback         = "rollback_on_failure"
+	fieldType             = backend.FieldType
+	fieldRotationPeriod   = backend.FieldRotationPeriod
+	fieldRotationSchedule = backend.FieldRotationSchedule
+	fieldRotationWindow   = backend.FieldRotationWindow
+	fieldAutoRotate       = backend.FieldAutoRotate
+	fieldVersionsKept     = backend.FieldVersionsKept
+	fieldPasswordPolicy   = backend.FieldPasswordPolicy
+	fieldConsumers        = backend.FieldConsumers
+	fieldHealthChecks     = backend.FieldHealthChecks
+	fieldHealthTimeout    = backend.FieldHealthTimeout
+	fieldRollback         = backend.FieldRollback
 )
 
 func commonRoleFields() map[string]*framework.FieldSchema {
@@ -138,26 +138,18 @@ func (b *Backend) handleRoleWrite(ctx context.Context, req *logical.Request, d *
 		return errResp, nil
 	}
 	typ := d.Get(fieldType).(string)
-	if v, err := b.engine.ReadRole(ctx, name); err != nil {
-		return nil, err
-	} else if v != nil {
-		if typ != "" && typ != v.Role.Type {
-			return logical.ErrorResponse("type: cannot change from %s to %s; delete the role and create it again", v.Role.Type, typ), nil
-		}
-		typ = v.Role.Type
+	given := make([]string, 0, len(req.Data))
+	for k := range req.Data {
+		given = append(given, k)
 	}
-	if typ == "" {
-		return logical.ErrorResponse("type: required (one of %s)", strings.Join(rotators.Names(), ", ")), nil
-	}
-	kind, ok := rotators.Lookup(typ)
-	if !ok {
-		return logical.ErrorResponse("type: %q is not one of %s", typ, strings.Join(rotators.Names(), ", ")), nil
-	}
-	if msg := foreignFields(req.Data, kind); msg != "" {
-		return logical.ErrorResponse(msg), nil
+	// The engine decides the kind (and refuses foreign fields) before the kind's fields are
+	// decoded: the type rules have one owner.
+	kind, err := b.engine.RoleKind(ctx, name, typ, given)
+	if err != nil {
+		return respondErr(name, err)
 	}
 
-	in := backend.RoleInput{Type: typ, Settings: map[string]interface{}{}, Secrets: map[string]string{}}
+	in := backend.RoleInput{Type: typ, Settings: map[string]interface{}{}, Secrets: map[string]string{}, Given: given}
 	if v, ok := d.GetOk(fieldRotationPeriod); ok {
 		p := time.Duration(v.(int)) * time.Second
 		in.RotationPeriod = &p
@@ -221,28 +213,6 @@ func (b *Backend) handleRoleWrite(ctx context.Context, req *logical.Request, d *
 		return nil, nil
 	}
 	return &logical.Response{Data: rotationData(res.Rotation)}, nil
-}
-
-// foreignFields names the request fields that are neither common nor of the role's kind.
-func foreignFields(data map[string]interface{}, kind rotators.Kind) string {
-	allowed := map[string]bool{"name": true}
-	for n := range commonRoleFields() {
-		allowed[n] = true
-	}
-	for _, f := range kind.Fields() {
-		allowed[f.Name] = true
-	}
-	var foreign []string
-	for k := range data {
-		if !allowed[k] {
-			foreign = append(foreign, k)
-		}
-	}
-	if len(foreign) == 0 {
-		return ""
-	}
-	sort.Strings(foreign)
-	return fmt.Sprintf("%s: not a field of a %s role", strings.Join(foreign, ", "), kind.Name())
 }
 
 func (b *Backend) handleRoleRead(ctx context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {

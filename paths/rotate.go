@@ -67,9 +67,6 @@ func (b *Backend) handleRollback(ctx context.Context, req *logical.Request, d *f
 	}
 	ctx = withRequester(ctx, req)
 	version := d.Get("version").(int)
-	if version < 0 {
-		return logical.ErrorResponse("version: must be positive"), nil
-	}
 	out, err := b.engine.Rollback(ctx, name, version)
 	return rotationResponse(name, out, err)
 }

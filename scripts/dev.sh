@@ -165,10 +165,10 @@ say "registering and mounting the plugin at rotation/"
 "$VAULT" secrets enable -path=rotation -plugin-version="$PLUGIN_VERSION" vault-plugin-rotation >&2
 
 URL="postgres://{{username}}:{{password}}@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
-say "creating roles pg-admin (self-managed oa_admin) and app (rotated by pg-admin)"
+say "creating roles pg-admin (self-managed oa_admin, granting the login app) and app (rotated by pg-admin, on its server)"
 "$VAULT" write rotation/roles/pg-admin type=postgres connection_url="$URL" username=oa_admin password="$ADMIN_PW" \
-	rotation_period=2160h >&2
-"$VAULT" write rotation/roles/app type=postgres admin_role=pg-admin username=app connection_url="$URL" \
+	allowed_usernames=app rotation_period=2160h >&2
+"$VAULT" write rotation/roles/app type=postgres admin_role=pg-admin username=app \
 	rotation_schedule='0 0 1 1,4,7,10 *' >&2
 
 say "rotating app once"
