@@ -125,7 +125,7 @@ func TestPostgresRotation(t *testing.T) {
 		_, depPW, _ := s.creds(t, "dep")
 		s.assertLogin(t, "dep", depPW, true)
 		// Deleting an admin that others use is refused.
-		_, re := s.writeErr("roles/self-admin", map[string]interface{}{"admin_role": "pg-admin"})
+		_, re := s.writeErr("roles/self-admin", map[string]interface{}{"admin_role": "pg-admin", "allowed_usernames": ""})
 		expectStatus(t, re, http.StatusBadRequest, "must therefore stay self-managed")
 		if _, err := s.vault.Client.Logical().Delete(mount + "/roles/self-admin"); err == nil {
 			t.Fatal("deleting an admin that a role uses succeeded")
@@ -275,8 +275,9 @@ rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" }`,
 
 		// A wrong admin password, or an unreachable database, at create: an error that says
 		// so, and no role.
+		s.createLogin(t, "bad_other", "bad-other-pw", "")
 		_, re = s.writeErr("roles/wrong-admin", map[string]interface{}{
-			"type": "postgres", "connection_url": url, "username": "bad_admin", "password": "not-the-password", "rotation_period": "720h"})
+			"type": "postgres", "connection_url": url, "username": "bad_other", "password": "not-the-password", "rotation_period": "720h"})
 		expectStatus(t, re, http.StatusBadRequest, "rejects the supplied current value")
 		down := "postgres://{{username}}:{{password}}@127.0.0.1:1/postgres?sslmode=disable"
 		_, re = s.writeErr("roles/unreachable", map[string]interface{}{

@@ -156,11 +156,12 @@ func serverOf(tmpl string) (server, error) {
 // privilegesQuery reports, for login $1, whether it exists and every reason it reaches beyond
 // itself: its own attributes, and membership (direct or not) in a role that has them, in the
 // admin's login, or in a predefined role that acts as the server's OS user. pg_has_role's
-// MEMBER counts memberships it could SET ROLE to even without INHERIT.
+// MEMBER counts memberships it could SET ROLE to even without INHERIT. A superuser is a member
+// of every role: its memberships add nothing.
 const privilegesQuery = `SELECT r.rolsuper, r.rolcreaterole, r.rolreplication, r.rolbypassrls,
-  COALESCE((SELECT string_agg(p.rolname, ',' ORDER BY p.rolname) FROM pg_catalog.pg_roles p
+  CASE WHEN r.rolsuper THEN '' ELSE COALESCE((SELECT string_agg(p.rolname, ',' ORDER BY p.rolname) FROM pg_catalog.pg_roles p
     WHERE p.oid <> r.oid AND pg_catalog.pg_has_role(r.oid, p.oid, 'MEMBER')
-      AND (p.rolsuper OR p.rolcreaterole OR p.rolreplication OR p.rolbypassrls OR p.rolname = ANY($2))), '')
+      AND (p.rolsuper OR p.rolcreaterole OR p.rolreplication OR p.rolbypassrls OR p.rolname = ANY($2))), '') END
 FROM pg_catalog.pg_roles r WHERE r.rolname = $1`
 
 // checkPrivileges refuses logins that are missing, or privileged while the admin does not allow

@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
@@ -70,75 +69,6 @@ func (f *pgFixture) testGrants(t *testing.T) {
 	f.assertLogin(t, "gr_super", "x", true)
 }
 
-// authServer is a listener that speaks PostgreSQL's startup and asks for the authentication a
-// test gives it, recording every byte a client sends after the request: a server PostgreSQL
-// cannot be made into on demand (one that asks a password in clear of a client that did not
-// ask for TLS is a misconfiguration, or an attacker).
-type authServer struct {
-	ln  net.Listener
-	ask pgproto3.BackendMessage
-
-	mu       sync.Mutex
-	received bytes.Buffer
-	asked    int
-}
-
-func startAuthServer(t *testing.T, ask pgproto3.BackendMessage) *authServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &authServer{ln: ln, ask: ask}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
-		}
-	}()
-	return s
-}
-
-func (s *authServer) serve(c net.Conn) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	be := pgproto3.NewBackend(c, c)
-	if _, err := be.ReceiveStartupMessage(); err != nil {
-		return
-	}
-	be.Send(s.ask)
-	if err := be.Flush(); err != nil {
-		return
-	}
-	s.mu.Lock()
-	s.asked++
-	s.mu.Unlock()
-	buf := make([]byte, 4096)
-	for {
-		n, err := c.Read(buf)
-		s.mu.Lock()
-		s.received.Write(buf[:n])
-		s.mu.Unlock()
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (s *authServer) url() string {
-	return "postgres://{{username}}:{{password}}@" + s.ln.Addr().String() + "/postgres?sslmode=disable"
-}
-
-func (s *authServer) got() (asked int, received []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.asked, append([]byte(nil), s.received.Bytes()...)
-}
-
 // TestNoPasswordForWeakAuthentication: a server that asks for a cleartext or MD5 password, or
 // lets the login in without one, gets nothing from Verify nor from Apply's admin session,
 // unless the role's require_auth allows that method.
@@ -153,8 +83,8 @@ func TestNoPasswordForWeakAuthentication(t *testing.T) {
 		{"trust", &pgproto3.AuthenticationOk{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := startAuthServer(t, tc.ask)
-			tg, err := (Kind{}).Bind(settings(map[string]interface{}{FieldConnectionURL: srv.url(), FieldUsername: "app"}))
+			srv := testenv.StartAuthServer(t, tc.ask)
+			tg, err := (Kind{}).Bind(settings(map[string]interface{}{FieldConnectionURL: srv.URLTemplate(), FieldUsername: "app"}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -171,7 +101,7 @@ func TestNoPasswordForWeakAuthentication(t *testing.T) {
 			if !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), "require_auth") {
 				t.Fatalf("Apply through a server asking for %s = %v, want not applied", tc.name, err)
 			}
-			asked, received := srv.got()
+			asked, received := srv.Got()
 			if asked < 2 {
 				t.Fatalf("the server asked %d times; the test proves nothing", asked)
 			}
@@ -190,15 +120,15 @@ func TestNoPasswordForWeakAuthentication(t *testing.T) {
 	}
 
 	// With require_auth allowing it, the weak method is used: the setting is what decides.
-	srv := startAuthServer(t, &pgproto3.AuthenticationCleartextPassword{})
-	tg, err := (Kind{}).Bind(settings(map[string]interface{}{FieldConnectionURL: srv.url(), FieldUsername: "app", FieldRequireAuth: AuthSCRAM + ",md5,password"}))
+	srv := testenv.StartAuthServer(t, &pgproto3.AuthenticationCleartextPassword{})
+	tg, err := (Kind{}).Bind(settings(map[string]interface{}{FieldConnectionURL: srv.URLTemplate(), FieldUsername: "app", FieldRequireAuth: AuthSCRAM + ",md5,password"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = tg.Verify(context.Background(), rotators.Env{}, secret("app", password))
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, got := srv.got(); bytes.Contains(got, []byte(password)) {
+		if _, got := srv.Got(); bytes.Contains(got, []byte(password)) {
 			break
 		}
 		if time.Now().After(deadline) {
