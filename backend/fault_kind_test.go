@@ -115,7 +115,8 @@ func (faultKind) CheckGrant(_ context.Context, env rotators.Env, s rotators.Sett
 		return nil
 	}
 	if !slices.Contains(admin.Settings.List(fFaultGrants), s.String(fFaultAccount)) {
-		return fmt.Errorf("%s: not granted by %q", fFaultAccount, admin.Name)
+		// Quotes the admin's value, as a careless driver might: the engine must redact it.
+		return fmt.Errorf("%s: not granted by %q (authenticated with %s)", fFaultAccount, admin.Name, admin.Current["password"])
 	}
 	return nil
 }

@@ -44,7 +44,13 @@ func (e *Engine) admit(ctx context.Context, role, existing *Role, kind rotators.
 		err := g.CheckGrant(gctx, env, role.Settings)
 		cancel()
 		if err != nil {
-			return release, userError(err)
+			// A driver's error may quote what it was given: the linked roles' values never
+			// reach the response.
+			linked := make([]rotators.Secret, 0, len(env.Linked))
+			for _, l := range env.Linked {
+				linked = append(linked, l.Current)
+			}
+			return release, userError(errors.New(capped(redacted(err.Error(), linked...))))
 		}
 	}
 	if c, ok := kind.(rotators.Claimer); ok && changed {

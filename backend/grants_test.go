@@ -21,6 +21,9 @@ func TestGrantRefusalStoresNothing(t *testing.T) {
 	in.Settings[fFaultAccount] = "team-b"
 	_, err := te.e.WriteRole(ctx, "dep", in)
 	wantUserError(t, err, `account: not granted by "admin"`)
+	if strings.Contains(err.Error(), "pw-admin") {
+		t.Fatalf("the grant error quotes the admin's value: %v", err)
+	}
 	if v, err := te.e.ReadRole(ctx, "dep"); err != nil || v != nil {
 		t.Fatalf("a refused role was stored: %+v %v", v, err)
 	}
