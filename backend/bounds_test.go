@@ -101,8 +101,9 @@ func TestWriteRoleBounds(t *testing.T) {
 	in.HealthTimeout = ptr(MaxHealthTimeout)
 	in.PasswordPolicy = ptr(strings.Repeat("p", maxPolicyNameLen))
 	in.Consumers = ptr(many(MaxConsumers, "docker:c"))
-	in.HealthChecks = ptr(many(MaxHealthChecks, "tcp://127.0.0.1:"))
+	in.HealthChecks = ptr(many(MaxHealthChecks, "tcp://127.0.0.1:1"))
 	in.Settings[fFaultTags] = many(rotators.DefaultMaxItems, "t")
+	te.allowConsumers(t, "docker:c*")
 	in.Settings[fFaultSize] = rotators.DefaultMaxInt
 	in.Settings[fFaultGrace] = int(rotators.DefaultMaxDuration / time.Second)
 	te.sys.SetPasswordPolicy(*in.PasswordPolicy, func() (string, error) { return strings.Repeat("p", MaxPasswordBytes), nil })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
@@ -25,6 +26,11 @@ type Config struct {
 	// NotifyURL receives a JSON document for every rotation outcome, parking and due reminder.
 	// It is write-only: often a bearer-style URL, so only ShownNotifyURL leaves the engine.
 	NotifyURL string `json:"notify_url,omitempty"`
+	// AllowedConsumers are globs over the consumer specs a role may list (empty: none).
+	// AllowedHealthTargets are CIDRs, addresses and host:port globs a health check may reach
+	// (default: loopback). Both are stored even when empty: an absent list reads as its default.
+	AllowedConsumers     []string `json:"allowed_consumers"`
+	AllowedHealthTargets []string `json:"allowed_health_targets"`
 }
 
 // ShownNotifyURL is what a config read shows of notify_url: its scheme and host followed by
@@ -59,7 +65,8 @@ const (
 
 // DefaultConfig is what a new mount uses.
 func DefaultConfig() Config {
-	return Config{MaxParallel: 4, HistoryLimit: 100, RetryBase: 10 * time.Second, RetryMax: 5 * time.Minute, MaxFailures: 5, DockerHost: DefaultDockerHost}
+	return Config{MaxParallel: 4, HistoryLimit: 100, RetryBase: 10 * time.Second, RetryMax: 5 * time.Minute, MaxFailures: 5, DockerHost: DefaultDockerHost,
+		AllowedConsumers: []string{}, AllowedHealthTargets: DefaultHealthTargets()}
 }
 
 // Validate checks the settings together.
@@ -93,14 +100,21 @@ func (c Config) Validate() error {
 	if err := consumers.ValidateDockerHost(c.DockerHost); err != nil {
 		return fmt.Errorf("docker_host: %q is not a Docker host such as unix:///var/run/docker.sock or tcp://127.0.0.1:2375", c.DockerHost)
 	}
-	return nil
+	return c.validateAllowLists()
 }
 
 // Config returns the mount's current settings.
 func (e *Engine) Config() Config {
 	e.cfgMu.RLock()
 	defer e.cfgMu.RUnlock()
-	return e.cfg
+	return e.cfg.clone()
+}
+
+// clone copies the lists, so that a caller's changes never reach the engine's settings.
+func (c Config) clone() Config {
+	c.AllowedConsumers = slices.Clone(c.AllowedConsumers)
+	c.AllowedHealthTargets = slices.Clone(c.AllowedHealthTargets)
+	return c
 }
 
 // SetConfig validates, stores and applies new settings.
@@ -108,11 +122,18 @@ func (e *Engine) SetConfig(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return userError(err)
 	}
+	// An empty list is stored as [], never null, so it is not read back as its default.
+	if c.AllowedConsumers == nil {
+		c.AllowedConsumers = []string{}
+	}
+	if c.AllowedHealthTargets == nil {
+		c.AllowedHealthTargets = []string{}
+	}
 	if err := putJSON(ctx, e.storage, configPath, c); err != nil {
 		return err
 	}
 	e.cfgMu.Lock()
-	e.cfg = c
+	e.cfg = c.clone()
 	e.cfgMu.Unlock()
 	e.workers.resize(c.MaxParallel)
 	return nil

@@ -19,12 +19,19 @@ func TestInvalidateKeepsViewsTrue(t *testing.T) {
 	// The config.
 	cfg := active.e.Config()
 	cfg.MaxFailures = 9
+	cfg.AllowedConsumers = []string{"docker:api-*"}
+	cfg.AllowedHealthTargets = []string{}
 	if err := active.e.SetConfig(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	standby.e.Invalidate(ctx, configPath)
 	if got := standby.e.Config().MaxFailures; got != 9 {
 		t.Fatalf("standby config max_failures = %d after invalidation", got)
+	}
+	// The allow-lists a role write on the standby's view is checked against (an emptied list
+	// stays empty rather than falling back to its default).
+	if got := standby.e.Config(); len(got.AllowedConsumers) != 1 || got.AllowedHealthTargets == nil || len(got.AllowedHealthTargets) != 0 {
+		t.Fatalf("standby allow-lists %q, %q after invalidation", got.AllowedConsumers, got.AllowedHealthTargets)
 	}
 
 	// A role written on the active node is scheduled on the standby.

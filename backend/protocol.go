@@ -232,6 +232,12 @@ func (e *Engine) rotateLocked(ctx context.Context, name string, rq rotateRequest
 
 	var p *Pending
 	if err := r.step(StepPrepare, func() error {
+		// The operator may have narrowed the allow-lists since the role was written: a new
+		// rotation is refused before anything is touched. (A pending record's deploy, resolved
+		// above, was decided under the lists of its own start.)
+		if err := e.Config().checkDeploy(r.role); err != nil {
+			return fmt.Errorf("refused before the target was touched: %w", err)
+		}
 		// A missing consumer ("forgot a service", a typo) fails here, before the target is touched.
 		if err := r.deploy.check(ctx); err != nil {
 			return err

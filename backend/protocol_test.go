@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -711,7 +712,7 @@ func TestConfig(t *testing.T) {
 	bad := good
 	bad.MaxParallel = 0
 	wantUserError(t, te.e.SetConfig(ctx, bad), "max_parallel")
-	if te.e.Config() != good {
+	if !reflect.DeepEqual(te.e.Config(), good) {
 		t.Fatal("an invalid config was applied")
 	}
 	c := good
@@ -719,12 +720,12 @@ func TestConfig(t *testing.T) {
 	if err := te.e.SetConfig(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	if te.e.Config() != c {
+	if !reflect.DeepEqual(te.e.Config(), c) {
 		t.Fatalf("config = %+v", te.e.Config())
 	}
 	// A restarted engine loads it.
 	te2 := newEnvOn(t, te.storage, te.clock)
-	if te2.e.Config() != c {
+	if !reflect.DeepEqual(te2.e.Config(), c) {
 		t.Fatalf("reloaded config = %+v, want %+v", te2.e.Config(), c)
 	}
 }

@@ -98,6 +98,11 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 	if err != nil {
 		return nil, userError(err)
 	}
+	// Every write, not only one that changes them: a stored role always fits the lists as they
+	// were when it was written.
+	if err := e.Config().checkDeploy(role); err != nil {
+		return nil, userError(err)
+	}
 	if err := e.checkLinks(ctx, role, kind, existing == nil); err != nil {
 		return nil, err
 	}

@@ -18,7 +18,11 @@ import (
 type HealthCheck struct {
 	raw string
 	url *url.URL
+	ep  Endpoint
 }
+
+// Endpoint is the host and port the check connects to, and the only one its probes may reach.
+func (h HealthCheck) Endpoint() Endpoint { return h.ep }
 
 // HealthResult is how one health check went.
 type HealthResult struct {
@@ -59,7 +63,11 @@ func ParseHealthCheck(s string) (HealthCheck, error) {
 	if u.User != nil {
 		return HealthCheck{}, fmt.Errorf("%q: credentials do not belong in a health check URL", s)
 	}
-	return HealthCheck{raw: s, url: u}, nil
+	ep, err := endpointOf(u)
+	if err != nil {
+		return HealthCheck{}, fmt.Errorf("%q: %w", s, err)
+	}
+	return HealthCheck{raw: s, url: u, ep: ep}, nil
 }
 
 // ParseHealthChecks parses every target, in order.
@@ -137,6 +145,11 @@ func RunHealthChecks(ctx context.Context, checks []HealthCheck, timeout time.Dur
 func (h HealthCheck) run(ctx context.Context, timeout time.Duration, lim *ProbeLimiter) HealthResult {
 	start := time.Now()
 	r := HealthResult{Target: h.raw, Status: Unhealthy}
+	var client *http.Client
+	if h.url.Scheme != "tcp" {
+		client = h.ep.httpClient()
+		defer client.CloseIdleConnections()
+	}
 	for {
 		if err := lim.acquire(ctx); err != nil {
 			if r.Error == "" {
@@ -147,7 +160,7 @@ func (h HealthCheck) run(ctx context.Context, timeout time.Duration, lim *ProbeL
 			return r
 		}
 		r.Attempts++
-		err := h.probe(ctx)
+		err := h.probe(ctx, client)
 		lim.release()
 		if err == nil {
 			r.Status = Healthy
@@ -166,18 +179,12 @@ func (h HealthCheck) run(ctx context.Context, timeout time.Duration, lim *ProbeL
 	}
 }
 
-var healthClient = &http.Client{
-	Timeout: 5 * time.Second,
-	// A redirect is an answer: 3xx is not 2xx, so do not follow it.
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-}
-
-// probe is one attempt. Its error says what failed (HTTP status, connection refused, timeout,
-// ...) and never holds any part of the answer's body, which is the target's to fill.
-func (h HealthCheck) probe(ctx context.Context) error {
+// probe is one attempt, through the check's own client for http(s). Its error says what failed
+// (HTTP status, connection refused, timeout, ...) and never holds any part of the answer's body,
+// which is the target's to fill.
+func (h HealthCheck) probe(ctx context.Context, client *http.Client) error {
 	if h.url.Scheme == "tcp" {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", h.url.Host)
+		conn, err := h.ep.dialer()(ctx, "tcp", h.url.Host)
 		if err != nil {
 			return probeError(err)
 		}
@@ -187,7 +194,7 @@ func (h HealthCheck) probe(ctx context.Context) error {
 	if err != nil {
 		return errors.New("not a valid URL")
 	}
-	resp, err := healthClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return probeError(err)
 	}

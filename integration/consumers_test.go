@@ -31,11 +31,16 @@ func demoStartedWith(t *testing.T, c *testenv.Container) demoVersion {
 	return v
 }
 
-// consumerStack is a dev stack whose plugin restarts containers through the test's Docker engine.
+// testConsumers are the consumers the tests' roles list: the demo containers, the compose
+// projects they are labelled with, and the missing ones the tests name on purpose.
+const testConsumers = "docker:testenv-demo-*,docker:no-such-container-*,compose:cockpit-t1/*,compose:shop/*,compose:no-such-project/*"
+
+// consumerStack is a dev stack whose plugin restarts containers through the test's Docker engine,
+// allowed to restart the tests' consumers.
 func newConsumerStack(t *testing.T) *stack {
 	t.Helper()
 	s := newDevStack(t)
-	s.write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost()})
+	s.write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_consumers": testConsumers})
 	return s
 }
 

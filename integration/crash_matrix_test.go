@@ -423,7 +423,7 @@ func setupCrashPostgresAlternating(t *testing.T, c *crashCase) func(*testing.T) 
 // and is health-checked.
 func setupCrashToken(t *testing.T, c *crashCase) func(*testing.T) {
 	s := c.s
-	s.write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost()})
+	s.write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_consumers": testConsumers})
 	s.write(t, "roles/"+crashRole, map[string]interface{}{
 		"type": "token", "format": "base64url", "bytes": 32, "rotation_period": "2160h",
 	})

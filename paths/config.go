@@ -24,13 +24,17 @@ func pathConfig(b *Backend) []*framework.Path {
 			"notify_url": {Type: framework.TypeString, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 				Description: "http(s) URL that receives a JSON document (event, role, type, version, outcome, error, time; never a secret) on every success, failure, rollback, parking, and due reminder of a manual-only role. Empty: off. Write-only: a read shows only its scheme and host, as 'https://hooks.example.com (set)'. Redirects are not followed."},
 			"docker_host": {Type: framework.TypeString, Default: backend.DefaultDockerHost, Description: "Docker Engine API that docker: and compose: consumers are restarted through (unix:///var/run/docker.sock, tcp://127.0.0.1:2375)."},
+			"allowed_consumers": {Type: framework.TypeCommaStringSlice,
+				Description: "Globs over the consumers a role may list, as KIND:NAME without options (docker:api-*, compose:cockpit/*); '*' matches any run of characters. Empty (default): no role may list a consumer. At most 64 items of 256 bytes."},
+			"allowed_health_targets": {Type: framework.TypeCommaStringSlice, Default: backend.DefaultHealthTargets(),
+				Description: "What a role's health checks may connect to: CIDRs and IP addresses (matching IP literals only), and globs over host:port (*.internal:443, 10.1.2.3:8080). Default: loopback (127.0.0.0/8, ::1), any port. At most 64 items of 256 bytes."},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation:   &framework.PathOperation{Callback: b.handleConfigRead, Summary: "Read the mount's settings."},
 			logical.UpdateOperation: &framework.PathOperation{Callback: b.handleConfigWrite, Summary: "Change the mount's settings."},
 		},
 		HelpSynopsis:    "The mount's rotation settings.",
-		HelpDescription: "Concurrency of scheduled rotations, history size, the backoff and failure limit of scheduled retries, and the Docker engine of the consumers.",
+		HelpDescription: "Concurrency of scheduled rotations, history size, the backoff and failure limit of scheduled retries, the Docker engine of the consumers, the webhook, and the allow-lists that bound which consumers and health targets roles may name.",
 	}}
 }
 
@@ -39,6 +43,7 @@ func configData(c backend.Config) map[string]interface{} {
 		"max_parallel": c.MaxParallel, "history_limit": c.HistoryLimit,
 		"retry_base": int64(c.RetryBase.Seconds()), "retry_max": int64(c.RetryMax.Seconds()), "max_failures": c.MaxFailures,
 		"docker_host": c.DockerHost, "notify_url": c.ShownNotifyURL(),
+		"allowed_consumers": c.AllowedConsumers, "allowed_health_targets": c.AllowedHealthTargets,
 	}
 }
 
@@ -78,6 +83,12 @@ func (b *Backend) handleConfigWrite(ctx context.Context, req *logical.Request, d
 	}
 	if v, ok := d.GetOk("notify_url"); ok {
 		c.NotifyURL = v.(string)
+	}
+	if v, ok := d.GetOk("allowed_consumers"); ok {
+		c.AllowedConsumers = v.([]string)
+	}
+	if v, ok := d.GetOk("allowed_health_targets"); ok {
+		c.AllowedHealthTargets = v.([]string)
 	}
 	if err := b.engine.SetConfig(ctx, c); err != nil {
 		return respondErr("", err)

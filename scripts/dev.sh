@@ -219,8 +219,10 @@ elif ! start_demo; then
 else
 	demo=1
 	say "app role: restart $DEMO_CONTAINER on rotation and health-check it"
-	if ! out="$("$VAULT" write rotation/config docker_host="$DOCKER_HOST_URL" 2>&1)"; then
-		echo "dev.sh: WARNING: setting rotation/config docker_host failed (consumers not available yet?):" >&2
+	# allowed_consumers is empty by default: no role may restart a container until the operator
+	# names which ones. The demo role's health check is on loopback, which the default allows.
+	if ! out="$("$VAULT" write rotation/config docker_host="$DOCKER_HOST_URL" allowed_consumers="docker:$DEMO_CONTAINER" 2>&1)"; then
+		echo "dev.sh: WARNING: setting rotation/config docker_host and allowed_consumers failed:" >&2
 		echo "$out" >&2
 	fi
 	if out="$("$VAULT" write rotation/roles/app consumers="docker:$DEMO_CONTAINER" \
