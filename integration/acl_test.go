@@ -97,6 +97,8 @@ func TestLeastPrivilege(t *testing.T) {
 		{"an admin of its own that grants itself", map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": "team_a_z", "allowed_usernames": "*", "rotation_period": "720h"}, "allowed_usernames: only an admin role"},
 		{"a self-managed role through a cleartext server", map[string]interface{}{"type": "postgres", "connection_url": clear.URLTemplate(), "username": "team_a_z", "password": "pw-team_a_z", "rotation_period": "720h"}, "require_auth"},
 		{"weaker auth than the plugin allows", dependent(map[string]interface{}{"username": "team_a_app", "require_auth": "password"}), "require_auth"},
+		{"a docker consumer outside allowed_consumers (Vault's own container)", dependent(map[string]interface{}{"username": "team_a_app", "consumers": "docker:vault"}), `consumers: "docker:vault" is not in`},
+		{"a health target outside allowed_health_targets (cloud metadata)", dependent(map[string]interface{}{"username": "team_a_app", "health_checks": "http://169.254.169.254/latest/meta-data/"}), "health_checks:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, re := asTeam("roles/team-a-x", tc.data)
