@@ -15,7 +15,7 @@ build: ## the plugin binary (static)
 vault: ## a Vault server binary (PATH vault >= 1.15, else the pinned build cached in ~/.cache/vault-plugin-rotation)
 	bootstrap/build-vault.sh
 
-test: build lint ## gofmt, vet, staticcheck + every test, against the real Vault, PostgreSQL and Docker engine
+test: deps build lint ## gofmt, vet, staticcheck + every test, against the real Vault, PostgreSQL, Docker engine and sshd
 	VAULT_BIN="$$(bootstrap/build-vault.sh)"; export VAULT_BIN; echo "VAULT_BIN=$$VAULT_BIN"; \
 	scripts/with-dockerd.sh $(GO) test -count=1 -timeout 40m ./...
 
@@ -25,7 +25,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-dev: ## Vault (dev) + PostgreSQL + the plugin mounted at rotation/, demo roles rotated; Ctrl-C stops (DEV_DETACH=1 to detach)
+dev: deps ## Vault (dev) + PostgreSQL + the plugin mounted at rotation/, demo roles rotated; Ctrl-C stops (DEV_DETACH=1 to detach)
 	scripts/dev.sh start
 
 dev-stop:
@@ -35,7 +35,7 @@ bench: build
 	VAULT_BIN="$$(bootstrap/build-vault.sh)"; export VAULT_BIN; \
 	$(GO) test -run '^$$' -bench . ./...
 
-deps: ## system packages (PostgreSQL 15, openssh-server, docker.io, ...)
+deps: ## system packages (PostgreSQL 15, openssh-server, docker.io, ...): only what is missing; quick when all are present
 	scripts/install-deps.sh
 
 clean:

@@ -7,7 +7,8 @@
 #
 # With a Docker engine answering (`docker info` works; DOCKER_HOST is honoured), the demo consumer (demo/consumer) runs
 # as container rotation-demo-consumer (host networking, 127.0.0.1:DEV_DEMO_PORT) reading rotation/creds/app, and the
-# app role restarts it on rotation and health-checks it. Without an engine that part is skipped.
+# app role restarts it on rotation and health-checks it. When none answers and we are root, a dockerd is started on the
+# default socket (no bridge network; `stop` stops it again); otherwise that part is skipped.
 #
 # Env: DEV_PG_PORT (55432), DEV_VAULT_PORT (8200; the dev cluster listener takes PORT+1), DEV_VAULT_TOKEN (root),
 # DEV_DEMO_PORT (3000).
@@ -26,6 +27,7 @@ PLUGIN_VERSION="v0.1.0" # must equal backend.Version
 state="$root/.cache/dev"
 plugin_dir="$state/plugins"
 vault_pid_file="$state/vault.pid"
+dockerd_pid_file="$state/dockerd.pid"
 pg_dir_file="$state/pg.dir"
 DEMO_PORT="${DEV_DEMO_PORT:-3000}"
 DEMO_CONTAINER="rotation-demo-consumer"
@@ -50,8 +52,35 @@ stop_demo() {
 	fi
 }
 
+# start_dockerd starts a Docker engine on the default socket when none answers and we may (root, dockerd installed,
+# DOCKER_HOST unset): containers use host networking, so it needs no bridge.
+start_dockerd() {
+	docker_ok && return 0
+	[ "$(id -u)" -eq 0 ] && [ -z "${DOCKER_HOST:-}" ] && command -v dockerd >/dev/null 2>&1 || return 0
+	say "starting a Docker engine (no bridge network; log in $state/dockerd.log)"
+	setsid dockerd --bridge=none --iptables=false --ip-masq=false >"$state/dockerd.log" 2>&1 </dev/null &
+	echo $! >"$dockerd_pid_file"
+	for _ in $(seq 1 150); do docker_ok && return 0; sleep 0.2; done
+	echo "dev.sh: WARNING: the Docker engine did not answer within 30 s (see $state/dockerd.log)" >&2
+}
+
+# stop_dockerd stops the engine start_dockerd started, and only that one.
+stop_dockerd() {
+	[ -f "$dockerd_pid_file" ] || return 0
+	local pid
+	pid="$(cat "$dockerd_pid_file")"
+	if pid_alive "$pid" && [ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" = "dockerd --bridge=none --iptables=false --ip-masq=false " ]; then
+		say "stopping the Docker engine (pid $pid)"
+		kill -TERM "$pid" 2>/dev/null || true
+		for _ in $(seq 1 300); do pid_alive "$pid" || break; sleep 0.1; done
+		pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$dockerd_pid_file"
+}
+
 stop_all() {
 	stop_demo
+	stop_dockerd
 	if [ -f "$vault_pid_file" ]; then
 		local pid
 		pid="$(cat "$vault_pid_file")"
@@ -211,6 +240,7 @@ start_demo() {
 }
 
 demo=0
+start_dockerd
 if ! docker_ok; then
 	say "no Docker engine: the demo consumer is skipped (start dockerd to see rotate → restart → healthy)"
 elif ! start_demo; then
