@@ -2,6 +2,7 @@ package backend
 
 import (
 	"container/list"
+	"hash/fnv"
 	"strings"
 	"sync"
 	"time"
@@ -21,8 +22,18 @@ type keySetCache struct {
 	max     int
 	entries map[string]*list.Element // of *keySetEntry
 	lru     list.List                // front: most recently served
-	// gen counts drops: a document built from storage read before a drop is not stored after it.
-	gen uint64
+	// gens count drops per stripe of role names: a document built from storage read before a
+	// drop is not stored after it. Striped, so that a busy mount's rotations of other roles
+	// rarely stop a fill from being stored; bounded, unlike a count per role.
+	gens [keySetStripes]uint64
+}
+
+const keySetStripes = 64
+
+func stripe(name string) int {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return int(h.Sum32() % keySetStripes)
 }
 
 type keySetEntry struct {
@@ -54,11 +65,11 @@ func (c *keySetCache) get(name string, now time.Time) ([]byte, bool) {
 	return ent.doc, true
 }
 
-// begin returns the token a fill passes to put; take it before reading storage.
-func (c *keySetCache) begin() uint64 {
+// begin returns the token a fill of name passes to put; take it before reading storage.
+func (c *keySetCache) begin(name string) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.gen
+	return c.gens[stripe(name)]
 }
 
 // put stores a document built at now from what storage held after begin returned token,
@@ -66,7 +77,7 @@ func (c *keySetCache) begin() uint64 {
 func (c *keySetCache) put(token uint64, name string, doc []byte, now, expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if token != c.gen {
+	if token != c.gens[stripe(name)] {
 		return
 	}
 	if el, ok := c.entries[name]; ok {
@@ -82,7 +93,7 @@ func (c *keySetCache) put(token uint64, name string, doc []byte, now, expires ti
 func (c *keySetCache) drop(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gen++
+	c.gens[stripe(name)]++
 	if el, ok := c.entries[name]; ok {
 		c.remove(el)
 	}

@@ -166,7 +166,8 @@ func TestKeySetCacheBoundAndRace(t *testing.T) {
 		if i == 3 {
 			c.get("r0", now) // r0 served recently: r1 is the oldest
 		}
-		c.put(c.begin(), fmt.Sprintf("r%d", i), []byte("doc"), now, time.Time{})
+		name := fmt.Sprintf("r%d", i)
+		c.put(c.begin(name), name, []byte("doc"), now, time.Time{})
 	}
 	if c.len() != 3 {
 		t.Fatalf("cache holds %d, want 3", c.len())
@@ -178,18 +179,18 @@ func TestKeySetCacheBoundAndRace(t *testing.T) {
 		t.Fatal("a recently served document was dropped")
 	}
 
-	token := c.begin()
-	c.drop("other") // a write of any role while the fill read storage
+	token := c.begin("late")
+	c.drop("late") // a write of the role while the fill read storage
 	c.put(token, "late", []byte("stale"), now, time.Time{})
 	if _, ok := c.get("late", now); ok {
 		t.Fatal("a document built before a drop was stored")
 	}
 
-	c.put(c.begin(), "timed", []byte("doc"), now, now.Add(time.Minute))
+	c.put(c.begin("timed"), "timed", []byte("doc"), now, now.Add(time.Minute))
 	if _, ok := c.get("timed", now.Add(-time.Second)); ok {
 		t.Fatal("served a document built after the clock's now")
 	}
-	c.put(c.begin(), "timed", []byte("doc"), now, now.Add(time.Minute))
+	c.put(c.begin("timed"), "timed", []byte("doc"), now, now.Add(time.Minute))
 	if _, ok := c.get("timed", now.Add(time.Minute)); ok {
 		t.Fatal("served a document at its expiry")
 	}

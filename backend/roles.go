@@ -442,7 +442,7 @@ func (e *Engine) KeySet(ctx context.Context, name string) ([]byte, error) {
 	if doc, ok := e.keySets.get(name, now); ok {
 		return doc, nil
 	}
-	token := e.keySets.begin()
+	token := e.keySets.begin(name)
 	doc, expires, err := e.buildKeySet(ctx, name, now)
 	if err != nil {
 		return nil, err
