@@ -195,3 +195,43 @@ func TestKeySetCacheBoundAndRace(t *testing.T) {
 		t.Fatal("served a document at its expiry")
 	}
 }
+
+// Readers racing rotations never leave a stale document behind: once the rotations are done,
+// the published set holds the last key.
+func TestKeySetCacheConcurrentRotations(t *testing.T) {
+	te := newEnv(t)
+	jwtRole(t, te, "sign", 5, time.Hour)
+	ctx := context.Background()
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				if _, err := te.e.KeySet(ctx, "sign"); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		te.clock.Advance(time.Second)
+		rotateOK(t, te, "sign")
+	}
+	close(done)
+	for i := 0; i < 4; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	cur := currentKid(t, te, "sign")
+	if got := publishedKids(t, te, "sign"); !slices.Contains(got, cur) {
+		t.Fatalf("published %v after the rotations, without the current key %s", got, cur)
+	}
+}
