@@ -483,7 +483,8 @@ func (e *Engine) buildKeySet(ctx context.Context, name string, now time.Time) ([
 }
 
 // publishedValues are the role's kept values, newest first, each retired when the next newer one
-// was created, behind the staged value while consumers restart on it (they may already sign with it).
+// was created; while consumers restart on a staged value it comes first (they may already sign
+// with it).
 func (e *Engine) publishedValues(ctx context.Context, name string) ([]rotators.Published, error) {
 	st, err := e.loadState(ctx, name)
 	if err != nil {
