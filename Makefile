@@ -5,7 +5,7 @@ GO ?= go
 PLUGIN := bin/vault-plugin-rotation
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build vault test lint dev dev-stop bench deps clean
+.PHONY: all build vault test lint fuzz dev dev-stop bench deps clean
 
 all: build
 
@@ -15,9 +15,13 @@ build: ## the plugin binary (static)
 vault: ## a Vault server binary (PATH vault >= 1.15, else the pinned build cached in ~/.cache/vault-plugin-rotation)
 	bootstrap/build-vault.sh
 
-test: deps build lint ## gofmt, vet, staticcheck + every test, against the real Vault, PostgreSQL, Docker engine and sshd
+test: deps build lint ## gofmt, vet, staticcheck + every test, against the real Vault, PostgreSQL, Docker engine and sshd, then the fuzz targets
 	VAULT_BIN="$$(bootstrap/build-vault.sh)"; export VAULT_BIN; echo "VAULT_BIN=$$VAULT_BIN"; \
 	scripts/with-dockerd.sh $(GO) test -count=1 -timeout 40m ./...
+	GO=$(GO) scripts/fuzz.sh
+
+fuzz: ## every fuzz target for FUZZ_TIME (default 10s) each, one after the other (~2 min); fails on a crash
+	GO=$(GO) scripts/fuzz.sh
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \

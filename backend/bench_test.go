@@ -191,3 +191,38 @@ func BenchmarkDrainDue(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkKeySet is one jwks/NAME read of a jwt role publishing 20 ES256 keys (all inside
+// verification_ttl): "cached" is the steady state, "uncached" drops the document before every
+// read, as every read did before the cache (read the role and state, decode every private key).
+func BenchmarkKeySet(b *testing.B) {
+	ctx := context.Background()
+	clock := newClock(t0)
+	e := benchEngine(b, &logical.InmemStorage{}, clock)
+	res, err := e.WriteRole(ctx, "sign", RoleInput{
+		Type: "jwt", RotationPeriod: ptr(24 * time.Hour), VersionsKept: ptr(20),
+		Settings: map[string]interface{}{"algorithm": "ES256", "verification_ttl": int((24 * time.Hour) / time.Second)},
+	})
+	if err != nil || res.Rotation == nil || !res.Rotation.Success {
+		b.Fatalf("create jwt role: %+v %v", res, err)
+	}
+	for i := 1; i < 20; i++ {
+		clock.Advance(time.Second)
+		if out, err := e.Rotate(ctx, "sign"); err != nil || !out.Success {
+			b.Fatalf("rotate: %+v %v", out, err)
+		}
+	}
+	for _, mode := range []string{"cached", "uncached"} {
+		b.Run(mode, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if mode == "uncached" {
+					e.keySets.drop("sign")
+				}
+				if _, err := e.KeySet(ctx, "sign"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -49,6 +49,7 @@ type Engine struct {
 	events    logical.EventSender
 	queue     *dueQueue
 	pending   pendingSet
+	keySets   *keySetCache
 	workers   *workerPool
 	// windows are the roles between apply and promote, which creds waits for, at most credsWait.
 	windows   applyWindows
@@ -79,12 +80,12 @@ func New(conf *logical.BackendConfig) *Engine {
 	}
 	e := &Engine{
 		logger:    logger,
-		storage:   engineStorage{conf.StorageView},
 		system:    conf.System,
 		clock:     systemClock{},
 		cfg:       DefaultConfig(),
 		queue:     newDueQueue(),
 		pending:   pendingSet{names: map[string]bool{}},
+		keySets:   newKeySetCache(maxCachedKeySets),
 		ctx:       ctx,
 		cancel:    cancel,
 		notify:    newNotifier(logger),
@@ -93,8 +94,16 @@ func New(conf *logical.BackendConfig) *Engine {
 		credsWait: credsWaitMax,
 		events:    conf.EventsSender,
 	}
+	e.storage = engineStorage{Storage: conf.StorageView, written: e.storageWritten}
 	e.workers = newWorkerPool(ctx, e.runJob)
 	return e
+}
+
+// storageWritten drops what the engine holds in memory of the key just written.
+func (e *Engine) storageWritten(key string) {
+	if name := keySetRole(key); name != "" {
+		e.keySets.drop(name)
+	}
 }
 
 // SetClock replaces the clock (tests).

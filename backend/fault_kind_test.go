@@ -510,6 +510,7 @@ func (te *testEnv) putPending(t *testing.T, name string, p *Pending) {
 		t.Fatal(err)
 	}
 	te.e.pending.add(name)
+	te.e.keySets.drop(name) // as the engine's own write of the record does
 }
 
 // eventually polls cond every millisecond until it holds or 5 s have passed.

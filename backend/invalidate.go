@@ -10,9 +10,13 @@ import (
 // calls it (the backend's InvalidateFunc) on performance standbys and replicated clusters for
 // every key another node wrote. Each view is re-read from storage for the key's role: the config,
 // the set of roles with a pending record (which creds reads to hand out a staged value), the
-// schedule, and the history sequence.
+// schedule, the history sequence, and the published key set (dropped, rebuilt on the next read).
 func (e *Engine) Invalidate(ctx context.Context, key string) {
 	log := e.logger.With("key", key)
+	if name := keySetRole(key); name != "" {
+		// Last, after the pending set below: a document built before then may lack a staged value.
+		defer e.keySets.drop(name)
+	}
 	switch {
 	case key == configPath:
 		if err := e.loadConfig(ctx); err != nil {

@@ -526,31 +526,64 @@ func (e *Engine) view(role *Role, st *State) *RoleView {
 
 // KeySet returns the published document of a role whose kind publishes public keys (jwt: the
 // JWK Set of the current key and the retired ones still inside their verification window);
-// ErrRoleNotFound for a missing role and for one whose kind publishes nothing alike.
+// ErrRoleNotFound for a missing role and for one whose kind publishes nothing alike. The path is
+// unauthenticated, so the document is served from memory (keySetCache) and built from storage
+// only on the first request after a write or after it expired. The document is shared: callers
+// must not modify it.
 func (e *Engine) KeySet(ctx context.Context, name string) ([]byte, error) {
-	role, err := e.loadRole(ctx, name)
+	now := e.now()
+	if doc, ok := e.keySets.get(name, now); ok {
+		return doc, nil
+	}
+	token := e.keySets.begin(name)
+	doc, expires, err := e.buildKeySet(ctx, name, now)
 	if err != nil {
 		return nil, err
 	}
+	e.keySets.put(token, name, doc, now, expires)
+	return doc, nil
+}
+
+// buildKeySet reads the role, its kept versions and any staged value, and returns the document
+// with the first time after now it would change by time alone (zero: never).
+func (e *Engine) buildKeySet(ctx context.Context, name string, now time.Time) ([]byte, time.Time, error) {
+	role, err := e.loadRole(ctx, name)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
 	if role == nil {
-		return nil, ErrRoleNotFound
+		return nil, time.Time{}, ErrRoleNotFound
 	}
 	kind, err := role.Kind()
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	pub, ok := kind.(rotators.KeySetPublisher)
 	if !ok {
 		// The path is unauthenticated: a role that publishes nothing is answered like a missing
 		// one, so that a stranger learns neither that it exists nor its type.
-		return nil, ErrRoleNotFound
+		return nil, time.Time{}, ErrRoleNotFound
 	}
+	values, err := e.publishedValues(ctx, name)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	doc, err := pub.KeySet(role.Settings, values, now)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	return doc, pub.KeySetChanges(role.Settings, values, now), nil
+}
+
+// publishedValues are the role's kept values, newest first, each retired when the next newer one
+// was created; while consumers restart on a staged value it comes first (they may already sign
+// with it).
+func (e *Engine) publishedValues(ctx context.Context, name string) ([]rotators.Published, error) {
 	st, err := e.loadState(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	versions := st.Versions
-	// While consumers restart on a staged value they may already sign with it: publish it too.
 	if staged, err := e.staged(ctx, name); err != nil {
 		return nil, err
 	} else if staged != nil {
@@ -564,7 +597,7 @@ func (e *Engine) KeySet(ctx context.Context, name string) ([]byte, error) {
 		}
 		values = append(values, p)
 	}
-	return pub.KeySet(role.Settings, values, e.now())
+	return values, nil
 }
 
 // ListRoles returns the role names.

@@ -13,8 +13,12 @@ const storageTimeout = 30 * time.Second
 // engineStorage is the mount's storage as the engine uses it: a call is not cut short when the
 // request that caused it is cancelled (a caller's Ctrl-C, max_request_duration, the engine
 // closing), because the record of what a rotation did at the target must be written whatever
-// happened to the request; each call has a bound of its own instead.
-type engineStorage struct{ logical.Storage }
+// happened to the request; each call has a bound of its own instead. After every write, failed
+// or not (it may have landed), written is told the key, so that in-memory copies are dropped.
+type engineStorage struct {
+	logical.Storage
+	written func(key string)
+}
 
 func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
@@ -35,11 +39,19 @@ func (s engineStorage) Get(ctx context.Context, key string) (*logical.StorageEnt
 func (s engineStorage) Put(ctx context.Context, entry *logical.StorageEntry) error {
 	ctx, cancel := detached(ctx)
 	defer cancel()
+	defer s.wrote(entry.Key)
 	return s.Storage.Put(ctx, entry)
 }
 
 func (s engineStorage) Delete(ctx context.Context, key string) error {
 	ctx, cancel := detached(ctx)
 	defer cancel()
+	defer s.wrote(key)
 	return s.Storage.Delete(ctx, key)
+}
+
+func (s engineStorage) wrote(key string) {
+	if s.written != nil {
+		s.written(key)
+	}
 }

@@ -3,6 +3,7 @@ package consumers
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,9 +30,16 @@ type composeService struct {
 
 var _ Consumer = (*composeService)(nil)
 
+// Compose's own rules for project and service names: a name it would never create matches no
+// container, so it is refused when the role is written rather than at the first rotation.
+var (
+	composeProjectRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	composeServiceRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
+)
+
 func newComposeService(target string, opts Options) (Consumer, error) {
 	project, service, ok := strings.Cut(target, "/")
-	if !ok || project == "" || service == "" || strings.Contains(service, "/") {
+	if !ok || !composeProjectRe.MatchString(project) || !composeServiceRe.MatchString(service) {
 		return nil, fmt.Errorf("compose:%s: expected compose:PROJECT/SERVICE", target)
 	}
 	return &composeService{project: project, service: service, opts: opts}, nil

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,32 +43,51 @@ const (
 // healthInterval is the pause between attempts of one check.
 const healthInterval = 250 * time.Millisecond
 
-// ParseHealthCheck accepts http://, https:// (2xx expected) and tcp://host:port (connect).
+// ParseHealthCheck accepts http://, https:// (2xx expected) and tcp://host:port (connect). Its
+// errors quote the target without its user info, which may be a credential.
 func ParseHealthCheck(s string) (HealthCheck, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return HealthCheck{}, fmt.Errorf("%q: expected an http://, https:// or tcp:// target", s)
+		return HealthCheck{}, fmt.Errorf("%q: expected an http://, https:// or tcp:// target", withoutUserInfo(s))
 	}
 	switch u.Scheme {
 	case "http", "https":
 		if u.Host == "" {
-			return HealthCheck{}, fmt.Errorf("%q: no host", s)
+			return HealthCheck{}, fmt.Errorf("%q: no host", withoutUserInfo(s))
 		}
 	case "tcp":
 		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Path != "" {
-			return HealthCheck{}, fmt.Errorf("%q: expected tcp://host:port", s)
+			return HealthCheck{}, fmt.Errorf("%q: expected tcp://host:port", withoutUserInfo(s))
 		}
 	default:
-		return HealthCheck{}, fmt.Errorf("%q: expected an http://, https:// or tcp:// target", s)
+		return HealthCheck{}, fmt.Errorf("%q: expected an http://, https:// or tcp:// target", withoutUserInfo(s))
 	}
 	if u.User != nil {
-		return HealthCheck{}, fmt.Errorf("%q: credentials do not belong in a health check URL", s)
+		return HealthCheck{}, fmt.Errorf("%q: credentials do not belong in a health check URL", withoutUserInfo(s))
 	}
 	ep, err := endpointOf(u)
 	if err != nil {
 		return HealthCheck{}, fmt.Errorf("%q: %w", s, err)
 	}
 	return HealthCheck{raw: s, url: u, ep: ep}, nil
+}
+
+// withoutUserInfo replaces what stands between "://" and the authority's last "@" with "***",
+// by plain string cuts, so that it holds for a target url.Parse refuses too.
+func withoutUserInfo(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndexByte(authority, '@')
+	if at < 0 {
+		return s
+	}
+	return scheme + "://***" + rest[at:]
 }
 
 // ParseHealthChecks parses every target, in order.

@@ -41,7 +41,7 @@ type env struct {
 	clock   *clock
 }
 
-func newBackend(t *testing.T) *env {
+func newBackend(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
 	storage := &logical.InmemStorage{}
@@ -68,7 +68,7 @@ func newBackend(t *testing.T) *env {
 }
 
 // do sends one request and returns the response, the error and the HTTP status Vault would answer.
-func (e *env) do(t *testing.T, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, int, error) {
+func (e *env) do(t testing.TB, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, int, error) {
 	t.Helper()
 	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: e.storage}
 	resp, err := e.b.HandleRequest(context.Background(), req)

@@ -239,6 +239,10 @@ type Published struct {
 type KeySetPublisher interface {
 	// KeySet returns the document to publish for the kept values, newest first, at time now.
 	KeySet(s Settings, values []Published, now time.Time) ([]byte, error)
+	// KeySetChanges is the first time after now at which KeySet of the same values would answer
+	// another document (a retired key leaving the set); zero when only new values change it.
+	// The engine serves a cached document until then.
+	KeySetChanges(s Settings, values []Published, now time.Time) time.Time
 }
 
 // Retainer is a kind whose values stay needed for a while after a newer value replaced them (jwt:

@@ -288,6 +288,23 @@ func (Kind) KeySet(s rotators.Settings, values []rotators.Published, now time.Ti
 	return json.Marshal(set)
 }
 
+// KeySetChanges is when the first retired key still in the set leaves it: the earliest
+// Retired+verification_ttl after now. HMAC values count too (they never show): at worst the
+// engine rebuilds an unchanged document once more.
+func (Kind) KeySetChanges(s rotators.Settings, values []rotators.Published, now time.Time) time.Time {
+	ttl := verificationTTL(s)
+	var first time.Time
+	for _, v := range values {
+		if v.Retired.IsZero() {
+			continue
+		}
+		if end := v.Retired.Add(ttl); end.After(now) && (first.IsZero() || end.Before(first)) {
+			first = end
+		}
+	}
+	return first
+}
+
 // StillNeeded keeps a retired value until verification_ttl has passed since it was retired: a
 // key pair's public key is in the key set until then, and an HMAC secret may still be read by
 // version from creds to verify the tokens it signed.

@@ -550,6 +550,27 @@ func TestKeySetFiltersByVerificationTTL(t *testing.T) {
 				t.Errorf("%s: value %d StillNeeded = %v, but published = %v", c.name, i, needed, published)
 			}
 		}
+		checkKeySetChanges(t, c.name, c.s, values, c.now, doc)
+	}
+}
+
+// checkKeySetChanges: the document built at now stays the same until KeySetChanges says, and is
+// another one from then on (the engine caches it until then).
+func checkKeySetChanges(t *testing.T, name string, s rotators.Settings, values []rotators.Published, now time.Time, doc []byte) {
+	t.Helper()
+	until := (Kind{}).KeySetChanges(s, values, now)
+	last := now.Add(1000 * 24 * time.Hour) // beyond every window: stands for "never"
+	if !until.IsZero() {
+		if !until.After(now) {
+			t.Fatalf("%s: KeySetChanges %v is not after now %v", name, until, now)
+		}
+		last = until.Add(-time.Nanosecond)
+		if after, _ := (Kind{}).KeySet(s, values, until); string(after) == string(doc) {
+			t.Errorf("%s: the document at KeySetChanges (%v) is unchanged", name, until)
+		}
+	}
+	if same, _ := (Kind{}).KeySet(s, values, last); string(same) != string(doc) {
+		t.Errorf("%s: the document changed before KeySetChanges (%v)", name, until)
 	}
 }
 

@@ -155,6 +155,18 @@ func validateUsername(field, u string) error {
 	return nil
 }
 
+// validatePassword refuses what PostgreSQL cannot hold: a password is a C string in the protocol,
+// so a NUL byte could never log in (pgx refuses %00 in a URL's password before connecting).
+func validatePassword(pw string) error {
+	switch {
+	case pw == "":
+		return fmt.Errorf("%s: empty", FieldPassword)
+	case strings.ContainsRune(pw, 0):
+		return fmt.Errorf("%s: contains a NUL byte, which PostgreSQL cannot hold", FieldPassword)
+	}
+	return nil
+}
+
 func validateURLTemplate(tmpl string) error {
 	if tmpl == "" {
 		return fmt.Errorf("%s: required", FieldConnectionURL)
@@ -197,8 +209,8 @@ func (Kind) ImportSecret(s rotators.Settings, supplied map[string]string) (rotat
 	if !ok {
 		return nil, nil
 	}
-	if pw == "" {
-		return nil, fmt.Errorf("%s: empty", FieldPassword)
+	if err := validatePassword(pw); err != nil {
+		return nil, err
 	}
 	if s.String(FieldStrategy) == StrategyAlternating {
 		return nil, fmt.Errorf("%s: cannot import with %s=%s; the first rotation sets both logins through admin_role", FieldPassword, FieldStrategy, StrategyAlternating)
@@ -228,6 +240,9 @@ func (t *target) Generate(ctx context.Context, env rotators.Env, cur rotators.Se
 	pw, err := env.Password(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("generate password: %w", err)
+	}
+	if err := validatePassword(pw); err != nil {
+		return nil, fmt.Errorf("generate password: the password policy made one PostgreSQL cannot take: %w", err)
 	}
 	user := t.cfg.usernames[0]
 	if len(t.cfg.usernames) == 2 && cur[PartUsername] == t.cfg.usernames[0] {

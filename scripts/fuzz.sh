@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every Go fuzz target of the repository (each `func FuzzXxx(f *testing.F)` in a *_test.go file) for a bounded
+# time, one after the other: go test accepts one -fuzz target per run. Exits non-zero on the first crash or failed
+# property; go test has then written the input to PKG/testdata/fuzz/FuzzXxx/, where it belongs in the commit that
+# fixes the bug (it runs as a regular test from then on). The generated corpus stays in the Go build cache
+# ($GOCACHE/fuzz), never in the repository.
+#
+#   scripts/fuzz.sh                     # every target, FUZZ_TIME each (default 10s)
+#   FUZZ_TIME=2m scripts/fuzz.sh FuzzConnectionURL
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+GO="${GO:-go}"
+time_each="${FUZZ_TIME:-10s}"
+only="${1:-}"
+
+# pkg<TAB>target, one line per fuzz target, sorted.
+targets="$(git ls-files -co --exclude-standard '*_test.go' |
+	xargs grep -H -o '^func Fuzz[A-Za-z0-9_]*(f \*testing\.F)' |
+	sed -E 's#^(.*)/[^/]+_test\.go:func (Fuzz[A-Za-z0-9_]*)\(.*#./\1\t\2#' | sort -u)"
+[ -n "$targets" ] || { echo "fuzz: no fuzz targets found" >&2; exit 1; }
+
+start=$SECONDS
+n=0
+while IFS=$'\t' read -r pkg target; do
+	[ -z "$only" ] || [ "$only" = "$target" ] || continue
+	echo "fuzz: $pkg $target ($time_each)"
+	if ! "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$time_each" "$pkg"; then
+		echo "fuzz: $target in $pkg failed; the input is under $pkg/testdata/fuzz/$target/ (keep it with the fix)" >&2
+		exit 1
+	fi
+	n=$((n + 1))
+done <<<"$targets"
+[ "$n" -gt 0 ] || { echo "fuzz: no target named $only" >&2; exit 1; }
+echo "fuzz: $n targets passed in $((SECONDS - start))s"
