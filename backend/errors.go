@@ -16,6 +16,10 @@ var ErrRoleNotFound = errors.New("role not found")
 // API answers it with 503; a client retries.
 var ErrOutcomePending = errors.New("a rotation of this role is in progress and its outcome is not known yet; retry shortly")
 
+// ErrTargetUnavailable answers a write whose grant could not be checked at the target (down,
+// timed out): not the caller's mistake, so not a 400; the API answers 503 and a client retries.
+var ErrTargetUnavailable = errors.New("the target could not be asked to check this write; nothing was stored")
+
 // errShuttingDown refuses a rotation that would start while the mount is being closed.
 var errShuttingDown = errors.New("the mount is shutting down; try again")
 

@@ -99,7 +99,7 @@ func (faultKind) NeedsImport(s rotators.Settings) string {
 	return ""
 }
 
-func (faultKind) Claims(s rotators.Settings) []rotators.Claim {
+func (faultKind) Claims(s rotators.Settings, _ map[string]rotators.Linked) []rotators.Claim {
 	if a := s.String(fFaultAccount); a != "" {
 		return []rotators.Claim{{Field: fFaultAccount, Account: "account " + a}}
 	}
@@ -113,6 +113,9 @@ func (faultKind) CheckGrant(_ context.Context, env rotators.Env, s rotators.Sett
 	admin, ok := env.Linked[fFaultAdmin]
 	if !ok || s.String(fFaultAccount) == "" {
 		return nil
+	}
+	if s.String(fFaultAccount) == "unreachable" {
+		return fmt.Errorf("%w: scripted outage (authenticated with %s)", rotators.ErrUnreachable, admin.Current["password"])
 	}
 	if !slices.Contains(admin.Settings.List(fFaultGrants), s.String(fFaultAccount)) {
 		// Quotes the admin's value, as a careless driver might: the engine must redact it.

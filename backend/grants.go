@@ -22,7 +22,8 @@ const grantCheckTimeout = 45 * time.Second
 
 // admit applies the kind's grant rules to a role about to be stored, after filling in what it
 // inherits from its linked roles. It returns the release of the role's claimed accounts, to be
-// called once the role is stored or the write failed.
+// called once the role is stored or the write failed. The local rules run first: a write the
+// engine can refuse by itself sends nothing to the target.
 func (e *Engine) admit(ctx context.Context, role, existing *Role, kind rotators.Kind) (release func(), err error) {
 	release = func() {}
 	env, err := e.env(ctx, role, kind)
@@ -38,8 +39,15 @@ func (e *Engine) admit(ctx context.Context, role, existing *Role, kind rotators.
 			return release, userError(err)
 		}
 	}
-	changed := existing == nil || !sameSettings(existing.Settings, role.Settings)
-	if g, ok := kind.(rotators.Grantor); ok && changed {
+	if existing != nil && sameSettings(existing.Settings, role.Settings) {
+		return release, nil
+	}
+	if c, ok := kind.(rotators.Claimer); ok {
+		if release, err = e.claim(ctx, role, c, env.Linked); err != nil {
+			return release, err
+		}
+	}
+	if g, ok := kind.(rotators.Grantor); ok {
 		gctx, cancel := context.WithTimeout(ctx, grantCheckTimeout)
 		err := g.CheckGrant(gctx, env, role.Settings)
 		cancel()
@@ -50,50 +58,92 @@ func (e *Engine) admit(ctx context.Context, role, existing *Role, kind rotators.
 			for _, l := range env.Linked {
 				linked = append(linked, l.Current)
 			}
-			return release, userError(errors.New(capped(redacted(err.Error(), linked...))))
+			msg := capped(redacted(err.Error(), linked...))
+			if errors.Is(err, rotators.ErrUnreachable) {
+				return release, fmt.Errorf("%w: %s", ErrTargetUnavailable, msg)
+			}
+			return release, userError(errors.New(msg))
 		}
-	}
-	if c, ok := kind.(rotators.Claimer); ok && changed {
-		return e.claim(ctx, role, c)
 	}
 	return release, nil
 }
 
 // claim reserves the role's accounts: refused when another role manages one of them, stored or
-// being written.
-func (e *Engine) claim(ctx context.Context, role *Role, c rotators.Claimer) (func(), error) {
-	claims := c.Claims(role.Settings)
+// being written. Each role's claims follow the roles it links to as they are now.
+func (e *Engine) claim(ctx context.Context, role *Role, c rotators.Claimer, linked map[string]rotators.Linked) (func(), error) {
+	claims := c.Claims(role.Settings, linked)
 	release, holder, clash := e.claims.reserve(role.Name, claims)
 	if holder != "" {
 		return release, userError(fmt.Errorf("%s: %s is being claimed by role %q, written at this moment", clash.Field, clash.Account, holder))
 	}
-	names, err := e.ListRoles(ctx)
-	if err != nil {
+	fail := func(err error) (func(), error) {
 		release()
 		return func() {}, err
+	}
+	names, err := e.ListRoles(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	roles := map[string]*Role{}
+	load := func(name string) (*Role, error) {
+		if r, ok := roles[name]; ok {
+			return r, nil
+		}
+		r, err := e.loadRole(ctx, name)
+		roles[name] = r
+		return r, err
 	}
 	for _, n := range names {
 		if n == role.Name {
 			continue
 		}
-		other, err := e.loadRole(ctx, n)
+		other, err := load(n)
 		if err != nil {
-			release()
-			return func() {}, err
+			return fail(err)
 		}
 		if other == nil || other.Type != role.Type {
 			continue
 		}
-		for _, theirs := range c.Claims(other.Settings) {
+		theirLinks, err := e.linkedSettings(other, load)
+		if err != nil {
+			return fail(err)
+		}
+		for _, theirs := range c.Claims(other.Settings, theirLinks) {
 			for _, mine := range claims {
 				if mine.Account == theirs.Account {
-					release()
-					return func() {}, userError(fmt.Errorf("%s: %s is already managed by role %q; one login, one role", mine.Field, mine.Account, n))
+					return fail(userError(fmt.Errorf("%s: %s is already managed by role %q; one login, one role", mine.Field, mine.Account, n)))
 				}
 			}
 		}
 	}
 	return release, nil
+}
+
+// linkedSettings are the settings of the roles r links to (no values), for its claims.
+func (e *Engine) linkedSettings(r *Role, load func(string) (*Role, error)) (map[string]rotators.Linked, error) {
+	kind, err := r.Kind()
+	if err != nil {
+		return nil, nil
+	}
+	var out map[string]rotators.Linked
+	for _, f := range kind.Fields() {
+		ref := r.Settings.String(f.Name)
+		if f.Kind != rotators.FieldRoleRef || ref == "" {
+			continue
+		}
+		linked, err := load(ref)
+		if err != nil {
+			return nil, err
+		}
+		if linked == nil {
+			continue
+		}
+		if out == nil {
+			out = map[string]rotators.Linked{}
+		}
+		out[f.Name] = rotators.Linked{Name: ref, Settings: linked.Settings}
+	}
+	return out, nil
 }
 
 // relocated reports whether a write moves where the role's values are sent.
@@ -110,21 +160,34 @@ func relocated(kind rotators.Kind, before, after *Role) bool {
 	return false
 }
 
-// proveAtNewLocation verifies the role's current value where the write moves it, before the
-// write is stored: a value is only ever sent where it was proven to work.
-func (e *Engine) proveAtNewLocation(ctx context.Context, role *Role, kind rotators.Kind, st *State) error {
-	cur := st.Current()
-	if cur == nil {
-		return nil
+// proveAtNewLocation verifies, before the write is stored, that the role's value works where the
+// write moves it: a value is only ever sent where it was proven to work. With an unresolved
+// record (parked: recovery gave up) either of its values will do, since recovery asks the new
+// place about both.
+func (e *Engine) proveAtNewLocation(ctx context.Context, role *Role, kind rotators.Kind, st *State, pend *Pending) error {
+	var candidates []rotators.Secret
+	if pend != nil {
+		candidates = append(candidates, pend.New, pend.Old)
+	} else if cur := st.Current(); cur != nil {
+		candidates = append(candidates, cur.Secret)
 	}
-	if err := e.verifyImport(ctx, role, kind, cur.Secret); err != nil {
-		var ue *UserError
-		if errors.As(err, &ue) {
-			return userError(fmt.Errorf("the role's current value does not work at the new location, so the write was not stored: %s", ue.Error()))
+	var last error
+	for _, v := range candidates {
+		if v == nil {
+			continue
 		}
-		return err
+		if last = e.verifyImport(ctx, role, kind, v); last == nil {
+			return nil
+		}
 	}
-	return nil
+	if last == nil {
+		return nil // no value yet: nothing is sent anywhere before the first rotation proves one
+	}
+	var ue *UserError
+	if errors.As(last, &ue) {
+		return userError(fmt.Errorf("the role's value does not work at the new location, so the write was not stored: %s", ue.Error()))
+	}
+	return last
 }
 
 func sameSettings(a, b rotators.Settings) bool {

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,16 @@ func TestGrantRefusalStoresNothing(t *testing.T) {
 	}
 	if ft.Applies() != 0 {
 		t.Fatal("a refused role reached its target")
+	}
+
+	// The target cannot be asked: no answer either way, so not a 400, and nothing stored.
+	in.Settings[fFaultAccount] = "unreachable"
+	_, err = te.e.WriteRole(ctx, "dep", in)
+	if !errors.Is(err, ErrTargetUnavailable) || IsUserError(err) || strings.Contains(err.Error(), "pw-admin") {
+		t.Fatalf("an unreachable grant check = %v, want ErrTargetUnavailable without the admin's value", err)
+	}
+	if v, _ := te.e.ReadRole(ctx, "dep"); v != nil {
+		t.Fatal("a role whose grant could not be checked was stored")
 	}
 
 	in.Settings[fFaultAccount] = "team-a"
@@ -63,8 +74,12 @@ func TestOneAccountOneRole(t *testing.T) {
 	in := faultRole(target)
 	in.Secrets[fFaultValue] = "pw-2"
 	in.Settings[fFaultAccount] = "shared"
+	checks := grantChecks.Load()
 	_, err := te.e.WriteRole(ctx, "second", in)
 	wantUserError(t, err, `account: account shared is already managed by role "first"; one login, one role`)
+	if grantChecks.Load() != checks {
+		t.Fatal("a write refused by the claims was still sent to the target's grant check")
+	}
 
 	te.importRole(t, "third", "pw-3", claim("other"))
 	_, err = te.e.WriteRole(ctx, "third", RoleInput{Settings: map[string]interface{}{fFaultAccount: "shared"}})
@@ -119,7 +134,7 @@ func TestRelocationIsProven(t *testing.T) {
 
 	ft.ScriptVerify(verifyReject)
 	_, err := te.e.WriteRole(ctx, "app", RoleInput{Settings: map[string]interface{}{fFaultLocation: "elsewhere"}})
-	wantUserError(t, err, "the role's current value does not work at the new location, so the write was not stored")
+	wantUserError(t, err, "the role's value does not work at the new location, so the write was not stored")
 	if strings.Contains(err.Error(), "pw-app") {
 		t.Fatalf("the error quotes the value: %v", err)
 	}

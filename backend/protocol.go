@@ -739,7 +739,9 @@ func (e *Engine) putBack(ctx context.Context, r *run, from, want rotators.Secret
 	err := func() error {
 		actx, cancel := context.WithTimeout(ctx, applyBound(r.target))
 		defer cancel()
-		return r.target.Apply(actx, r.env, from, want)
+		env := r.env
+		env.Restoring = true
+		return r.target.Apply(actx, env, from, want)
 	}()
 	if err != nil {
 		return false, fmt.Errorf("put the old value back: %w", err)

@@ -157,8 +157,8 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 		if err := e.verifyImport(ctx, role, kind, secret); err != nil {
 			return nil, err
 		}
-	} else if relocated(kind, existing, role) && pend == nil {
-		if err := e.proveAtNewLocation(ctx, role, kind, st); err != nil {
+	} else if relocated(kind, existing, role) {
+		if err := e.proveAtNewLocation(ctx, role, kind, st, pend); err != nil {
 			return nil, err
 		}
 	}
@@ -747,7 +747,7 @@ func (e *Engine) staged(ctx context.Context, name string) (*Version, error) {
 // checkVersionNumber refuses a negative version (0 means the current one).
 func checkVersionNumber(n int) error {
 	if n < 0 {
-		return userError(errors.New("version: must be positive"))
+		return userError(errors.New("version: must not be negative (0 is the current version)"))
 	}
 	return nil
 }

@@ -245,7 +245,7 @@ rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" }`,
 			{"a superuser", base(map[string]interface{}{"username": "postgres"}), "allow_privileged"},
 			{"a login that does not exist", base(map[string]interface{}{"username": "bad_nobody"}), "username"},
 			{"another server", base(map[string]interface{}{"connection_url": strings.Replace(url, "127.0.0.1", "localhost", 1)}), "connection_url"},
-			{"another database", base(map[string]interface{}{"connection_url": strings.Replace(url, "/postgres?", "/template1?", 1)}), "connection_url"},
+			{"fallback hosts", base(map[string]interface{}{"connection_url": strings.Replace(url, "127.0.0.1:", "127.0.0.1:1,127.0.0.1:", 1)}), "more than one host"},
 			{"grants on a dependent", base(map[string]interface{}{"allowed_usernames": "*"}), "allowed_usernames"},
 			{"weaker auth than the list allows", base(map[string]interface{}{"require_auth": "password"}), "require_auth"},
 		}

@@ -53,6 +53,10 @@ var ErrRejected = errors.New("credential rejected by the target")
 // works (docs/decisions.md, "Unknown is a state").
 var ErrNotApplied = errors.New("the target did not change")
 
+// ErrUnreachable marks a check that could not ask the target (down, timed out): not the
+// caller's mistake, and no answer either way.
+var ErrUnreachable = errors.New("the target could not be asked")
+
 // NotApplied wraps err as ErrNotApplied.
 func NotApplied(err error) error { return fmt.Errorf("%w: %w", ErrNotApplied, err) }
 
@@ -69,6 +73,10 @@ type Env struct {
 	// Resources holds the clients the kind keeps open between calls (database sessions); they
 	// belong to the mount's engine and are closed with it.
 	Resources *Resources
+	// Restoring is set when Apply puts back a value the target held before this rotation (a
+	// failed rotation rolled back): the value was granted when it was first set, so a grant
+	// narrowed since must not keep the login on the value that failed (README "Security model").
+	Restoring bool
 }
 
 // Linked is another role that this role's rotation depends on.
@@ -142,9 +150,10 @@ type Claim struct {
 }
 
 // Claimer is a kind whose accounts are managed by one role at most: two roles rotating one
-// login would each hold a value the other has replaced.
+// login would each hold a value the other has replaced. linked holds the settings of the roles
+// s links to (Current is not needed), so that a claim can follow a linked role that moved.
 type Claimer interface {
-	Claims(s Settings) []Claim
+	Claims(s Settings, linked map[string]Linked) []Claim
 }
 
 // Locator is a kind with settings that say where a value is sent (postgres: connection_url).

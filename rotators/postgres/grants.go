@@ -15,8 +15,10 @@ import (
 
 // An admin role grants explicitly (README "Security model"): a role that names it as admin_role
 // may manage a login only when the login matches the admin's allowed_usernames, is not the
-// admin's own login, lives on the admin's server and database, and holds no privilege that
-// reaches beyond itself unless the admin sets allow_privileged.
+// admin's own login, lives on the admin's server (host and port: logins are cluster-wide), and
+// holds no privilege that reaches beyond itself unless the admin sets allow_privileged. The
+// privilege check runs when the role is written and again, on the admin's session, before
+// every change that is not a restore.
 
 var (
 	_ rotators.Grantor   = Kind{}
@@ -25,12 +27,15 @@ var (
 	_ rotators.Locator   = Kind{}
 )
 
-// riskyPredefinedRoles are PostgreSQL's predefined roles whose members can act as the server's
-// operating-system user; a login that is a member counts as privileged.
-var riskyPredefinedRoles = []string{"pg_execute_server_program", "pg_read_server_files", "pg_write_server_files"}
+// riskyPredefinedRoles are PostgreSQL's predefined roles whose members reach beyond their own
+// objects: act as the server's operating-system user, read or write every table, open outbound
+// connections from the server, signal other sessions, or force checkpoints. A login that is a
+// member counts as privileged. Names a server does not know (older versions) match nothing.
+var riskyPredefinedRoles = []string{"pg_execute_server_program", "pg_read_server_files", "pg_write_server_files",
+	"pg_read_all_data", "pg_write_all_data", "pg_create_subscription", "pg_signal_backend", "pg_checkpoint"}
 
-// Inherit gives a role with an admin_role and no connection_url the admin's: the server and
-// database a dependent's password is proven on are the admin's.
+// Inherit gives a role with an admin_role and no connection_url the admin's: the server a
+// dependent's password is proven on is the admin's.
 func (Kind) Inherit(s *rotators.Settings, linked map[string]rotators.Linked) {
 	if s.String(FieldConnectionURL) != "" || s.String(FieldAdminRole) == "" {
 		return
@@ -43,20 +48,23 @@ func (Kind) Inherit(s *rotators.Settings, linked map[string]rotators.Linked) {
 // LocationFields: connection_url says where passwords are sent.
 func (Kind) LocationFields() []string { return []string{FieldConnectionURL} }
 
-// Claims are the logins the role manages, named by server: host:port plus login.
-func (Kind) Claims(s rotators.Settings) []rotators.Claim {
+// Claims are the logins the role manages, named by server: host:port plus login. A dependent's
+// server is its admin's current one, not the copy of the URL it was written with: moving the
+// admin moves every claim of its dependents with it.
+func (Kind) Claims(s rotators.Settings, linked map[string]rotators.Linked) []rotators.Claim {
 	c, err := parseConfig(s)
 	if err != nil {
 		return nil
 	}
-	srv, err := serverOf(c.urlTemplate)
+	tmpl := c.urlTemplate
+	if admin, ok := linked[FieldAdminRole]; ok && c.adminRole != "" {
+		tmpl = admin.Settings.String(FieldConnectionURL)
+	}
+	srv, err := serverOf(tmpl)
 	if err != nil {
 		return nil
 	}
-	field := FieldUsername
-	if len(c.usernames) == 2 {
-		field = FieldUsernames
-	}
+	field := c.usernamesField()
 	out := make([]rotators.Claim, 0, len(c.usernames))
 	for _, u := range c.usernames {
 		out = append(out, rotators.Claim{Field: field, Account: fmt.Sprintf("login %q at %s", u, srv.hostPort())})
@@ -64,8 +72,17 @@ func (Kind) Claims(s rotators.Settings) []rotators.Claim {
 	return out
 }
 
+// usernamesField names the field that holds the role's logins.
+func (c config) usernamesField() string {
+	if len(c.usernames) == 2 {
+		return FieldUsernames
+	}
+	return FieldUsername
+}
+
 // CheckGrant decides whether the role's admin_role grants its logins: the static rules, then the
-// logins' privileges as PostgreSQL reports them through the admin's own session (read only).
+// logins' privileges as PostgreSQL reports them through the admin's own session (read only). An
+// error that wraps rotators.ErrUnreachable means PostgreSQL could not be asked.
 func (Kind) CheckGrant(ctx context.Context, env rotators.Env, s rotators.Settings) error {
 	c, err := parseConfig(s)
 	if err != nil || c.adminRole == "" {
@@ -78,7 +95,23 @@ func (Kind) CheckGrant(ctx context.Context, env rotators.Env, s rotators.Setting
 	if err := c.grantedBy(admin); err != nil {
 		return err
 	}
-	return checkPrivileges(ctx, env.Resources, c, admin)
+	lim := defaultLimits
+	lim.auth = requireAuthOf(admin.Settings)
+	connURL := renderURL(admin.Settings.String(FieldConnectionURL), admin.Current[PartUsername], admin.Current[PartPassword])
+	for _, u := range c.usernames {
+		var refusal error
+		err := lim.withSession(ctx, env.Resources, connURL, func(ctx context.Context, conn *pgx.Conn) error {
+			refusal = privilegeRefusal(ctx, conn, c.usernamesField(), u, admin)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%w: checking login %q through admin_role %q: %w", rotators.ErrUnreachable, u, admin.Name, err)
+		}
+		if refusal != nil {
+			return refusal
+		}
+	}
+	return nil
 }
 
 // grantingAdmin is the admin role from env, with a current credential.
@@ -91,13 +124,10 @@ func grantingAdmin(c config, env rotators.Env) (rotators.Linked, error) {
 }
 
 // grantedBy applies the rules that need no server: allowed_usernames, the admin's own login,
-// the same server and database. Apply runs them again before every change, so that an admin
+// the same server (host and port; the database may differ, logins are cluster-wide). Apply runs them again before every change, so that an admin
 // narrowed after its dependents were written stops them.
 func (c config) grantedBy(admin rotators.Linked) error {
-	field := FieldUsername
-	if len(c.usernames) == 2 {
-		field = FieldUsernames
-	}
+	field := c.usernamesField()
 	allowed := admin.Settings.List(FieldAllowedUsernames)
 	own := admin.Settings.String(FieldUsername)
 	for _, u := range c.usernames {
@@ -116,8 +146,8 @@ func (c config) grantedBy(admin rotators.Linked) error {
 	if err != nil {
 		return fmt.Errorf("%s: admin_role %q's connection_url: %w", FieldAdminRole, admin.Name, err)
 	}
-	if mine != theirs {
-		return fmt.Errorf("%s: must name admin_role %q's host, port and database (%s); leave it out to use the admin's", FieldConnectionURL, admin.Name, theirs)
+	if mine.hostPort() != theirs.hostPort() {
+		return fmt.Errorf("%s: must name admin_role %q's host and port (%s); leave it out to use the admin's", FieldConnectionURL, admin.Name, theirs.hostPort())
 	}
 	return nil
 }
@@ -164,47 +194,36 @@ const privilegesQuery = `SELECT r.rolsuper, r.rolcreaterole, r.rolreplication, r
       AND (p.rolsuper OR p.rolcreaterole OR p.rolreplication OR p.rolbypassrls OR p.rolname = ANY($2))), '') END
 FROM pg_catalog.pg_roles r WHERE r.rolname = $1`
 
-// checkPrivileges refuses logins that are missing, or privileged while the admin does not allow
-// privileged logins.
-func checkPrivileges(ctx context.Context, res *rotators.Resources, c config, admin rotators.Linked) error {
-	lim := defaultLimits
-	lim.auth = admin.Settings.String(FieldRequireAuth)
-	connURL := renderURL(admin.Settings.String(FieldConnectionURL), admin.Current[PartUsername], admin.Current[PartPassword])
-	field := FieldUsername
-	if len(c.usernames) == 2 {
-		field = FieldUsernames
-	}
+// privilegeRefusal asks PostgreSQL, on the admin's session conn, whether user exists and what
+// it can reach; it refuses a missing login, and a privileged one unless the admin allows
+// privileged logins. Failing to ask wraps rotators.ErrUnreachable.
+func privilegeRefusal(ctx context.Context, conn *pgx.Conn, field, user string, admin rotators.Linked) error {
 	asRoles := append([]string{admin.Current[PartUsername]}, riskyPredefinedRoles...)
-	for _, u := range c.usernames {
-		var super, createRole, replication, bypassRLS bool
-		var via string
-		err := lim.withSession(ctx, res, connURL, func(ctx context.Context, conn *pgx.Conn) error {
-			return conn.QueryRow(ctx, privilegesQuery, u, asRoles).Scan(&super, &createRole, &replication, &bypassRLS, &via)
-		})
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return fmt.Errorf("%s: no login %q exists at admin_role %q's server", field, u, admin.Name)
-		case err != nil:
-			return fmt.Errorf("%s: cannot check login %q's privileges through admin_role %q: %w", field, u, admin.Name, err)
+	var super, createRole, replication, bypassRLS bool
+	var via string
+	err := conn.QueryRow(ctx, privilegesQuery, user, asRoles).Scan(&super, &createRole, &replication, &bypassRLS, &via)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("%s: no login %q exists at admin_role %q's server", field, user, admin.Name)
+	case err != nil:
+		return fmt.Errorf("%w: checking login %q's privileges through admin_role %q: %w", rotators.ErrUnreachable, user, admin.Name, err)
+	case admin.Settings.Bool(FieldAllowPrivileged):
+		return nil
+	}
+	var why []string
+	for _, a := range []struct {
+		has  bool
+		name string
+	}{{super, "SUPERUSER"}, {createRole, "CREATEROLE"}, {replication, "REPLICATION"}, {bypassRLS, "BYPASSRLS"}} {
+		if a.has {
+			why = append(why, a.name)
 		}
-		if admin.Settings.Bool(FieldAllowPrivileged) {
-			continue
-		}
-		var why []string
-		for _, a := range []struct {
-			has  bool
-			name string
-		}{{super, "SUPERUSER"}, {createRole, "CREATEROLE"}, {replication, "REPLICATION"}, {bypassRLS, "BYPASSRLS"}} {
-			if a.has {
-				why = append(why, a.name)
-			}
-		}
-		if via != "" {
-			why = append(why, "member of "+via)
-		}
-		if len(why) > 0 {
-			return fmt.Errorf("%s: login %q is privileged (%s); admin_role %q does not set %s=true", field, u, strings.Join(why, ", "), admin.Name, FieldAllowPrivileged)
-		}
+	}
+	if via != "" {
+		why = append(why, "member of "+via)
+	}
+	if len(why) > 0 {
+		return fmt.Errorf("%s: login %q is privileged (%s); admin_role %q does not set %s=true", field, user, strings.Join(why, ", "), admin.Name, FieldAllowPrivileged)
 	}
 	return nil
 }

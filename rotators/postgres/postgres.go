@@ -265,7 +265,21 @@ func (t *target) Apply(ctx context.Context, env rotators.Env, from, to rotators.
 	if err != nil {
 		return rotators.NotApplied(err)
 	}
-	return lim.alterRole(ctx, env.Resources, connURL, to[PartUsername], stmt)
+	return lim.alterRole(ctx, env.Resources, connURL, to[PartUsername], stmt, t.privilegeCheck(env, to[PartUsername]))
+}
+
+// privilegeCheck is what Apply asks on the admin's session before it changes user: whether the
+// admin still grants it as PostgreSQL sees the login now (a login made privileged after the role
+// was written, an admin that no longer allows privileged logins, a role stored before grants
+// existed). None for a self-managed role, and none when restoring a value the login held.
+func (t *target) privilegeCheck(env rotators.Env, user string) func(context.Context, *pgx.Conn) error {
+	admin, ok := env.Linked[FieldAdminRole]
+	if t.cfg.adminRole == "" || env.Restoring || !ok || admin.Settings.Bool(FieldAllowPrivileged) {
+		return nil
+	}
+	return func(ctx context.Context, conn *pgx.Conn) error {
+		return privilegeRefusal(ctx, conn, t.cfg.usernamesField(), user, admin)
+	}
 }
 
 // SettleTime is how long after the client gave up an ALTER ROLE can still commit at the server:
@@ -276,15 +290,18 @@ func (t *target) SettleTime() time.Duration { return t.lim.statement + settleMar
 func (t *target) Account(s rotators.Secret) string { return s[PartUsername] }
 
 // authURL is the connection that performs a change, with its limits: the admin's, once it still
-// grants this role's logins, or the login's own current one.
+// grants this role's logins (a restore puts back a value granted before), or the login's own
+// current one.
 func (t *target) authURL(env rotators.Env, from rotators.Secret) (string, limits, error) {
 	if t.cfg.adminRole != "" {
 		admin, err := grantingAdmin(t.cfg, env)
 		if err != nil {
 			return "", t.lim, err
 		}
-		if err := t.cfg.grantedBy(admin); err != nil {
-			return "", t.lim, err
+		if !env.Restoring {
+			if err := t.cfg.grantedBy(admin); err != nil {
+				return "", t.lim, err
+			}
 		}
 		lim := t.lim
 		lim.auth = requireAuthOf(admin.Settings)
@@ -322,14 +339,34 @@ func (t *target) Verify(ctx context.Context, _ rotators.Env, s rotators.Secret) 
 	return nil
 }
 
-// classify marks PostgreSQL's authentication failures as rotators.ErrRejected.
+// classify marks PostgreSQL's authentication failures as rotators.ErrRejected. Any other
+// failure to open a session says no more than that, whatever the cause: a role writer may point
+// a self-managed role anywhere, and "refused" against "timed out" against "not PostgreSQL" would
+// make the plugin a port scanner of Vault's network (README "Security model"). The cause stays
+// in the chain (errors.Is) for the engine's own decisions.
 func classify(err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000") {
-		return fmt.Errorf("%w: %s (SQLSTATE %s)", rotators.ErrRejected, pgErr.Message, pgErr.Code)
+	if errors.As(err, &pgErr) {
+		if pgErr.Code == "28P01" || pgErr.Code == "28000" {
+			return fmt.Errorf("%w: %s (SQLSTATE %s)", rotators.ErrRejected, pgErr.Message, pgErr.Code)
+		}
+		// The server answered as PostgreSQL: its own words (starting up, too many sessions).
+		return fmt.Errorf("connect: %w", err)
 	}
-	return fmt.Errorf("connect: %w", err)
+	if strings.Contains(err.Error(), "require_auth") {
+		return connectError{cause: err, text: "connect: the server asked for an authentication method that require_auth does not allow; no password was sent"}
+	}
+	return connectError{cause: err, text: "connect: no PostgreSQL session could be opened (refused, timed out, TLS failed, or not a PostgreSQL server)"}
 }
+
+// connectError is a failure to open a session: its text is a class, its chain the cause.
+type connectError struct {
+	cause error
+	text  string
+}
+
+func (c connectError) Error() string { return c.text }
+func (c connectError) Unwrap() error { return c.cause }
 
 // quoteLiteral quotes a string constant for a utility statement, where bind parameters are not
 // allowed. The verifier's alphabet is base64 plus "$:", so this is belt and braces.

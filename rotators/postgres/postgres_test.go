@@ -419,9 +419,9 @@ func TestGrantedBy(t *testing.T) {
 		{"own login named in allowed", dep(adminURL, "oa_admin"), admin("oa_admin"), "itself"},
 		{"alternating, one outside", dep(adminURL, "app_blue", "other"), admin("app_*"), `usernames: login "other" is not in`},
 		{"alternating, admin's login", dep(adminURL, "app_blue", "oa_admin"), admin("*"), `usernames: "oa_admin" is the login`},
-		{"other host", dep("postgres://{{username}}:{{password}}@evil.example:5432/app", "app"), admin("*"), "connection_url: must name admin_role \"pg-admin\"'s host, port and database (db.internal:5432/app)"},
+		{"other host", dep("postgres://{{username}}:{{password}}@evil.example:5432/app", "app"), admin("*"), "connection_url: must name admin_role \"pg-admin\"'s host and port (db.internal:5432)"},
 		{"other port", dep("postgres://{{username}}:{{password}}@db.internal:5433/app", "app"), admin("*"), "connection_url: must name"},
-		{"other database", dep("postgres://{{username}}:{{password}}@db.internal:5432/other", "app"), admin("*"), "connection_url: must name"},
+		{"another database of the same server", dep("postgres://{{username}}:{{password}}@db.internal:5432/other", "app"), admin("*"), ""},
 		{"host case and options may differ", dep("postgres://{{username}}:{{password}}@DB.internal:5432/app?application_name=x", "app"), admin("*"), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -470,12 +470,17 @@ func TestInheritAndClaims(t *testing.T) {
 	if s.String(FieldConnectionURL) != goodURL {
 		t.Fatalf("inherited %q", s.String(FieldConnectionURL))
 	}
-	claims := (Kind{}).Claims(s)
+	claims := (Kind{}).Claims(s, nil)
 	if len(claims) != 1 || claims[0].Field != FieldUsername || claims[0].Account != `login "app" at 127.0.0.1:5432` {
 		t.Fatalf("claims %+v", claims)
 	}
+	// A dependent's claims follow its admin as it is now, not the URL it copied.
+	moved := map[string]rotators.Linked{FieldAdminRole: {Settings: settings(map[string]interface{}{FieldConnectionURL: "postgres://{{username}}:{{password}}@DB.internal:5432/x"})}}
+	if c := (Kind{}).Claims(s, moved); len(c) != 1 || c[0].Account != `login "app" at db.internal:5432` {
+		t.Fatalf("claims after the admin moved %+v", c)
+	}
 	alt := settings(map[string]interface{}{FieldConnectionURL: goodURL, FieldStrategy: StrategyAlternating, FieldUsernames: []string{"b", "g"}, FieldAdminRole: "a"})
-	if c := (Kind{}).Claims(alt); len(c) != 2 || c[1].Field != FieldUsernames || c[1].Account != `login "g" at 127.0.0.1:5432` {
+	if c := (Kind{}).Claims(alt, nil); len(c) != 2 || c[1].Field != FieldUsernames || c[1].Account != `login "g" at 127.0.0.1:5432` {
 		t.Fatalf("alternating claims %+v", c)
 	}
 	self := settings(map[string]interface{}{FieldUsername: "app"})
@@ -502,6 +507,14 @@ func TestClassify(t *testing.T) {
 		}
 		if !errors.Is(got, err) || !strings.HasPrefix(got.Error(), "connect: ") {
 			t.Fatalf("classify(%v) = %v", err, got)
+		}
+	}
+	// A refused port, a timeout and a server that is not PostgreSQL read alike: the text is no
+	// port-scan oracle.
+	refused := classify(errors.New("dial tcp 10.0.0.1:22: connect: connection refused")).Error()
+	for _, cause := range []error{context.DeadlineExceeded, errors.New("failed to receive message: unexpected EOF"), errors.New("tls: first record does not look like a TLS handshake")} {
+		if got := classify(cause).Error(); got != refused || strings.Contains(got, "10.0.0.1") {
+			t.Fatalf("classify(%v) = %q, want %q", cause, got, refused)
 		}
 	}
 }
@@ -596,6 +609,38 @@ func TestConnectionURLPlaceholdersAreTheCredential(t *testing.T) {
 	} {
 		if err := validateURLTemplate(tmpl); err == nil {
 			t.Errorf("%s accepted", tmpl)
+		}
+	}
+}
+
+// TestRestoreSkipsStaticGrant: putting back the value a login held before a failed rotation is
+// not refused by a grant narrowed since (the login would stay on the value that failed).
+func TestRestoreSkipsStaticGrant(t *testing.T) {
+	tgt := &target{cfg: config{urlTemplate: goodURL, usernames: []string{"app"}, adminRole: "admin"}, lim: defaultLimits}
+	env := rotators.Env{Linked: map[string]rotators.Linked{FieldAdminRole: {
+		Name: "admin", Current: rotators.Secret{PartUsername: "root", PartPassword: "x"},
+		Settings: settings(map[string]interface{}{FieldConnectionURL: goodURL, FieldUsername: "root"}), // grants nothing now
+	}}}
+	if _, _, err := tgt.authURL(env, nil); err == nil || !strings.Contains(err.Error(), "allowed_usernames") {
+		t.Fatalf("a forward change through a narrowed grant: %v", err)
+	}
+	env.Restoring = true
+	if _, _, err := tgt.authURL(env, nil); err != nil {
+		t.Fatalf("a restore through a narrowed grant: %v", err)
+	}
+	if tgt.privilegeCheck(env, "app") != nil {
+		t.Fatal("a restore asks PostgreSQL about privileges")
+	}
+}
+
+// TestOneHostPerRole: libpq's fallback hosts would get the password when the first is down.
+func TestOneHostPerRole(t *testing.T) {
+	for _, u := range []string{
+		"postgres://{{username}}:{{password}}@127.0.0.1:5432,evil.example:5432/postgres",
+		"postgres://{{username}}:{{password}}@127.0.0.1,evil.example/postgres?target_session_attrs=standby",
+	} {
+		if err := validateURLTemplate(u); err == nil || !strings.Contains(err.Error(), "more than one host") {
+			t.Fatalf("%s: %v", u, err)
 		}
 	}
 }

@@ -122,6 +122,9 @@ var allowedKeys = append([]string{"host", "port", "dbname", "user", "password"},
 // allowedOptions are the query options of connection_url the plugin accepts.
 var allowedOptions = []string{"sslmode", "connect_timeout", "application_name", "target_session_attrs"}
 
+// errMultiHost refuses libpq's multi-host URLs: one server per role.
+var errMultiHost = errors.New("connection_url names more than one host; one server per role")
+
 // errOptions names what connection_url may hold; its text holds no part of the URL.
 var errOptions = errors.New("connection_url holds an option the plugin does not accept, or a host that is not host[:port]")
 
@@ -132,6 +135,10 @@ func parseConn(connURL string) (*pgx.ConnConfig, error) {
 	u, err := url.Parse(connURL)
 	if err != nil || u.Host == "" || strings.HasPrefix(u.Hostname(), "/") || strings.Contains(u.Host, "%") {
 		return nil, errParse
+	}
+	if strings.Contains(u.Host, ",") {
+		// Fallback hosts would receive the password when the first one is down, unproven.
+		return nil, errMultiHost
 	}
 	for k := range u.Query() {
 		if !slices.Contains(allowedOptions, k) {
@@ -176,9 +183,16 @@ func (l limits) openPool(connURL string) func() (io.Closer, error) {
 // alterRole runs stmt, an ALTER ROLE of user, on a pooled session of connURL. Its error is
 // rotators.NotApplied only when PostgreSQL certainly did not change (docs/decisions.md,
 // "PostgreSQL: not applied or unknown").
-func (l limits) alterRole(ctx context.Context, res *rotators.Resources, connURL, user, stmt string) error {
+//
+// precheck, when not nil, runs first on the same session; its error means nothing was changed.
+func (l limits) alterRole(ctx context.Context, res *rotators.Resources, connURL, user, stmt string, precheck func(context.Context, *pgx.Conn) error) error {
 	sent := false
 	err := l.withSession(ctx, res, connURL, func(sctx context.Context, conn *pgx.Conn) error {
+		if precheck != nil {
+			if err := precheck(sctx, conn); err != nil {
+				return err
+			}
+		}
 		if err := sctx.Err(); err != nil {
 			return fmt.Errorf("ALTER ROLE %s was not sent: %w", pgx.Identifier{user}.Sanitize(), err)
 		}

@@ -488,6 +488,22 @@ func (f *pgFixture) testBeforeSent(t *testing.T) {
 	// The server refuses the statement: a role the admin may not alter.
 	f.createLogin(t, "pre_super", "pre-super-old", "SUPERUSER")
 	sup, senv := f.managed(t, "pre_super", defaultLimits, res)
+	// Without allow_privileged the admin's session refuses it first, before any ALTER ROLE
+	// (a login made superuser after its role was written).
+	err = sup.Apply(ctx, senv, secret("pre_super", "pre-super-old"), secret("pre_super", "pre-super-new"))
+	if !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), `username: login "pre_super" is privileged (SUPERUSER)`) {
+		t.Fatalf("a privileged login without allow_privileged = %v, want refused before the change", err)
+	}
+	// A restore is not checked again: the value was granted when it was set.
+	restoring := senv
+	restoring.Restoring = true
+	err = sup.Apply(ctx, restoring, secret("pre_super", "pre-super-old"), secret("pre_super", "pre-super-new"))
+	if !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), "42501") {
+		t.Fatalf("a restore is checked for privileges: %v, want the server's own refusal", err)
+	}
+	admin := senv.Linked[FieldAdminRole]
+	admin.Settings.Set(rotators.Field{Name: FieldAllowPrivileged, Kind: rotators.FieldBool}, true)
+	senv.Linked = map[string]rotators.Linked{FieldAdminRole: admin}
 	err = sup.Apply(ctx, senv, secret("pre_super", "pre-super-old"), secret("pre_super", "pre-super-new"))
 	if !errors.Is(err, rotators.ErrNotApplied) || !strings.Contains(err.Error(), "42501") {
 		t.Fatalf("insufficient privilege = %v, want ErrNotApplied with SQLSTATE 42501", err)
