@@ -86,7 +86,7 @@ func TestLeastPrivilege(t *testing.T) {
 		data  map[string]interface{}
 		field string
 	}{
-		{"the admin's own login", dependent(map[string]interface{}{"username": "oa_admin"}), `username: "oa_admin" is the login of admin_role "pg-admin" itself`},
+		{"the admin's own login", dependent(map[string]interface{}{"username": "oa_admin"}), `username: login "oa_admin" at`},
 		{"the superuser postgres", dependent(map[string]interface{}{"username": "postgres"}), "username: login \"postgres\" is not in admin_role \"pg-admin\"'s allowed_usernames"},
 		{"a superuser inside the glob", dependent(map[string]interface{}{"username": "team_a_super"}), "username: login \"team_a_super\" is privileged (SUPERUSER)"},
 		{"a replication login", dependent(map[string]interface{}{"username": "team_a_replicator"}), "privileged (REPLICATION)"},
@@ -148,9 +148,24 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	s.assertLogin(t, "postgres", s.pg.Password, true)
 
+	// The DBA makes the team's login privileged later (or the role predates grants): the next
+	// rotation is refused on the admin's session before anything changes.
+	s.pg.Exec(t, `ALTER ROLE team_a_app CREATEROLE`)
+	_, re := asTeam("rotate/team-a-app", nil)
+	expectStatus(t, re, http.StatusBadRequest, `login "team_a_app" is privileged (CREATEROLE)`)
+	s.assertLogin(t, "team_a_app", pw, true)
+	s.pg.Exec(t, `ALTER ROLE team_a_app NOCREATEROLE`)
+
+	// The operator moves the admin to another spelling of its server: the logins its dependents
+	// hold move with it, and the team cannot take one under the new spelling.
+	s.write(t, "roles/pg-admin", map[string]interface{}{"connection_url": strings.Replace(s.pg.URLTemplate(), "127.0.0.1", "localhost", 1)})
+	_, re = asTeam("roles/team-a-steal", dependent(map[string]interface{}{"username": "team_a_taken"}))
+	expectStatus(t, re, http.StatusBadRequest, `is already managed by role "ops-taken"`)
+	s.assertLogin(t, "team_a_taken", takenPW, true)
+
 	// The operator narrows the grant: the team's role stops rotating, PostgreSQL unchanged.
 	s.write(t, "roles/pg-admin", map[string]interface{}{"allowed_usernames": "team_a_taken"})
-	_, re := asTeam("rotate/team-a-app", nil)
+	_, re = asTeam("rotate/team-a-app", nil)
 	expectStatus(t, re, http.StatusBadRequest, "allowed_usernames")
 	s.assertLogin(t, "team_a_app", pw, true)
 }
