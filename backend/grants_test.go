@@ -148,3 +148,24 @@ func TestRelocationIsProven(t *testing.T) {
 		t.Fatal("proving a move changed the target")
 	}
 }
+
+// TestParkedRelocationIsProven: with a parked record (recovery gave up) the operator may move
+// the role, but only where one of the record's values works: recovery will send both there.
+func TestParkedRelocationIsProven(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft := te.importRole(t, "app", "pw-app", func(in *RoleInput) { in.Settings[fFaultLocation] = "here" })
+	te.putPending(t, "app", &Pending{Old: secretOf("pw-app"), New: secretOf("pw-new"), Phase: PhaseApplying, Attempts: te.e.Config().MaxFailures})
+
+	ft.ScriptVerify(verifyReject, verifyReject)
+	_, err := te.e.WriteRole(ctx, "app", RoleInput{Settings: map[string]interface{}{fFaultLocation: "elsewhere"}})
+	wantUserError(t, err, "does not work at the new location")
+	if v, _ := te.e.ReadRole(ctx, "app"); v.Role.Settings.String(fFaultLocation) != "here" {
+		t.Fatal("a parked role moved where neither of its values works")
+	}
+
+	ft.ScriptVerify(verifyReject, verifyNormal) // the new value is not there, the old one is
+	if _, err := te.e.WriteRole(ctx, "app", RoleInput{Settings: map[string]interface{}{fFaultLocation: "elsewhere"}}); err != nil {
+		t.Fatalf("a parked role moved where its old value works: %v", err)
+	}
+}
