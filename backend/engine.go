@@ -50,6 +50,7 @@ type Engine struct {
 	queue     *dueQueue
 	pending   pendingSet
 	keySets   *keySetCache
+	index     *roleIndex // every role's settings and state summary, for inventory and cross-role rules
 	workers   *workerPool
 	// windows are the roles between apply and promote, which creds waits for, at most credsWait.
 	windows   applyWindows
@@ -86,6 +87,7 @@ func New(conf *logical.BackendConfig) *Engine {
 		queue:     newDueQueue(),
 		pending:   pendingSet{names: map[string]bool{}},
 		keySets:   newKeySetCache(maxCachedKeySets),
+		index:     newRoleIndex(),
 		ctx:       ctx,
 		cancel:    cancel,
 		notify:    newNotifier(logger),
@@ -103,6 +105,9 @@ func New(conf *logical.BackendConfig) *Engine {
 func (e *Engine) storageWritten(key string) {
 	if name := keySetRole(key); name != "" {
 		e.keySets.drop(name)
+	}
+	if name := indexRole(key); name != "" {
+		e.index.stale(name)
 	}
 }
 

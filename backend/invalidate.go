@@ -17,6 +17,9 @@ func (e *Engine) Invalidate(ctx context.Context, key string) {
 		// Last, after the pending set below: a document built before then may lack a staged value.
 		defer e.keySets.drop(name)
 	}
+	if name := indexRole(key); name != "" {
+		e.index.stale(name)
+	}
 	switch {
 	case key == configPath:
 		if err := e.loadConfig(ctx); err != nil {

@@ -25,22 +25,16 @@ type StatusRow struct {
 
 // Status returns every role's row, most overdue first, then by next due time.
 func (e *Engine) Status(ctx context.Context) ([]StatusRow, error) {
-	names, err := e.ListRoles(ctx)
+	roles, err := e.indexedRoles(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := e.now()
-	rows := make([]StatusRow, 0, len(names))
-	for _, name := range names {
-		v, err := e.ReadRole(ctx, name)
-		if err != nil {
-			return nil, err
-		}
-		if v == nil {
-			continue // deleted meanwhile
-		}
+	rows := make([]StatusRow, 0, len(roles))
+	for _, r := range roles {
+		v := e.view(r.Role, r.Sum.state())
 		row := StatusRow{
-			Name: name, Type: v.Role.Type, CurrentVersion: v.CurrentVersion, LastRotated: v.LastRotated,
+			Name: r.Role.Name, Type: v.Role.Type, CurrentVersion: v.CurrentVersion, LastRotated: v.LastRotated,
 			NextRotation: v.NextRotation, DueAt: v.DueAt, Overdue: v.Overdue, AutoRotate: v.Role.AutoRotate,
 			LastOutcome: v.LastOutcome, ConsecutiveFailures: v.ConsecutiveFailures, Failing: v.Failing,
 		}

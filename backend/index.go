@@ -1,0 +1,195 @@
+package backend
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// roleIndex holds every role's settings and a summary of its state (never a value), so that
+// inventory (LIST, status) and the rules that look across roles (dependents, one login one
+// role) read memory instead of every role in storage (docs/benchmarks.md, "Inventory at
+// scale"). Storage stays the truth: an entry is marked stale whenever its role or state key is
+// written, by this engine (engineStorage's hook) or by another node (Invalidate), and is read
+// again from storage before it is used. The names are listed from storage once.
+type roleIndex struct {
+	mu      sync.Mutex
+	listed  bool
+	entries map[string]*indexEntry
+	// gens count the stale marks per stripe of names: an entry read from storage before a mark
+	// is not stored as fresh after it.
+	gens [keySetStripes]uint64
+}
+
+type indexEntry struct {
+	fresh bool
+	role  *Role
+	sum   stateSummary
+}
+
+// stateSummary is what inventory shows of a role's state: no value.
+type stateSummary struct {
+	CurrentVersion      int
+	LastRotated         time.Time
+	LastOutcome         string
+	LastError           string
+	ConsecutiveFailures int
+	Failing             bool
+	RetryAt             time.Time
+}
+
+func summarize(st *State) stateSummary {
+	s := stateSummary{LastRotated: st.LastRotated, LastOutcome: st.LastOutcome, LastError: st.LastError,
+		ConsecutiveFailures: st.ConsecutiveFailures, Failing: st.Failing, RetryAt: st.RetryAt}
+	if cur := st.Current(); cur != nil {
+		s.CurrentVersion = cur.Number
+	}
+	return s
+}
+
+// state rebuilds a State without values from the summary, for the read view.
+func (s stateSummary) state() *State {
+	st := &State{LastRotated: s.LastRotated, LastOutcome: s.LastOutcome, LastError: s.LastError,
+		ConsecutiveFailures: s.ConsecutiveFailures, Failing: s.Failing, RetryAt: s.RetryAt}
+	if s.CurrentVersion > 0 {
+		st.Versions = []Version{{Number: s.CurrentVersion}}
+	}
+	return st
+}
+
+func newRoleIndex() *roleIndex { return &roleIndex{entries: map[string]*indexEntry{}} }
+
+// indexRole is the role a storage key feeds into the index (its role or state), or "".
+func indexRole(key string) string {
+	for _, prefix := range []string{rolePrefix, statePrefix} {
+		if name, ok := strings.CutPrefix(key, prefix); ok {
+			return name
+		}
+	}
+	return ""
+}
+
+// stale marks name to be read again; a role created elsewhere joins the index this way.
+func (x *roleIndex) stale(name string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.gens[stripe(name)]++
+	if ent, ok := x.entries[name]; ok {
+		ent.fresh = false
+	} else if x.listed {
+		x.entries[name] = &indexEntry{}
+	}
+}
+
+// reset forgets everything: the next use lists storage again.
+func (x *roleIndex) reset() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.listed = false
+	x.entries = map[string]*indexEntry{}
+	for i := range x.gens {
+		x.gens[i]++
+	}
+}
+
+// indexedRole is one role as the index holds it.
+type indexedRole struct {
+	Role *Role
+	Sum  stateSummary
+}
+
+// indexedRoles returns every role, sorted by name, reading from storage only what is stale.
+func (e *Engine) indexedRoles(ctx context.Context) ([]indexedRole, error) {
+	x := e.index
+	x.mu.Lock()
+	listed := x.listed
+	x.mu.Unlock()
+	if !listed {
+		if err := e.listIndex(ctx); err != nil {
+			return nil, err
+		}
+	}
+	x.mu.Lock()
+	var stale []string
+	for name, ent := range x.entries {
+		if !ent.fresh {
+			stale = append(stale, name)
+		}
+	}
+	x.mu.Unlock()
+	for _, name := range stale {
+		// A write racing the read marks the entry stale again; a few tries settle it, and the
+		// entry keeps what it held before meanwhile.
+		for try := 0; try < 3; try++ {
+			fresh, err := e.refreshIndex(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			if fresh {
+				break
+			}
+		}
+	}
+	x.mu.Lock()
+	out := make([]indexedRole, 0, len(x.entries))
+	for _, ent := range x.entries {
+		if ent.role != nil {
+			out = append(out, indexedRole{Role: ent.role, Sum: ent.sum})
+		}
+	}
+	x.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Role.Name < out[j].Role.Name })
+	return out, nil
+}
+
+// listIndex lists the role names from storage, keeping entries already known.
+func (e *Engine) listIndex(ctx context.Context) error {
+	names, err := e.storage.List(ctx, rolePrefix)
+	if err != nil {
+		return err
+	}
+	x := e.index
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, n := range names {
+		if _, ok := x.entries[n]; !ok {
+			x.entries[n] = &indexEntry{}
+		}
+	}
+	x.listed = true
+	return nil
+}
+
+// refreshIndex reads name's role and state and stores them, unless a write marked the entry
+// stale meanwhile (fresh false: read it again).
+func (e *Engine) refreshIndex(ctx context.Context, name string) (fresh bool, err error) {
+	x := e.index
+	x.mu.Lock()
+	token := x.gens[stripe(name)]
+	x.mu.Unlock()
+	role, err := e.loadRole(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	var sum stateSummary
+	if role != nil {
+		st, err := e.loadState(ctx, name)
+		if err != nil {
+			return false, err
+		}
+		sum = summarize(st)
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if token != x.gens[stripe(name)] {
+		return false, nil
+	}
+	if role == nil {
+		delete(x.entries, name)
+		return true, nil
+	}
+	x.entries[name] = &indexEntry{fresh: true, role: role, sum: sum}
+	return true, nil
+}
