@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testkit"
 )
 
-// Scheduler benchmarks over in-memory storage and the fault-test kind (fault_kind_test.go), so
+// Scheduler benchmarks over in-memory storage and the fault-test kind (internal/testkit), so
 // that they measure the engine alone: no Vault RPCs, no target latency. Roles are created through
 // the engine API (WriteRole importing a value, which verifies it at the fake target), exactly as
 // a role write through the mount does. Run with:
@@ -33,14 +35,7 @@ func benchEngine(b *testing.B, st logical.Storage, clock *fakeClock) *Engine {
 // benchTarget registers a fake target holding value; it is removed at cleanup.
 func benchTarget(b *testing.B, name, value string) {
 	b.Helper()
-	faultTargetsMu.Lock()
-	faultTargets[name] = &faultTarget{live: secretOf(value)}
-	faultTargetsMu.Unlock()
-	b.Cleanup(func() {
-		faultTargetsMu.Lock()
-		delete(faultTargets, name)
-		faultTargetsMu.Unlock()
-	})
+	testkit.AddFaultTarget(b, name, secretOf(value))
 }
 
 // benchImport creates role name on target by importing value through WriteRole.

@@ -84,9 +84,7 @@ func TestWriteRoleBounds(t *testing.T) {
 			if v, _ := te.e.ReadRole(context.Background(), "b"); v != nil {
 				t.Fatal("a role was stored")
 			}
-			ft.mu.Lock()
-			sent := len(ft.applies) + ft.verifies
-			ft.mu.Unlock()
+			sent := ft.Applies() + ft.Verifies()
 			if sent != 0 {
 				t.Fatalf("the target was asked %d times", sent)
 			}

@@ -4,373 +4,72 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testkit"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
-// faultType is a FAKE rotator kind that exists only in this test binary. Its target is an
-// in-memory value with switches that inject the faults real targets cannot produce on demand:
-// Apply failing before or after it changed the value, Verify rejecting a value or answering like
-// an unreachable host, a restore that cannot be done. It is registered once per test binary (in
-// init) because rotators.Register panics on a duplicate name. Its error messages deliberately
-// carry the secret values, to prove the engine redacts them.
-const faultType = "fault-test"
-
-func init() { rotators.Register(faultKind{}) }
+// The FAKE rotator kind "fault-test" and the fake clock live in internal/testkit (shared with the paths tests); these
+// short names keep the engine tests readable.
+const faultType = testkit.FaultKindName
 
 // Field names of the fault-test kind.
 const (
-	fFaultTarget     = "target"      // name of the faultTarget (see newFault)
-	fFaultValue      = "value"       // write-only current value to import
-	fFaultAdmin      = "admin_role"  // link to another fault-test role
-	fFaultNeedsValue = "needs_value" // true: cannot be created without a value
-	fFaultMode       = "mode"        // has Allowed values and a Default
-	fFaultTags       = "tags"        // a list field
-	fFaultGrace      = "grace"       // a duration field
-	fFaultSize       = "size"        // an int field
-	fFaultAccount    = "account"     // claimed: no two roles may hold the same (rotators.Claimer)
-	fFaultGrants     = "grants"      // on an admin: the accounts its dependents may claim (rotators.Grantor)
-	fFaultLocation   = "location"    // a change is proven with the current value (rotators.Locator)
-	faultUser        = "svc-user"    // username part of every fault-test secret
+	fFaultTarget     = testkit.FieldTarget
+	fFaultValue      = testkit.FieldValue
+	fFaultAdmin      = testkit.FieldAdmin
+	fFaultNeedsValue = testkit.FieldNeedsValue
+	fFaultMode       = testkit.FieldMode
+	fFaultTags       = testkit.FieldTags
+	fFaultGrace      = testkit.FieldGrace
+	fFaultSize       = testkit.FieldSize
+	fFaultAccount    = testkit.FieldAccount
+	fFaultGrants     = testkit.FieldGrants
+	fFaultLocation   = testkit.FieldLocation
+	faultUser        = testkit.FaultUser
 )
 
-type faultKind struct{}
-
-var _ rotators.Kind = faultKind{}
-var _ rotators.Target = (*faultTarget)(nil)
-
-func (faultKind) Name() string { return faultType }
-
-func (faultKind) Fields() []rotators.Field {
-	return []rotators.Field{
-		{Name: fFaultTarget, Kind: rotators.FieldString, Description: "fake target name"},
-		{Name: fFaultValue, Kind: rotators.FieldSecret, Description: "current value (import)"},
-		{Name: fFaultAdmin, Kind: rotators.FieldRoleRef, RefKind: faultType, Description: "admin role"},
-		{Name: fFaultNeedsValue, Kind: rotators.FieldBool, Description: "needs an imported value"},
-		{Name: fFaultMode, Kind: rotators.FieldString, Default: "normal", Allowed: []string{"normal", "strict"}, Description: "mode"},
-		{Name: fFaultTags, Kind: rotators.FieldList, Description: "tags"},
-		{Name: fFaultGrace, Kind: rotators.FieldDuration, Description: "grace"},
-		{Name: fFaultSize, Kind: rotators.FieldInt, Description: "size"},
-		{Name: fFaultAccount, Kind: rotators.FieldString, Description: "claimed account"},
-		{Name: fFaultGrants, Kind: rotators.FieldList, Description: "accounts an admin grants"},
-		{Name: fFaultLocation, Kind: rotators.FieldString, Description: "where values are sent"},
-	}
-}
-
-func (faultKind) Bind(s rotators.Settings) (rotators.Target, error) {
-	name := s.String(fFaultTarget)
-	if name == "" {
-		return nil, fmt.Errorf("%s: required", fFaultTarget)
-	}
-	faultTargetsMu.Lock()
-	defer faultTargetsMu.Unlock()
-	t, ok := faultTargets[name]
-	if !ok {
-		return nil, fmt.Errorf("%s: no fake target %q", fFaultTarget, name)
-	}
-	return t, nil
-}
-
-func (faultKind) ImportSecret(_ rotators.Settings, supplied map[string]string) (rotators.Secret, error) {
-	v, ok := supplied[fFaultValue]
-	if !ok {
-		return nil, nil
-	}
-	if v == "" {
-		return nil, fmt.Errorf("%s: empty", fFaultValue)
-	}
-	return rotators.Secret{"username": faultUser, "password": v}, nil
-}
-
-func (faultKind) NeedsImport(s rotators.Settings) string {
-	if s.Bool(fFaultNeedsValue) {
-		return "value: required for this fake role"
-	}
-	return ""
-}
-
-func (faultKind) Claims(s rotators.Settings, _ map[string]rotators.Linked) []rotators.Claim {
-	if a := s.String(fFaultAccount); a != "" {
-		return []rotators.Claim{{Field: fFaultAccount, Account: "account " + a}}
-	}
-	return nil
-}
-
-// CheckGrant: a dependent's account must be in its admin's grants; the grant check counts its
-// calls so that tests see when it ran.
-func (faultKind) CheckGrant(_ context.Context, env rotators.Env, s rotators.Settings) error {
-	grantChecks.Add(1)
-	admin, ok := env.Linked[fFaultAdmin]
-	if !ok || s.String(fFaultAccount) == "" {
-		return nil
-	}
-	if s.String(fFaultAccount) == "unreachable" {
-		return fmt.Errorf("%w: scripted outage (authenticated with %s)", rotators.ErrUnreachable, admin.Current["password"])
-	}
-	if !slices.Contains(admin.Settings.List(fFaultGrants), s.String(fFaultAccount)) {
-		// Quotes the admin's value, as a careless driver might: the engine must redact it.
-		return fmt.Errorf("%s: not granted by %q (authenticated with %s)", fFaultAccount, admin.Name, admin.Current["password"])
-	}
-	return nil
-}
-
-func (faultKind) LocationFields() []string { return []string{fFaultLocation} }
-
-var grantChecks atomic.Int64
-
-func (faultKind) Describe(_ rotators.Settings, secret rotators.Secret) map[string]interface{} {
-	return map[string]interface{}{"dsn": "fake://" + secret["username"] + ":" + secret["password"]}
-}
-
-var (
-	faultTargetsMu sync.Mutex
-	faultTargets   = map[string]*faultTarget{}
+type (
+	faultTarget = testkit.FaultTarget
+	applyFault  = testkit.ApplyFault
+	verifyFault = testkit.VerifyFault
+	gauge       = testkit.Gauge
+	fakeClock   = testkit.Clock
 )
-
-// applyFault scripts one Apply call.
-type applyFault int
 
 const (
-	applyOK          applyFault = iota
-	applyFailBefore             // the target refuses the change (ErrNotApplied), unchanged
-	applyFailAfter              // the live value changed, then the answer is lost (unknown)
-	applyLostBefore             // the answer is lost and the change never landed (unknown)
-	applyUnreachable            // cannot connect (ErrNotApplied), unchanged
+	applyOK          = testkit.ApplyOK
+	applyFailBefore  = testkit.ApplyFailBefore
+	applyFailAfter   = testkit.ApplyFailAfter
+	applyLostBefore  = testkit.ApplyLostBefore
+	applyUnreachable = testkit.ApplyUnreachable
+
+	verifyNormal      = testkit.VerifyNormal
+	verifyReject      = testkit.VerifyReject
+	verifyUnreachable = testkit.VerifyUnreachable
 )
 
-// verifyFault scripts one Verify call.
-type verifyFault int
-
-const (
-	verifyNormal      verifyFault = iota // compare with the live value
-	verifyReject                         // ErrRejected whatever the value
-	verifyUnreachable                    // not an ErrRejected error
-)
-
-// gauge counts calls in flight, across one or more targets.
-type gauge struct{ cur, max atomic.Int32 }
-
-func (g *gauge) enter() {
-	n := g.cur.Add(1)
-	for {
-		m := g.max.Load()
-		if n <= m || g.max.CompareAndSwap(m, n) {
-			return
-		}
-	}
-}
-func (g *gauge) leave() { g.cur.Add(-1) }
-
-// faultTarget is the fake target: live is the one value it accepts.
-type faultTarget struct {
-	mu           sync.Mutex
-	live         rotators.Secret
-	applyScript  []applyFault  // consumed one per Apply; empty = applyOK
-	verifyScript []verifyFault // consumed one per Verify; empty = verifyNormal
-	down         bool          // every Apply and Verify fails like an unreachable host
-	genErr       error
-	gate         chan struct{} // when set, Apply waits for it (or ctx)
-	inApply      *gauge        // when set, counts Apply calls in flight
-	applies      [][2]rotators.Secret
-	verifies     int
-	lastLinked   map[string]rotators.Linked
-	settle       time.Duration // SettleTime
-	verifyGate   chan struct{} // when set, Verify waits for it
-	finishes     [][2]rotators.Secret
-}
-
-// Finish makes the fake a rotators.Finisher: it records the call.
-func (f *faultTarget) Finish(_ context.Context, _ rotators.Env, old, next rotators.Secret) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.finishes = append(f.finishes, [2]rotators.Secret{old.Clone(), next.Clone()})
-	return nil
-}
-
-// SettleTime makes the fake a rotators.Settler.
-func (f *faultTarget) SettleTime() time.Duration {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.settle
-}
-
-// newFault registers a fresh fake target holding live (nil: no value yet) and returns it.
-func newFault(t *testing.T, live rotators.Secret) (*faultTarget, string) {
+// newFault registers a fresh fake target holding live (nil: no value yet) and returns it with its name.
+func newFault(t testing.TB, live rotators.Secret) (*faultTarget, string) {
 	t.Helper()
-	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + fmt.Sprintf("-%d", faultSeq.Add(1))
-	ft := &faultTarget{live: live.Clone()}
-	faultTargetsMu.Lock()
-	faultTargets[name] = ft
-	faultTargetsMu.Unlock()
-	t.Cleanup(func() {
-		faultTargetsMu.Lock()
-		delete(faultTargets, name)
-		faultTargetsMu.Unlock()
-	})
-	return ft, name
+	return testkit.NewFaultTarget(t, live)
 }
 
-var faultSeq atomic.Int64
+func newClock(t time.Time) *fakeClock { return testkit.NewClock(t) }
 
-func (f *faultTarget) Live() rotators.Secret {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.live.Clone()
-}
+// grantChecks counts the fake kind's CheckGrant calls.
+var grantChecks grantCounter
 
-func (f *faultTarget) SetLive(s rotators.Secret) {
-	f.mu.Lock()
-	f.live = s.Clone()
-	f.mu.Unlock()
-}
+type grantCounter struct{}
 
-func (f *faultTarget) ScriptApply(a ...applyFault) {
-	f.mu.Lock()
-	f.applyScript = append(f.applyScript, a...)
-	f.mu.Unlock()
-}
-
-func (f *faultTarget) ScriptVerify(v ...verifyFault) {
-	f.mu.Lock()
-	f.verifyScript = append(f.verifyScript, v...)
-	f.mu.Unlock()
-}
-
-func (f *faultTarget) SetDown(down bool) {
-	f.mu.Lock()
-	f.down = down
-	f.mu.Unlock()
-}
-
-func (f *faultTarget) Applies() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.applies)
-}
-
-func (f *faultTarget) Generate(ctx context.Context, env rotators.Env, _ rotators.Secret) (rotators.Secret, error) {
-	f.mu.Lock()
-	genErr := f.genErr
-	f.mu.Unlock()
-	if genErr != nil {
-		return nil, genErr
-	}
-	pw, err := env.Password(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return rotators.Secret{"username": faultUser, "password": pw}, nil
-}
-
-func (f *faultTarget) Apply(ctx context.Context, env rotators.Env, from, to rotators.Secret) error {
-	f.mu.Lock()
-	gate, g := f.gate, f.inApply
-	f.mu.Unlock()
-	if g != nil {
-		g.enter()
-		defer g.leave()
-	}
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.applies = append(f.applies, [2]rotators.Secret{from.Clone(), to.Clone()})
-	f.lastLinked = env.Linked
-	if f.down {
-		return rotators.NotApplied(fmt.Errorf("dial fake target: connection refused (setting password %s)", to["password"]))
-	}
-	step := applyOK
-	if len(f.applyScript) > 0 {
-		step, f.applyScript = f.applyScript[0], f.applyScript[1:]
-	}
-	switch step {
-	case applyFailBefore:
-		return rotators.NotApplied(fmt.Errorf("fake ALTER refused for password %s (old %s)", to["password"], from["password"]))
-	case applyFailAfter:
-		f.live = to.Clone()
-		return fmt.Errorf("fake connection lost after setting password %s", to["password"])
-	case applyLostBefore:
-		return fmt.Errorf("fake connection lost before the server got password %s", to["password"])
-	case applyUnreachable:
-		return rotators.NotApplied(fmt.Errorf("dial fake target: i/o timeout (password %s)", to["password"]))
-	}
-	f.live = to.Clone()
-	return nil
-}
-
-func (f *faultTarget) Verify(ctx context.Context, _ rotators.Env, s rotators.Secret) error {
-	f.mu.Lock()
-	gate := f.verifyGate
-	f.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.verifies++
-	if f.down {
-		return fmt.Errorf("dial fake target: connection refused (login with password %s)", s["password"])
-	}
-	step := verifyNormal
-	if len(f.verifyScript) > 0 {
-		step, f.verifyScript = f.verifyScript[0], f.verifyScript[1:]
-	}
-	switch step {
-	case verifyReject:
-		return fmt.Errorf("%w: scripted rejection of password %s", rotators.ErrRejected, s["password"])
-	case verifyUnreachable:
-		return fmt.Errorf("dial fake target: i/o timeout (login with password %s)", s["password"])
-	}
-	if f.live == nil || !f.live.Equal(s) {
-		return fmt.Errorf("%w: password %q is not the live one", rotators.ErrRejected, s["password"])
-	}
-	return nil
-}
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{t: t.UTC()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t.UTC()
-	c.mu.Unlock()
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func (grantCounter) Load() int64 { return testkit.GrantChecks() }
 
 // syncBuffer is a goroutine-safe log sink.
 type syncBuffer struct {
@@ -528,9 +227,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func secretOf(pw string) rotators.Secret {
-	return rotators.Secret{"username": faultUser, "password": pw}
-}
+func secretOf(pw string) rotators.Secret { return testkit.FaultSecret(pw) }
 
 func wantUserError(t *testing.T, err error, mention string) {
 	t.Helper()

@@ -60,10 +60,9 @@ func TestRecoveryRollForwardFinishesTheKindsWork(t *testing.T) {
 	te := newEnv(t)
 	ft, p := crashed(t, te, "c", "pw-crash-new")
 	te.e.recoverRole(context.Background(), "c")
-	ft.mu.Lock()
-	defer ft.mu.Unlock()
-	if len(ft.finishes) != 1 || !ft.finishes[0][0].Equal(p.Old) || !ft.finishes[0][1].Equal(p.New) {
-		t.Fatalf("Finish calls = %v, want one with (old, new)", ft.finishes)
+	finishes := ft.Finishes()
+	if len(finishes) != 1 || !finishes[0][0].Equal(p.Old) || !finishes[0][1].Equal(p.New) {
+		t.Fatalf("Finish calls = %v, want one with (old, new)", finishes)
 	}
 	if cur := te.state(t, "c").Current(); cur.Number != 2 {
 		t.Fatalf("current = %+v", cur)
@@ -129,16 +128,14 @@ func TestCredsWaitsForTheApplyWindow(t *testing.T) {
 	ft := te.importRole(t, "w", "pw-window-old")
 	gate := make(chan struct{})
 	g := &gauge{}
-	ft.mu.Lock()
-	ft.gate, ft.inApply = gate, g
-	ft.mu.Unlock()
+	ft.SetApplyGate(gate, g)
 
 	rotated := make(chan *Outcome, 1)
 	go func() {
 		out, _ := te.e.Rotate(ctx, "w")
 		rotated <- out
 	}()
-	eventually(t, "the rotation is inside Apply", func() bool { return g.cur.Load() == 1 })
+	eventually(t, "the rotation is inside Apply", func() bool { return g.Cur.Load() == 1 })
 
 	got := credsAsync(te.e, "w")
 	assertWaiting(t, got, "creds answered while the rotation was between apply and promote")
@@ -162,9 +159,7 @@ func TestRecoveryDropCleansUpAndCountsTheFailure(t *testing.T) {
 	te := newEnv(t)
 	ft, p := crashed(t, te, "c", "pw-crash-old")
 	te.e.recoverRole(context.Background(), "c")
-	ft.mu.Lock()
-	finishes := ft.finishes
-	ft.mu.Unlock()
+	finishes := ft.Finishes()
 	if len(finishes) != 1 || !finishes[0][0].Equal(p.New) || !finishes[0][1].Equal(p.Old) {
 		t.Fatalf("Finish calls = %v, want one removing the new value in favour of the old", finishes)
 	}
@@ -184,9 +179,7 @@ func TestCredsWaitsForRecoveryAfterARestart(t *testing.T) {
 	te.e.Close()
 
 	gate := make(chan struct{})
-	ft.mu.Lock()
-	ft.verifyGate = gate
-	ft.mu.Unlock()
+	ft.SetVerifyGate(gate)
 	te2 := newEnvOn(t, storage, clock)
 	got := credsAsync(te2.e, "c")
 	assertWaiting(t, got, "creds answered before recovery ran")
@@ -219,18 +212,16 @@ func (c ctxStorage) Delete(ctx context.Context, key string) error {
 func TestCancelledRequestRecordsTheUnknownOutcome(t *testing.T) {
 	clock := newClock(t0)
 	e, ft := engineOver(t, ctxStorage{&logical.InmemStorage{}}, clock, "c", "pw-cancel-old")
-	ft.settle = 20 * time.Second
+	ft.SetSettleTime(20 * time.Second)
 	gate, g := make(chan struct{}), &gauge{}
-	ft.mu.Lock()
-	ft.gate, ft.inApply = gate, g
-	ft.mu.Unlock()
+	ft.SetApplyGate(gate, g)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan *Outcome, 1)
 	go func() {
 		out, _ := e.Rotate(ctx, "c")
 		done <- out
 	}()
-	eventually(t, "the rotation is inside Apply", func() bool { return g.cur.Load() == 1 })
+	eventually(t, "the rotation is inside Apply", func() bool { return g.Cur.Load() == 1 })
 	cancel()
 	out := <-done
 	if out == nil || out.Result != OutcomeUnresolved {
@@ -259,7 +250,7 @@ func TestCredsWaitsForAnUnknownOutcome(t *testing.T) {
 	te := newEnv(t)
 	ctx := context.Background()
 	ft := te.importRole(t, "u", "pw-unknown-old")
-	ft.settle = 20 * time.Second
+	ft.SetSettleTime(20 * time.Second)
 	ft.ScriptApply(applyFailAfter)
 	if out, _ := te.e.Rotate(ctx, "u"); out.Result != OutcomeUnresolved {
 		t.Fatalf("outcome = %+v", out)
@@ -312,15 +303,13 @@ func TestCloseCancelsAndWaitsForRotationsInFlight(t *testing.T) {
 	te := newEnvOn(t, storage, clock)
 	ft := te.importRole(t, "w", "pw-close-old")
 	gate, g := make(chan struct{}), &gauge{}
-	ft.mu.Lock()
-	ft.gate, ft.inApply = gate, g
-	ft.mu.Unlock()
+	ft.SetApplyGate(gate, g)
 	rotated := make(chan *Outcome, 1)
 	go func() {
 		out, _ := te.e.Rotate(context.Background(), "w")
 		rotated <- out
 	}()
-	eventually(t, "the rotation is inside Apply", func() bool { return g.cur.Load() == 1 })
+	eventually(t, "the rotation is inside Apply", func() bool { return g.Cur.Load() == 1 })
 	te.e.Close()
 	select {
 	case out := <-rotated:
@@ -394,7 +383,7 @@ func TestCredsRefusesWhileTheOutcomeIsStillUnknown(t *testing.T) {
 	ctx := context.Background()
 	te.e.credsWait = 50 * time.Millisecond
 	ft := te.importRole(t, "u", "pw-pending-old")
-	ft.settle = 20 * time.Second
+	ft.SetSettleTime(20 * time.Second)
 	ft.ScriptApply(applyFailAfter)
 	if out, _ := te.e.Rotate(ctx, "u"); out.Result != OutcomeUnresolved {
 		t.Fatalf("outcome = %+v", out)

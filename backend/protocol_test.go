@@ -157,7 +157,7 @@ func TestRotateApplyAnswerLostIsUnknown(t *testing.T) {
 			ctx := context.Background()
 			old := secretOf("pw-old-lost")
 			ft := te.importRole(t, "a", old["password"])
-			ft.settle = 20 * time.Second
+			ft.SetSettleTime(20 * time.Second)
 			ft.ScriptApply(tc.fault)
 			out, err := te.e.Rotate(ctx, "a")
 			if err != nil {
@@ -176,14 +176,10 @@ func TestRotateApplyAnswerLostIsUnknown(t *testing.T) {
 			wantUserError(t, te.e.DeleteRole(ctx, "a"), "pending")
 
 			// Before the target settled, recovery asks nothing.
-			ft.mu.Lock()
-			verifies := ft.verifies
-			ft.mu.Unlock()
+			verifies := ft.Verifies()
 			te.clock.Advance(10 * time.Second)
 			te.e.recoverRole(ctx, "a")
-			ft.mu.Lock()
-			asked := ft.verifies != verifies
-			ft.mu.Unlock()
+			asked := ft.Verifies() != verifies
 			if asked || te.pendingRec(t, "a") == nil {
 				t.Fatal("recovery asked the target before it settled")
 			}
@@ -241,7 +237,7 @@ func TestRotateRestoreImpossibleIsUnresolved(t *testing.T) {
 	ctx := context.Background()
 	old := secretOf("pw-old-unres")
 	ft := te.importRole(t, "u", old["password"])
-	ft.settle = time.Minute                          // no background recovery while the test looks at the record
+	ft.SetSettleTime(time.Minute)                    // no background recovery while the test looks at the record
 	ft.ScriptApply(applyFailAfter, applyUnreachable) // the change lands, the restore cannot
 	out, err := te.e.Rotate(ctx, "u")
 	if err != nil {
@@ -281,9 +277,7 @@ func TestRotateRestoreImpossibleIsUnresolved(t *testing.T) {
 func TestRotatePrepareFailureTouchesNothing(t *testing.T) {
 	te := newEnv(t)
 	ft := te.importRole(t, "g", "pw-prep")
-	ft.mu.Lock()
-	ft.genErr = errTest
-	ft.mu.Unlock()
+	ft.SetGenerateError(errTest)
 	out, err := te.e.Rotate(context.Background(), "g")
 	if err != nil {
 		t.Fatal(err)
@@ -475,13 +469,11 @@ func TestPerRoleLock(t *testing.T) {
 	ft := te.importRole(t, "l", "pw-lock")
 	g := &gauge{}
 	gate := make(chan struct{})
-	ft.mu.Lock()
-	ft.gate, ft.inApply = gate, g
-	ft.mu.Unlock()
+	ft.SetApplyGate(gate, g)
 
 	done := make(chan *Outcome, 2)
 	go func() { out, _ := te.e.Rotate(ctx, "l"); done <- out }()
-	eventually(t, "the first rotation to reach apply", func() bool { return g.cur.Load() == 1 })
+	eventually(t, "the first rotation to reach apply", func() bool { return g.Cur.Load() == 1 })
 
 	// Recovery does not touch a pending record that a running rotation owns.
 	te.e.recoverRole(ctx, "l")
@@ -493,7 +485,7 @@ func TestPerRoleLock(t *testing.T) {
 	// Give the second rotation a chance to (wrongly) reach apply.
 	deadline := time.Now().Add(50 * time.Millisecond)
 	for time.Now().Before(deadline) {
-		if g.cur.Load() > 1 {
+		if g.Cur.Load() > 1 {
 			t.Fatal("two rotations of one role in apply at once")
 		}
 		time.Sleep(time.Millisecond)
@@ -504,8 +496,8 @@ func TestPerRoleLock(t *testing.T) {
 			t.Fatalf("rotation %d = %+v", i, out)
 		}
 	}
-	if g.max.Load() != 1 {
-		t.Fatalf("max concurrent applies = %d", g.max.Load())
+	if g.Max.Load() != 1 {
+		t.Fatalf("max concurrent applies = %d", g.Max.Load())
 	}
 	if st := te.state(t, "l"); st.Current().Number != 3 {
 		t.Fatalf("current version %d, want 3", st.Current().Number)
@@ -735,9 +727,7 @@ func TestConfig(t *testing.T) {
 func TestErrorTextIsCapped(t *testing.T) {
 	te := newEnv(t)
 	ft := te.importRole(t, "e", "pw-cap-old")
-	ft.mu.Lock()
-	ft.genErr = errors.New(strings.Repeat("é", 10000))
-	ft.mu.Unlock()
+	ft.SetGenerateError(errors.New(strings.Repeat("é", 10000)))
 	out, err := te.e.Rotate(context.Background(), "e")
 	if err != nil {
 		t.Fatal(err)

@@ -126,15 +126,11 @@ func TestRecoveryBothRejectedKeepsBothAndFails(t *testing.T) {
 		t.Fatalf("after one attempt: pending %+v, state %+v", kept, te.state(t, "c"))
 	}
 	// Before the backoff passes, recovery does not log in again.
-	ft.mu.Lock()
-	verifies := ft.verifies
-	ft.mu.Unlock()
+	verifies := ft.Verifies()
 	te.e.recoverRole(ctx, "c")
-	ft.mu.Lock()
-	if ft.verifies != verifies {
+	if ft.Verifies() != verifies {
 		t.Fatal("recovery logged in again before its backoff")
 	}
-	ft.mu.Unlock()
 
 	recoverUntilParked(t, te, "c")
 	st := te.state(t, "c")
@@ -149,18 +145,14 @@ func TestRecoveryBothRejectedKeepsBothAndFails(t *testing.T) {
 		t.Fatalf("history = %+v", h)
 	}
 	// Parked: later ticks do not log in to the target at all (an account-lockout risk).
-	ft.mu.Lock()
-	verifies = ft.verifies
-	ft.mu.Unlock()
+	verifies = ft.Verifies()
 	for i := 0; i < 3; i++ {
 		te.clock.Advance(time.Hour)
 		te.e.recoverRole(ctx, "c")
 	}
-	ft.mu.Lock()
-	if ft.verifies != verifies {
-		t.Fatalf("a parked role was tried %d more times", ft.verifies-verifies)
+	if n := ft.Verifies(); n != verifies {
+		t.Fatalf("a parked role was tried %d more times", n-verifies)
 	}
-	ft.mu.Unlock()
 	if te.pendingRec(t, "c") == nil || len(te.history(t, "c")) != 1 {
 		t.Fatal("a parked recovery changed the record")
 	}
@@ -313,10 +305,9 @@ func TestRotateResolvesPendingFirst(t *testing.T) {
 	if len(h) != 2 || h[0].Trigger != TriggerManual || h[1].Trigger != TriggerRecovery {
 		t.Fatalf("history = %+v", h)
 	}
-	if ft.mu.Lock(); !ft.applies[0][0].Equal(p.New) {
-		t.Fatalf("the new rotation did not authenticate with the recovered value: %v", ft.applies[0][0])
+	if applies := ft.ApplyCalls(); !applies[0][0].Equal(p.New) {
+		t.Fatalf("the new rotation did not authenticate with the recovered value: %v", applies[0][0])
 	}
-	ft.mu.Unlock()
 }
 
 func TestRotateRefusedWhilePendingUnresolved(t *testing.T) {
@@ -406,7 +397,7 @@ func TestRecoveryResolvesUnknownOfAParkedRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	ft := te.importRole(t, "k", "pw-parked-old")
-	ft.settle = time.Minute // no background recovery before the test asks for one
+	ft.SetSettleTime(time.Minute) // no background recovery before the test asks for one
 	ft.ScriptApply(applyFailAfter)
 	out, _ := te.e.Rotate(ctx, "k")
 	if out.Result != OutcomeUnresolved || !te.state(t, "k").Failing {
@@ -461,16 +452,12 @@ func TestRecoveryPromoteThatNeverSucceedsParks(t *testing.T) {
 	if p == nil || p.Attempts != e.Config().MaxFailures || !p.New.Equal(ft.Live()) {
 		t.Fatalf("pending = %+v", p)
 	}
-	ft.mu.Lock()
-	verifies := ft.verifies
-	ft.mu.Unlock()
+	verifies := ft.Verifies()
 	for i := 0; i < 3; i++ {
 		clock.Advance(time.Hour)
 		e.recoverRole(ctx, "p")
 	}
-	ft.mu.Lock()
-	defer ft.mu.Unlock()
-	if ft.verifies != verifies {
+	if ft.Verifies() != verifies {
 		t.Fatalf("recovery kept trying after %d attempts", p.Attempts)
 	}
 }

@@ -131,7 +131,7 @@ func TestWriteRoleFailingFirstRotationLeavesNoRole(t *testing.T) {
 		script func(*faultTarget)
 	}{
 		{"apply fails", func(ft *faultTarget) { ft.ScriptApply(applyFailBefore) }},
-		{"generate fails", func(ft *faultTarget) { ft.genErr = errTest }},
+		{"generate fails", func(ft *faultTarget) { ft.SetGenerateError(errTest) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			te := newEnv(t)
@@ -155,9 +155,7 @@ func TestWriteRoleFailingFirstRotationLeavesNoRole(t *testing.T) {
 				t.Fatal("in-memory schedule or pending set still knows the role")
 			}
 			// The name is free again.
-			ft.mu.Lock()
-			ft.genErr = nil
-			ft.mu.Unlock()
+			ft.SetGenerateError(nil)
 			if _, err := te.e.WriteRole(ctx, "gen", faultRole(target)); err != nil {
 				t.Fatalf("create after a failed create: %v", err)
 			}
@@ -338,9 +336,7 @@ func TestWriteRoleAdminRole(t *testing.T) {
 	if out, err := te.e.Rotate(ctx, "app"); err != nil || !out.Success {
 		t.Fatalf("rotate: %v %+v", err, out)
 	}
-	ft.mu.Lock()
-	linked := ft.lastLinked[fFaultAdmin]
-	ft.mu.Unlock()
+	linked := ft.LastLinked()[fFaultAdmin]
 	if linked.Name != "admin" || !linked.Current.Equal(secretOf("pw-admin")) {
 		t.Fatalf("rotator got linked %+v", linked)
 	}
@@ -555,7 +551,7 @@ func TestWriteRoleFirstRotationUnknownKeepsRole(t *testing.T) {
 	te := newEnv(t)
 	ctx := context.Background()
 	ft, target := newFault(t, nil)
-	ft.settle = time.Minute // no background recovery before the test asks for one
+	ft.SetSettleTime(time.Minute) // no background recovery before the test asks for one
 	ft.ScriptApply(applyFailAfter)
 	_, err := te.e.WriteRole(ctx, "gen", faultRole(target))
 	wantUserError(t, err, "kept with that value pending")

@@ -203,8 +203,8 @@ type poolProbe struct {
 }
 
 func (p *poolProbe) run(ctx context.Context, j job) {
-	p.g.enter()
-	defer p.g.leave()
+	p.g.Enter()
+	defer p.g.Leave()
 	select {
 	case <-p.release:
 	case <-ctx.Done():
@@ -228,20 +228,20 @@ func TestWorkerPoolBoundedConcurrency(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		pool.submit(job{name: fmt.Sprintf("r%d", i)})
 	}
-	eventually(t, "three jobs running", func() bool { return probe.g.cur.Load() == 3 })
+	eventually(t, "three jobs running", func() bool { return probe.g.Cur.Load() == 3 })
 	if w := pool.waiting(); w != 7 {
 		t.Fatalf("waiting = %d, want 7", w)
 	}
 	// Release jobs one at a time; never more than 3 at once.
 	for i := 0; i < 10; i++ {
 		probe.release <- struct{}{}
-		if probe.g.max.Load() > 3 {
-			t.Fatalf("%d jobs ran at once", probe.g.max.Load())
+		if probe.g.Max.Load() > 3 {
+			t.Fatalf("%d jobs ran at once", probe.g.Max.Load())
 		}
 	}
 	eventually(t, "all jobs done", func() bool { return probe.count() == 10 })
-	if probe.g.max.Load() != 3 {
-		t.Fatalf("max concurrency %d, want 3", probe.g.max.Load())
+	if probe.g.Max.Load() != 3 {
+		t.Fatalf("max concurrency %d, want 3", probe.g.Max.Load())
 	}
 }
 
@@ -253,20 +253,20 @@ func TestWorkerPoolResize(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		pool.submit(job{name: fmt.Sprintf("r%d", i)})
 	}
-	if pool.waiting() != 6 || probe.g.cur.Load() != 0 {
+	if pool.waiting() != 6 || probe.g.Cur.Load() != 0 {
 		t.Fatal("jobs ran without workers")
 	}
 	pool.resize(1)
-	eventually(t, "one job running", func() bool { return probe.g.cur.Load() == 1 })
+	eventually(t, "one job running", func() bool { return probe.g.Cur.Load() == 1 })
 	pool.resize(4)
-	eventually(t, "four jobs running", func() bool { return probe.g.cur.Load() == 4 })
+	eventually(t, "four jobs running", func() bool { return probe.g.Cur.Load() == 4 })
 	// Shrink to 2: running jobs finish, then at most 2 run.
 	pool.resize(2)
 	for i := 0; i < 4; i++ {
 		probe.release <- struct{}{}
 	}
-	eventually(t, "the last two jobs running", func() bool { return probe.count() == 4 && probe.g.cur.Load() == 2 })
-	probe.g.max.Store(0)
+	eventually(t, "the last two jobs running", func() bool { return probe.count() == 4 && probe.g.Cur.Load() == 2 })
+	probe.g.Max.Store(0)
 	probe.release <- struct{}{}
 	probe.release <- struct{}{}
 	eventually(t, "all done", func() bool { return probe.count() == 6 })
@@ -274,12 +274,12 @@ func TestWorkerPoolResize(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		pool.submit(job{name: fmt.Sprintf("s%d", i)})
 	}
-	eventually(t, "two running", func() bool { return probe.g.cur.Load() == 2 })
+	eventually(t, "two running", func() bool { return probe.g.Cur.Load() == 2 })
 	for i := 0; i < 5; i++ {
 		probe.release <- struct{}{}
 	}
 	eventually(t, "all done", func() bool { return probe.count() == 11 })
-	if m := probe.g.max.Load(); m > 2 {
+	if m := probe.g.Max.Load(); m > 2 {
 		t.Fatalf("%d jobs at once after resize(2)", m)
 	}
 	pool.mu.Lock()
@@ -303,7 +303,7 @@ func TestWorkerPoolDedupe(t *testing.T) {
 		t.Fatalf("waiting = %d, want 3 (a, a-recover, b)", w)
 	}
 	pool.resize(1)
-	eventually(t, "a running", func() bool { return probe.g.cur.Load() == 1 && pool.waiting() == 2 })
+	eventually(t, "a running", func() bool { return probe.g.Cur.Load() == 1 && pool.waiting() == 2 })
 	// Once started, the same job may be queued again.
 	pool.submit(job{name: "a"})
 	if w := pool.waiting(); w != 3 {
@@ -325,7 +325,7 @@ func TestWorkerPoolCloseWaits(t *testing.T) {
 	pool.submit(job{name: "a"})
 	pool.submit(job{name: "b"})
 	pool.submit(job{name: "c"})
-	eventually(t, "two running", func() bool { return probe.g.cur.Load() == 2 })
+	eventually(t, "two running", func() bool { return probe.g.Cur.Load() == 2 })
 
 	closed := make(chan struct{})
 	go func() { pool.close(); close(closed) }()
@@ -362,7 +362,7 @@ func TestWorkerPoolCloseCancels(t *testing.T) {
 	pool := newWorkerPool(ctx, probe.run)
 	pool.resize(1)
 	pool.submit(job{name: "a"})
-	eventually(t, "running", func() bool { return probe.g.cur.Load() == 1 })
+	eventually(t, "running", func() bool { return probe.g.Cur.Load() == 1 })
 	cancel()
 	pool.close()
 	if probe.count() != 1 {
@@ -437,9 +437,7 @@ func TestTickNeverWaitsAndBoundsConcurrency(t *testing.T) {
 	const n = 6
 	for i := 0; i < n; i++ {
 		ft := te.importRole(t, fmt.Sprintf("r%d", i), fmt.Sprintf("pw-r%d", i))
-		ft.mu.Lock()
-		ft.gate, ft.inApply = gate, g
-		ft.mu.Unlock()
+		ft.SetApplyGate(gate, g)
 	}
 	te.clock.Advance(time.Hour)
 
@@ -450,7 +448,7 @@ func TestTickNeverWaitsAndBoundsConcurrency(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Tick waited for the rotations")
 	}
-	eventually(t, "two rotations in apply", func() bool { return g.cur.Load() == 2 })
+	eventually(t, "two rotations in apply", func() bool { return g.Cur.Load() == 2 })
 	if w := te.e.Stats().Waiting; w != n-2 {
 		t.Fatalf("waiting = %d, want %d", w, n-2)
 	}
@@ -483,7 +481,7 @@ func TestTickNeverWaitsAndBoundsConcurrency(t *testing.T) {
 		}
 		return rotated.Load() == n
 	})
-	if m := g.max.Load(); m != 2 {
+	if m := g.Max.Load(); m != 2 {
 		t.Fatalf("max concurrent rotations = %d, want 2", m)
 	}
 }
@@ -588,9 +586,7 @@ func TestCloseStopsBackgroundWork(t *testing.T) {
 	ctx := context.Background()
 	ft := te.importRole(t, "r", "pw-close")
 	gate := make(chan struct{}) // never released: only the cancelled context ends the apply
-	ft.mu.Lock()
-	ft.gate = gate
-	ft.mu.Unlock()
+	ft.SetApplyGate(gate, nil)
 	te.clock.Advance(time.Hour)
 	te.e.Tick(ctx)
 	eventually(t, "rotation running", func() bool { return te.pendingRec(t, "r") != nil })

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,30 +14,30 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/backend"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testkit"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/paths"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// The API is tested without a database through the FAKE fault-test kind of internal/testkit,
+// and without sleeping through its settable clock.
+const faultType = testkit.FaultKindName
 
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
+type faultTarget = testkit.FaultTarget
 
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// newFault registers a fresh fake target whose live password is password ("": no value yet).
+func newFault(t *testing.T, password string) (*faultTarget, string) {
+	t.Helper()
+	var live map[string]string
+	if password != "" {
+		live = testkit.FaultSecret(password)
+	}
+	return testkit.NewFaultTarget(t, live)
 }
 
 type env struct {
 	b       *paths.Backend
 	storage logical.Storage
-	clock   *clock
+	clock   *testkit.Clock
 }
 
 func newBackend(t testing.TB) *env {
@@ -58,7 +57,7 @@ func newBackend(t testing.TB) *env {
 	if !ok {
 		t.Fatalf("Factory returned %T", lb)
 	}
-	c := &clock{t: time.Date(2026, 2, 15, 12, 0, 0, 0, time.UTC)}
+	c := testkit.NewClock(time.Date(2026, 2, 15, 12, 0, 0, 0, time.UTC))
 	b.Engine().SetClock(c)
 	if err := b.Initialize(ctx, &logical.InitializationRequest{Storage: storage}); err != nil {
 		t.Fatal(err)
@@ -133,7 +132,7 @@ func (e *env) importFault(t *testing.T, name, value string) *faultTarget {
 func TestRoleCreateImportAndRead(t *testing.T) {
 	e := newBackend(t)
 	ft := e.importFault(t, "imp", "imported-secret-1")
-	if !ft.Live().Equal(map[string]string{"username": "svc", "password": "imported-secret-1"}) {
+	if !ft.Live().Equal(testkit.FaultSecret("imported-secret-1")) {
 		t.Fatal("import changed the target")
 	}
 	resp := e.ok(t, logical.ReadOperation, "roles/imp", nil)
@@ -283,7 +282,7 @@ func TestRotateCredsVersionsHistoryRollback(t *testing.T) {
 	ft := e.importFault(t, "r", "pw-first-value")
 
 	creds := e.ok(t, logical.ReadOperation, "creds/r", nil).Data
-	if creds["password"] != "pw-first-value" || creds["username"] != "svc" || fmt.Sprint(creds["version"]) != "1" || creds["dsn"] != "fake://svc:pw-first-value" {
+	if creds["password"] != "pw-first-value" || creds["username"] != testkit.FaultUser || fmt.Sprint(creds["version"]) != "1" || creds["dsn"] != "fake://svc-user:pw-first-value" {
 		t.Fatalf("creds = %v", creds)
 	}
 
@@ -319,7 +318,7 @@ func TestRotateCredsVersionsHistoryRollback(t *testing.T) {
 	}
 
 	// A failed rotation: a 400 that says which step failed and that the old value is live.
-	ft.FailNextApply()
+	ft.ScriptApply(testkit.ApplyFailBefore)
 	resp, status, err := e.do(t, logical.UpdateOperation, "rotate/r", nil)
 	if err != nil || status != http.StatusBadRequest || !resp.IsError() {
 		t.Fatalf("failed rotate: %d %v %+v", status, err, resp)
