@@ -123,24 +123,14 @@ func (e *Engine) Initialize(ctx context.Context) error {
 	if err := e.loadConfig(ctx); err != nil {
 		return err
 	}
-	names, err := e.storage.List(ctx, rolePrefix)
+	// Reading every role once fills the role index, which inventory then answers from.
+	roles, err := e.indexedRoles(ctx)
 	if err != nil {
-		return fmt.Errorf("list roles: %w", err)
+		return fmt.Errorf("read the roles: %w", err)
 	}
 	now := e.now()
-	for _, name := range names {
-		role, err := e.loadRole(ctx, name)
-		if err != nil {
-			return err
-		}
-		if role == nil {
-			continue
-		}
-		st, err := e.loadState(ctx, name)
-		if err != nil {
-			return err
-		}
-		e.queue.set(name, role.NextWake(st, now))
+	for _, r := range roles {
+		e.queue.set(r.Role.Name, r.Role.NextWake(r.Sum.state(), now))
 	}
 	pendings, err := e.storage.List(ctx, pendingPrefix)
 	if err != nil {
@@ -157,7 +147,7 @@ func (e *Engine) Initialize(ctx context.Context) error {
 			e.workers.submit(job{name: name, recover: true})
 		}
 	}
-	e.logger.Info("rotation engine started", "roles", len(names), "pending", len(pendings))
+	e.logger.Info("rotation engine started", "roles", len(roles), "pending", len(pendings))
 	return nil
 }
 

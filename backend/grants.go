@@ -80,28 +80,18 @@ func (e *Engine) claim(ctx context.Context, role *Role, c rotators.Claimer, link
 		release()
 		return func() {}, err
 	}
-	names, err := e.ListRoles(ctx)
+	indexed, err := e.indexedRoles(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	roles := map[string]*Role{}
-	load := func(name string) (*Role, error) {
-		if r, ok := roles[name]; ok {
-			return r, nil
-		}
-		r, err := e.loadRole(ctx, name)
-		roles[name] = r
-		return r, err
+	roles := make(map[string]*Role, len(indexed))
+	for _, r := range indexed {
+		roles[r.Role.Name] = r.Role
 	}
-	for _, n := range names {
-		if n == role.Name {
-			continue
-		}
-		other, err := load(n)
-		if err != nil {
-			return fail(err)
-		}
-		if other == nil || other.Type != role.Type {
+	load := func(name string) (*Role, error) { return roles[name], nil }
+	for _, r := range indexed {
+		other := r.Role
+		if other.Name == role.Name || other.Type != role.Type {
 			continue
 		}
 		theirLinks, err := e.linkedSettings(other, load)
@@ -111,7 +101,7 @@ func (e *Engine) claim(ctx context.Context, role *Role, c rotators.Claimer, link
 		for _, theirs := range c.Claims(other.Settings, theirLinks) {
 			for _, mine := range claims {
 				if mine.Account == theirs.Account {
-					return fail(userError(fmt.Errorf("%s: %s is already managed by role %q; one login, one role", mine.Field, mine.Account, n)))
+					return fail(userError(fmt.Errorf("%s: %s is already managed by role %q; one login, one role", mine.Field, mine.Account, other.Name)))
 				}
 			}
 		}

@@ -29,7 +29,7 @@ type indexEntry struct {
 	sum   stateSummary
 }
 
-// stateSummary is what inventory shows of a role's state: no value.
+// stateSummary is what inventory and the schedule need of a role's state: no value.
 type stateSummary struct {
 	CurrentVersion      int
 	LastRotated         time.Time
@@ -38,11 +38,12 @@ type stateSummary struct {
 	ConsecutiveFailures int
 	Failing             bool
 	RetryAt             time.Time
+	RemindedAt          time.Time
 }
 
 func summarize(st *State) stateSummary {
 	s := stateSummary{LastRotated: st.LastRotated, LastOutcome: st.LastOutcome, LastError: st.LastError,
-		ConsecutiveFailures: st.ConsecutiveFailures, Failing: st.Failing, RetryAt: st.RetryAt}
+		ConsecutiveFailures: st.ConsecutiveFailures, Failing: st.Failing, RetryAt: st.RetryAt, RemindedAt: st.RemindedAt}
 	if cur := st.Current(); cur != nil {
 		s.CurrentVersion = cur.Number
 	}
@@ -52,7 +53,7 @@ func summarize(st *State) stateSummary {
 // state rebuilds a State without values from the summary, for the read view.
 func (s stateSummary) state() *State {
 	st := &State{LastRotated: s.LastRotated, LastOutcome: s.LastOutcome, LastError: s.LastError,
-		ConsecutiveFailures: s.ConsecutiveFailures, Failing: s.Failing, RetryAt: s.RetryAt}
+		ConsecutiveFailures: s.ConsecutiveFailures, Failing: s.Failing, RetryAt: s.RetryAt, RemindedAt: s.RemindedAt}
 	if s.CurrentVersion > 0 {
 		st.Versions = []Version{{Number: s.CurrentVersion}}
 	}

@@ -651,20 +651,16 @@ func (e *Engine) forgetLocked(ctx context.Context, name string) error {
 	return nil
 }
 
-// dependents returns the roles that link to name.
+// dependents returns the roles that link to name (from the role index: no scan of storage).
 func (e *Engine) dependents(ctx context.Context, name string) ([]string, error) {
-	names, err := e.ListRoles(ctx)
+	roles, err := e.indexedRoles(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var deps []string
-	for _, n := range names {
-		r, err := e.loadRole(ctx, n)
-		if err != nil {
-			return nil, err
-		}
-		if r != nil && contains(linkedNames(r), name) {
-			deps = append(deps, n)
+	for _, r := range roles {
+		if contains(linkedNames(r.Role), name) {
+			deps = append(deps, r.Role.Name)
 		}
 	}
 	return deps, nil
