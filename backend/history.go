@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -68,6 +69,44 @@ func (e *Engine) record(ctx context.Context, r *run) {
 
 // History returns the role's rotations, newest first, at most history_limit of them.
 func (e *Engine) History(ctx context.Context, name string) ([]HistoryEntry, error) {
+	page, err := e.HistoryPage(ctx, name, HistoryQuery{Limit: min(e.Config().HistoryLimit, MaxHistoryPage)})
+	if err != nil {
+		return nil, err
+	}
+	return page.Entries, nil
+}
+
+// History paging: one list of the role's keys, then at most Limit reads.
+const (
+	DefaultHistoryPage = 100
+	MaxHistoryPage     = 1000
+)
+
+// HistoryQuery selects a page: the Limit newest entries numbered below Before (0: the newest).
+type HistoryQuery struct {
+	Limit  int
+	Before int64
+}
+
+// HistoryPage is a page of entries, newest first; Next is the Before of the following page (0:
+// none).
+type HistoryPage struct {
+	Entries []HistoryEntry
+	Seqs    []uint64
+	Next    uint64
+}
+
+// HistoryPage returns one page of the role's rotations, newest first.
+func (e *Engine) HistoryPage(ctx context.Context, name string, q HistoryQuery) (*HistoryPage, error) {
+	if q.Limit == 0 {
+		q.Limit = DefaultHistoryPage
+	}
+	if q.Limit < 1 || q.Limit > MaxHistoryPage {
+		return nil, userError(fmt.Errorf("limit: must be between 1 and %d", MaxHistoryPage))
+	}
+	if q.Before < 0 {
+		return nil, userError(errors.New("before: must not be negative"))
+	}
 	seqs, err := listHistory(ctx, e.storage, name)
 	if err != nil {
 		return nil, err
@@ -75,7 +114,14 @@ func (e *Engine) History(ctx context.Context, name string) ([]HistoryEntry, erro
 	if limit := e.Config().HistoryLimit; len(seqs) > limit {
 		seqs = seqs[len(seqs)-limit:]
 	}
-	hist := make([]HistoryEntry, 0, len(seqs))
+	if q.Before > 0 {
+		seqs = seqs[:sort.Search(len(seqs), func(i int) bool { return seqs[i] >= uint64(q.Before) })]
+	}
+	page := &HistoryPage{}
+	if len(seqs) > q.Limit {
+		seqs = seqs[len(seqs)-q.Limit:]
+		page.Next = seqs[0]
+	}
 	for i := len(seqs) - 1; i >= 0; i-- {
 		var h HistoryEntry
 		ok, err := getJSON(ctx, e.storage, historyKey(name, seqs[i]), &h)
@@ -83,10 +129,11 @@ func (e *Engine) History(ctx context.Context, name string) ([]HistoryEntry, erro
 			return nil, err
 		}
 		if ok {
-			hist = append(hist, h)
+			page.Entries = append(page.Entries, h)
+			page.Seqs = append(page.Seqs, seqs[i])
 		}
 	}
-	return hist, nil
+	return page, nil
 }
 
 // historyKey is where entry seq of a role's history lives: one key per entry, numbered in order.

@@ -121,3 +121,41 @@ func TestIndexFollowsAnotherNode(t *testing.T) {
 		t.Fatal("the standby lists a role the active node deleted")
 	}
 }
+
+// TestHistoryPages: pages of limit entries, newest first, linked by next_before, cover every
+// entry once; bad paging is a 400 naming the field.
+func TestHistoryPages(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	te.importRole(t, "h", "pw-h")
+	for i := 0; i < 7; i++ {
+		if _, err := te.e.Rotate(ctx, "h"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seen []int
+	var before int64
+	for pages := 0; ; pages++ {
+		p, err := te.e.HistoryPage(ctx, "h", HistoryQuery{Limit: 3, Before: before})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Entries) > 3 || pages > 3 {
+			t.Fatalf("page %d has %d entries", pages, len(p.Entries))
+		}
+		for _, h := range p.Entries {
+			seen = append(seen, h.VersionAfter)
+		}
+		if p.Next == 0 {
+			break
+		}
+		before = int64(p.Next)
+	}
+	if want := []int{8, 7, 6, 5, 4, 3, 2}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("pages gave versions %v, want %v", seen, want)
+	}
+	for _, q := range []HistoryQuery{{Limit: -1}, {Limit: MaxHistoryPage + 1}, {Limit: 1, Before: -1}} {
+		_, err := te.e.HistoryPage(ctx, "h", q)
+		wantUserError(t, err, ":")
+	}
+}
