@@ -14,7 +14,7 @@ func pathHistory(b *Backend) []*framework.Path {
 	return []*framework.Path{roleReadPath{
 		prefix: "history/", suffix: "history", read: b.handleHistory,
 		extra: map[string]*framework.FieldSchema{
-			"limit": {Type: framework.TypeInt, Description: fmt.Sprintf("How many entries, newest first (default %d, at most %d).", backend.DefaultHistoryPage, backend.MaxHistoryPage)},
+			"limit":  {Type: framework.TypeInt, Description: fmt.Sprintf("How many entries, newest first (default %d, at most %d).", backend.DefaultHistoryPage, backend.MaxHistoryPage)},
 			"before": {Type: framework.TypeInt, Description: "Only entries numbered below this one (seq): the next_before of the previous page."},
 		},
 		summary:  "Read a role's rotation record.",
