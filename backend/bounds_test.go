@@ -55,10 +55,10 @@ func TestWriteRoleBounds(t *testing.T) {
 		}, "health_checks: item 1 is longer than 512 bytes"},
 		{"string setting too long", func(in *RoleInput) { in.Settings[fFaultMode] = strings.Repeat("m", rotators.DefaultMaxLen+1) }, "mode: longer than 1024 bytes"},
 		{"role reference too long", func(in *RoleInput) { in.Settings[fFaultAdmin] = strings.Repeat("r", rotators.MaxRoleRefLen+1) }, "admin_role: longer than 128 bytes"},
-		{"list with too many items", func(in *RoleInput) { in.Settings[fFaultTags] = many(rotators.DefaultMaxItems+1, "t") }, "tags: more than 32 items"},
+		{"list with too many items", func(in *RoleInput) { in.Settings[fFaultTags] = many(rotators.DefaultMaxItems+1, "t") }, "labels: more than 32 items"},
 		{"list item too long", func(in *RoleInput) {
 			in.Settings[fFaultTags] = []string{"a", strings.Repeat("t", rotators.DefaultMaxLen+1)}
-		}, "tags: item 2 is longer than 1024 bytes"},
+		}, "labels: item 2 is longer than 1024 bytes"},
 		{"int above its range", func(in *RoleInput) { in.Settings[fFaultSize] = rotators.DefaultMaxInt + 1 }, "size: must be between 0 and 1048576"},
 		{"int below its range", func(in *RoleInput) { in.Settings[fFaultSize] = int64(-1) }, "size: must be between 0 and 1048576"},
 		{"duration above its range", func(in *RoleInput) { in.Settings[fFaultGrace] = int(rotators.DefaultMaxDuration/time.Second) + 1 }, "grace: must be between 0s and 8760h"},
@@ -68,7 +68,7 @@ func TestWriteRoleBounds(t *testing.T) {
 		{"imported value too large once escaped", func(in *RoleInput) { in.Secrets[fFaultValue] = "s3cret-" + strings.Repeat("<", 1000) }, "value: the value takes"},
 		{"role too large as a whole", func(in *RoleInput) {
 			in.Settings[fFaultTags] = many(rotators.DefaultMaxItems, strings.Repeat("t", rotators.DefaultMaxLen-4))
-		}, "tags: the role would take"},
+		}, "labels: the role would take"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

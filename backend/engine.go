@@ -136,6 +136,11 @@ func (e *Engine) Initialize(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list pending: %w", err)
 	}
+	if e.writeSafe() {
+		if err := e.interruptJobs(ctx); err != nil {
+			return err
+		}
+	}
 	e.workers.resize(e.Config().MaxParallel)
 	e.notify.start(e.ctx)
 	if e.writeSafe() {

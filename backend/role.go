@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/robfig/cron/v3"
 
@@ -30,6 +31,8 @@ const (
 	maxConsumerLen    = 256
 	MaxHealthChecks   = 16
 	maxHealthCheckLen = 512
+	MaxTags           = 16
+	maxTagLen         = 128
 	// MaxRoleBytes bounds a role as stored (its JSON), whatever its fields hold.
 	MaxRoleBytes = 32 << 10
 )
@@ -71,6 +74,21 @@ type Role struct {
 	// KeepFailedDeploy is rollback_on_failure=false, stored inverted so that the zero value
 	// is the safe default.
 	KeepFailedDeploy bool `json:"keep_failed_deploy,omitempty"`
+	// Tags are free-form labels (owner:alice, team:payments) that select roles for rotate-many.
+	Tags []string `json:"tags,omitempty"`
+}
+
+// validateTags bounds the tags: printable, no comma (the list separator), no surrounding space.
+func validateTags(tags []string) error {
+	if err := checkList(FieldTags, tags, MaxTags, maxTagLen); err != nil {
+		return err
+	}
+	for i, tag := range tags {
+		if tag == "" || strings.TrimSpace(tag) != tag || strings.ContainsRune(tag, ',') || strings.IndexFunc(tag, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+			return fmt.Errorf("%s: item %d must be printable, without commas or surrounding spaces", FieldTags, i+1)
+		}
+	}
+	return nil
 }
 
 // RollbackOnFailure reports whether a failed deploy rolls the target back.

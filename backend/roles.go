@@ -25,6 +25,7 @@ type RoleInput struct {
 	HealthChecks      *[]string
 	HealthTimeout     *time.Duration
 	RollbackOnFailure *bool
+	Tags              *[]string
 	// Settings are the type-specific fields, decoded by their field kinds.
 	Settings map[string]interface{}
 	// Secrets are the write-only fields (the current value to import).
@@ -218,11 +219,12 @@ const (
 	FieldHealthChecks     = "health_checks"
 	FieldHealthTimeout    = "health_timeout"
 	FieldRollback         = "rollback_on_failure"
+	FieldTags             = "tags"
 )
 
 // CommonFields lists the common role fields.
 var CommonFields = []string{FieldType, FieldRotationPeriod, FieldRotationSchedule, FieldRotationWindow, FieldAutoRotate,
-	FieldVersionsKept, FieldPasswordPolicy, FieldConsumers, FieldHealthChecks, FieldHealthTimeout, FieldRollback}
+	FieldVersionsKept, FieldPasswordPolicy, FieldConsumers, FieldHealthChecks, FieldHealthTimeout, FieldRollback, FieldTags}
 
 // RoleKind is the kind a write to role name is about: the stored role's, or the requested type
 // for a new role. It applies the type rules (required at create, known, never changed) and the
@@ -349,6 +351,15 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 	if in.RollbackOnFailure != nil {
 		role.KeepFailedDeploy = !*in.RollbackOnFailure
 	}
+	if in.Tags != nil {
+		if err := validateTags(*in.Tags); err != nil {
+			return nil, nil, err
+		}
+		role.Tags = *in.Tags
+		if len(role.Tags) == 0 {
+			role.Tags = nil
+		}
+	}
 	if err := role.validateSchedule(); err != nil {
 		return nil, nil, err
 	}
@@ -400,7 +411,7 @@ func checkRoleSize(role *Role) error {
 	}
 	sizes := map[string]int{
 		"rotation_schedule": encodedSize(role.RotationSchedule), "password_policy": encodedSize(role.PasswordPolicy),
-		"consumers": encodedSize(role.Consumers), "health_checks": encodedSize(role.HealthChecks),
+		"consumers": encodedSize(role.Consumers), "health_checks": encodedSize(role.HealthChecks), FieldTags: encodedSize(role.Tags),
 	}
 	for k, v := range role.Settings.Public() {
 		sizes[k] = encodedSize(v)

@@ -18,6 +18,7 @@ const (
 	statePrefix   = "state/"
 	pendingPrefix = "pending/"
 	historyPrefix = "history/"
+	jobPrefix     = "job/" // rotate-many job records: role names and outcomes, no values
 )
 
 // SealWrapPrefixes are the storage prefixes the mount declares in PathsSpecial.SealWrapStorage.

@@ -48,15 +48,7 @@ func TestLeastPrivilege(t *testing.T) {
 	if err := root.Sys().PutPolicy("team-a", teamPolicy); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := root.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"team-a"}, NoDefaultPolicy: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	team, err := root.Clone()
-	if err != nil {
-		t.Fatal(err)
-	}
-	team.SetToken(tok.Auth.ClientToken)
+	team := policyClient(t, s, "team-a")
 	asTeam := func(path string, data map[string]interface{}) (*api.Secret, *api.ResponseError) {
 		sec, err := team.Logical().WriteWithContext(context.Background(), mount+"/"+path, data)
 		var re *api.ResponseError

@@ -225,3 +225,18 @@ func stepNames(t *testing.T, v interface{}) []string {
 }
 
 func errorf(format string, args ...interface{}) error { return fmt.Errorf(format, args...) }
+
+// policyClient is a client whose token has only the named policy (no default policy).
+func policyClient(t *testing.T, s *stack, policy string) *api.Client {
+	t.Helper()
+	tok, err := s.vault.Client.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{policy}, NoDefaultPolicy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.vault.Client.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(tok.Auth.ClientToken)
+	return c
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -40,6 +41,9 @@ type ourPath struct {
 	Request string // a concrete request path under the mount, e.g. roles/x
 }
 
+// capture is a path parameter as the plugin declares it: (?P<name>.+).
+var capture = regexp.MustCompile(`\(\?P<(\w+)>\.\+\)`)
+
 // ourPaths returns the plugin's paths from the code the plugin binary is built from (the same checkout).
 func ourPaths(t *testing.T) []ourPath {
 	t.Helper()
@@ -49,11 +53,11 @@ func ourPaths(t *testing.T) []ourPath {
 	for _, p := range b.Backend.Paths {
 		rel := strings.TrimSuffix(strings.TrimPrefix(p.Pattern, "^"), "$")
 		rel = strings.ReplaceAll(rel, "/?", "/")
-		api := strings.ReplaceAll(rel, "(?P<name>.+)", "{name}")
+		api := capture.ReplaceAllString(rel, "{$1}")
 		if strings.ContainsAny(api, `()?*+[]\^$|.`) {
 			t.Fatalf("pattern %q: the test does not know how Vault names it in OpenAPI; extend ourPaths", p.Pattern)
 		}
-		out = append(out, ourPath{Path: p, OpenAPI: "/" + mount + "/" + api, Request: strings.ReplaceAll(rel, "(?P<name>.+)", "x")})
+		out = append(out, ourPath{Path: p, OpenAPI: "/" + mount + "/" + api, Request: capture.ReplaceAllString(rel, "x")})
 	}
 	if len(out) < len(documentedPaths) {
 		t.Fatalf("the backend has %d paths, fewer than the %d documented", len(out), len(documentedPaths))

@@ -13,16 +13,19 @@ import (
 // helpPurpose is a word of each path's purpose (README "Usage") that its help must contain, lower-cased. A path of the
 // code that is not listed here must still answer a help text with its synopsis and its fields.
 var helpPurpose = map[string]string{
-	"config":     "settings",
-	"roles/":     "roles",
-	"roles/x":    "secret under rotation",
-	"rotate/x":   "rotate",
-	"creds/x":    "credential",
-	"versions/x": "kept versions",
-	"rollback/x": "kept version",
-	"history/x":  "rotation record",
-	"jwks/x":     "json web key set",
-	"status":     "every",
+	"config":      "settings",
+	"roles/":      "roles",
+	"roles/x":     "secret under rotation",
+	"rotate/x":    "rotate",
+	"creds/x":     "credential",
+	"versions/x":  "kept versions",
+	"rollback/x":  "kept version",
+	"history/x":   "rotation record",
+	"jwks/x":      "json web key set",
+	"status":      "every",
+	"rotate-many": "many roles",
+	"jobs/":       "rotate-many jobs",
+	"jobs/x":      "rotate-many job",
 }
 
 // kindFields are fields of each kind that the help of roles/x must list when the kind exists (README "Usage").

@@ -56,9 +56,9 @@ func New(conf *logical.BackendConfig) *Backend {
 		PathsSpecial: &logical.Paths{
 			SealWrapStorage: backend.SealWrapPrefixes,
 			Unauthenticated: []string{"jwks/*"},
-			// The mount's settings (where consumers are restarted, where notifications go) need a
-			// policy with the sudo capability on rotation/config.
-			Root: []string{"config"},
+			// The mount's settings (where consumers are restarted, where notifications go) and the
+			// actions across roles (rotate-many and its jobs) need a policy with sudo.
+			Root: []string{"config", "rotate-many", "jobs", "jobs/*"},
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),
@@ -70,6 +70,7 @@ func New(conf *logical.BackendConfig) *Backend {
 			pathHistory(b),
 			pathJWKS(b),
 			pathStatus(b),
+			pathMany(b),
 		),
 		InitializeFunc: func(ctx context.Context, _ *logical.InitializationRequest) error {
 			return b.engine.Initialize(ctx)

@@ -47,7 +47,7 @@ func TestRoleFieldBounds(t *testing.T) {
 		{"too many consumers", fault(map[string]interface{}{"consumers": list(17, "docker:c")}), "consumers: more than 16 items"},
 		{"too many health checks", fault(map[string]interface{}{"health_checks": list(17, "tcp://127.0.0.1:")}), "health_checks: more than 16 items"},
 		{"password_policy too long", fault(map[string]interface{}{"password_policy": strings.Repeat("p", 129)}), "password_policy: longer than 128 bytes"},
-		{"list field with too many items", fault(map[string]interface{}{"tags": list(33, "t")}), "tags: more than 32 items"},
+		{"list field with too many items", fault(map[string]interface{}{"labels": list(33, "t")}), "labels: more than 32 items"},
 		{"int field out of range", fault(map[string]interface{}{"size": 1 << 21}), "size: must be between 0 and 1048576"},
 		{"string field too long", fault(map[string]interface{}{"target": strings.Repeat("t", 1025)}), "target: longer than 1024 bytes"},
 		{"write-only value too long", fault(map[string]interface{}{"value": strings.Repeat("v", 8193)}), "value: longer than 8192 bytes"},

@@ -193,7 +193,7 @@ func TestRoleWriteValidation(t *testing.T) {
 	}{
 		{"unknown field on postgres", "roles/x", pg(map[string]interface{}{"hosts": "a:22"}), "hosts: not a field of a postgres role"},
 		{"field of another type", "roles/x", pg(map[string]interface{}{"target": target}), "target: not a field of a postgres role"},
-		{"several foreign fields", "roles/x", pg(map[string]interface{}{"tags": "a", "hosts": "b"}), "hosts, tags: not a field of a postgres role"},
+		{"several foreign fields", "roles/x", pg(map[string]interface{}{"labels": "a", "hosts": "b"}), "hosts, labels: not a field of a postgres role"},
 		{"postgres field on fault-test", "roles/x", map[string]interface{}{"type": faultType, "rotation_period": "1h", "target": target, "value": "v", "connection_url": pgURL}, "connection_url: not a field of a fault-test role"},
 		{"no type", "roles/x", map[string]interface{}{"rotation_period": "1h"}, "type: required"},
 		{"unknown type", "roles/x", map[string]interface{}{"type": "ldap", "rotation_period": "1h"}, `type: "ldap" is not one of`},
@@ -227,9 +227,9 @@ func TestRoleUpdate(t *testing.T) {
 	e.importFault(t, "u", "pw-upd")
 	e.bad(t, logical.UpdateOperation, "roles/u", map[string]interface{}{"type": "postgres"}, http.StatusBadRequest, "type: cannot change from fault-test to postgres")
 	e.bad(t, logical.UpdateOperation, "roles/u", map[string]interface{}{"connection_url": "x"}, http.StatusBadRequest, "connection_url: not a field of a fault-test role")
-	e.ok(t, logical.UpdateOperation, "roles/u", map[string]interface{}{"tags": "a,b", "size": 3, "versions_kept": 3, "auto_rotate": false})
+	e.ok(t, logical.UpdateOperation, "roles/u", map[string]interface{}{"labels": "a,b", "size": 3, "versions_kept": 3, "auto_rotate": false})
 	d := e.ok(t, logical.ReadOperation, "roles/u", nil).Data
-	if fmt.Sprint(d["tags"]) != "[a b]" || fmt.Sprint(d["size"]) != "3" || fmt.Sprint(d["versions_kept"]) != "3" || d["auto_rotate"] != false || d["next_rotation"] != nil {
+	if fmt.Sprint(d["labels"]) != "[a b]" || fmt.Sprint(d["size"]) != "3" || fmt.Sprint(d["versions_kept"]) != "3" || d["auto_rotate"] != false || d["next_rotation"] != nil {
 		t.Fatalf("updated role = %v", d)
 	}
 }

@@ -27,6 +27,7 @@ const (
 	fieldHealthChecks     = backend.FieldHealthChecks
 	fieldHealthTimeout    = backend.FieldHealthTimeout
 	fieldRollback         = backend.FieldRollback
+	fieldTags             = backend.FieldTags
 )
 
 func commonRoleFields() map[string]*framework.FieldSchema {
@@ -50,6 +51,8 @@ func commonRoleFields() map[string]*framework.FieldSchema {
 			Description: "Checks that must pass after the restarts: http(s)://... (2xx) or tcp://host:port (connect). At most 16, each at most 512 bytes."},
 		fieldHealthTimeout: {Type: framework.TypeDurationSecond, Default: int(backend.DefaultHealthTimeout.Seconds()),
 			Description: "How long the health checks (and each restarted container) may take to pass (1s to 1h)."},
+		fieldTags: {Type: framework.TypeCommaStringSlice,
+			Description: fmt.Sprintf("Free-form labels (owner:alice, team:payments) that select roles for rotate-many; at most %d, each at most 128 bytes, printable, no commas.", backend.MaxTags)},
 		fieldRollback: {Type: framework.TypeBool, Default: true,
 			Description: "When the consumers do not come back healthy: restore the old value at the target and restart them again (true), or keep the new value and mark the rotation failed (false)."},
 	}
@@ -190,6 +193,10 @@ func (b *Backend) handleRoleWrite(ctx context.Context, req *logical.Request, d *
 		b := v.(bool)
 		in.RollbackOnFailure = &b
 	}
+	if v, ok := d.GetOk(fieldTags); ok {
+		list := v.([]string)
+		in.Tags = &list
+	}
 	for _, f := range kind.Fields() {
 		if _, given := req.Data[f.Name]; !given {
 			continue
@@ -237,6 +244,7 @@ func (b *Backend) handleRoleRead(ctx context.Context, _ *logical.Request, d *fra
 	data[fieldHealthChecks] = nonNil(r.HealthChecks)
 	data[fieldHealthTimeout] = int64(r.HealthTimeoutOrDefault().Seconds())
 	data[fieldRollback] = r.RollbackOnFailure()
+	data[fieldTags] = nonNil(r.Tags)
 	data["current_version"] = v.CurrentVersion
 	data["last_rotated"] = timeOrNil(v.LastRotated)
 	data["next_rotation"] = timeOrNil(v.NextRotation)

@@ -25,7 +25,7 @@ const (
 	FieldAdmin      = "admin_role"  // link to another fault-test role
 	FieldNeedsValue = "needs_value" // true: cannot be created without a value
 	FieldMode       = "mode"        // has Allowed values and a Default
-	FieldTags       = "tags"        // a list field
+	FieldTags       = "labels"      // a list field
 	FieldGrace      = "grace"       // a duration field
 	FieldSize       = "size"        // an int field
 	FieldAccount    = "account"     // claimed: no two roles may hold the same (rotators.Claimer)
@@ -63,7 +63,7 @@ func (FaultKind) Fields() []rotators.Field {
 		{Name: FieldAdmin, Kind: rotators.FieldRoleRef, RefKind: FaultKindName, Description: "admin role"},
 		{Name: FieldNeedsValue, Kind: rotators.FieldBool, Description: "needs an imported value"},
 		{Name: FieldMode, Kind: rotators.FieldString, Default: "normal", Allowed: []string{"normal", "strict"}, Description: "mode"},
-		{Name: FieldTags, Kind: rotators.FieldList, Description: "tags"},
+		{Name: FieldTags, Kind: rotators.FieldList, Description: "labels"},
 		{Name: FieldGrace, Kind: rotators.FieldDuration, Description: "grace"},
 		{Name: FieldSize, Kind: rotators.FieldInt, Description: "size"},
 		{Name: FieldAccount, Kind: rotators.FieldString, Description: "claimed account"},

@@ -1,0 +1,144 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func TestRotateManySelection(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	tag := func(tags ...string) func(*RoleInput) { return func(in *RoleInput) { in.Tags = &tags } }
+	te.importRole(t, "team-a-db", "pw-1", tag("owner:alice", "team:a"))
+	te.importRole(t, "team-a-api", "pw-2", tag("owner:bob"))
+	te.importRole(t, "team-b-db", "pw-3", tag("owner:alice"))
+
+	for _, tc := range []struct {
+		req  ManyRequest
+		want []string
+	}{
+		{ManyRequest{Tag: "owner:alice"}, []string{"team-a-db", "team-b-db"}},
+		{ManyRequest{Glob: "team-a-*"}, []string{"team-a-api", "team-a-db"}},
+		{ManyRequest{Glob: "*-db"}, []string{"team-a-db", "team-b-db"}},
+		{ManyRequest{Glob: "*"}, []string{"team-a-api", "team-a-db", "team-b-db"}},
+		{ManyRequest{Roles: []string{"team-b-db", "team-a-api", "team-b-db"}}, []string{"team-a-api", "team-b-db"}},
+		{ManyRequest{Tag: "owner:nobody"}, nil},
+	} {
+		tc.req.DryRun = true
+		res, err := te.e.RotateMany(ctx, tc.req)
+		if err != nil || !reflect.DeepEqual(res.Roles, tc.want) || res.Outcomes != nil {
+			t.Fatalf("%+v: %v %v, want %v", tc.req, res, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		req  ManyRequest
+		want string
+	}{
+		{ManyRequest{}, "tag, roles or glob: give exactly one"},
+		{ManyRequest{Tag: "x", Glob: "*"}, "give exactly one"},
+		{ManyRequest{Roles: []string{"nope"}}, `roles: role "nope" does not exist`},
+		{ManyRequest{Roles: []string{"../x"}}, "roles: name"},
+		{ManyRequest{Tag: "a,b"}, "tag:"},
+	} {
+		_, err := te.e.RotateMany(ctx, tc.req)
+		wantUserError(t, err, tc.want)
+	}
+	// A dry run rotated nothing.
+	for _, n := range []string{"team-a-db", "team-a-api", "team-b-db"} {
+		if v := te.state(t, n).Current().Number; v != 1 {
+			t.Fatalf("%s at version %d after dry runs", n, v)
+		}
+	}
+}
+
+// TestRotateManyFailingRoleAlone: one role among many fails and rolls back; the others rotate.
+func TestRotateManyFailingRoleAlone(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	var bad *faultTarget
+	for i := 0; i < 5; i++ {
+		ft := te.importRole(t, fmt.Sprintf("r%d", i), fmt.Sprintf("pw-%d", i), func(in *RoleInput) { in.Tags = &[]string{"batch"} })
+		if i == 2 {
+			bad = ft
+		}
+	}
+	bad.ScriptApply(applyFailBefore)
+	res, err := te.e.RotateMany(ctx, ManyRequest{Tag: "batch"})
+	if err != nil || res.JobID != "" || len(res.Outcomes) != 5 {
+		t.Fatalf("rotate-many = %+v, %v", res, err)
+	}
+	for i, o := range res.Outcomes {
+		want := OutcomeSuccess
+		if i == 2 {
+			want = OutcomeFailed
+		}
+		if o.Role != fmt.Sprintf("r%d", i) || o.Result != want {
+			t.Fatalf("outcome %d = %+v, want %s", i, o, want)
+		}
+		if v := te.state(t, o.Role).Current().Number; (i == 2) != (v == 1) {
+			t.Fatalf("%s at version %d", o.Role, v)
+		}
+	}
+	if got := bad.Live(); !got.Equal(secretOf("pw-2")) {
+		t.Fatalf("the failing role's target holds %v", got)
+	}
+}
+
+// TestRotateManyJob: past ManyInline roles the answer is a job, which ends done with every
+// role's outcome; a job a process left running is reported as interrupted by the next start.
+func TestRotateManyJob(t *testing.T) {
+	storage := &logical.InmemStorage{}
+	clock := newClock(t0)
+	te := newEnvOn(t, storage, clock)
+	ctx := context.Background()
+	n := ManyInline + 3
+	for i := 0; i < n; i++ {
+		te.importRole(t, fmt.Sprintf("j%02d", i), fmt.Sprintf("pw-%d", i), func(in *RoleInput) { in.Tags = &[]string{"job"} })
+	}
+	res, err := te.e.RotateMany(ctx, ManyRequest{Tag: "job"})
+	if err != nil || res.JobID == "" || res.Outcomes != nil || len(res.Roles) != n {
+		t.Fatalf("rotate-many = %+v, %v", res, err)
+	}
+	var job *Job
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if job, err = te.e.ReadJob(ctx, res.JobID); err != nil {
+			t.Fatal(err)
+		}
+		if job.State == JobDone || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if job.State != JobDone || len(job.Outcomes) != n {
+		t.Fatalf("job %+v", job)
+	}
+	for _, o := range job.Outcomes {
+		if o.Result != OutcomeSuccess || o.Version != 2 {
+			t.Fatalf("job outcome %+v", o)
+		}
+	}
+	if ids, err := te.e.ListJobs(ctx); err != nil || len(ids) != 1 || ids[0] != res.JobID {
+		t.Fatalf("jobs %v %v", ids, err)
+	}
+	if _, err := te.e.ReadJob(ctx, "../x"); !IsUserError(err) {
+		t.Fatalf("a bad job id: %v", err)
+	}
+
+	// A record left running by a process that stopped: the next start reports it interrupted.
+	left := &Job{ID: "0b9f8a52-3c8e-4c45-9d3e-6f0f4c1d2e3a", State: JobRunning, Created: clock.Now(),
+		Outcomes: []ManyOutcome{{Role: "j00", Result: OutcomeSuccess, Version: 3}, {Role: "j01", Result: "pending"}}}
+	if err := te.e.putJob(ctx, left); err != nil {
+		t.Fatal(err)
+	}
+	again := newEnvOn(t, storage, clock)
+	got, err := again.e.ReadJob(ctx, left.ID)
+	if err != nil || got.State != JobInterrupted || got.Outcomes[0].Result != OutcomeSuccess || got.Outcomes[1].Result != JobInterrupted {
+		t.Fatalf("after a restart: %+v, %v", got, err)
+	}
+}
