@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -487,8 +488,8 @@ func TestPathsHaveHelpAndDisplayAttrs(t *testing.T) {
 func TestConfigNeedsSudo(t *testing.T) {
 	e := newBackend(t)
 	root := e.b.SpecialPaths().Root
-	if len(root) != 1 || root[0] != "config" {
-		t.Fatalf("PathsSpecial.Root = %v, want [config]", root)
+	if want := []string{"config", "rotate-many", "jobs", "jobs/*"}; !slices.Equal(root, want) {
+		t.Fatalf("PathsSpecial.Root = %v, want %v (the mount settings and the actions across roles)", root, want)
 	}
 	// Exact match (no trailing *): roles, creds and the rest need no sudo.
 	for _, p := range e.b.Backend.Paths {
