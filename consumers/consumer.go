@@ -33,6 +33,9 @@ type Env struct {
 	Docker DockerAPI
 	// DockerHost names the engine in errors: its address, or "NAME (ADDRESS)" for an endpoint.
 	DockerHost string
+	// Err, when set, is why there is no engine for this consumer (an endpoint not configured):
+	// every call fails with it.
+	Err error
 	// ReadyTimeout bounds the wait for one restarted container to run (and be healthy) again.
 	ReadyTimeout time.Duration
 	// CallTimeout bounds one inspect or list call, and is what a restart may take beyond its

@@ -80,6 +80,9 @@ func (d *dockerContainer) Restart(ctx context.Context, env Env) ([]Restart, erro
 }
 
 func (env Env) api() (DockerAPI, error) {
+	if env.Err != nil {
+		return nil, env.Err
+	}
 	if env.Docker == nil {
 		return nil, errors.New("no Docker engine configured (rotation/config docker_host)")
 	}
