@@ -148,7 +148,20 @@ func BuildPlugin(repoRoot, tags string) (dir, sha256hex string, err error) {
 	return b.dir, b.sha, b.err
 }
 
-// Main runs the tests and then removes the plugin build directories. Use it from TestMain: func TestMain(m *testing.M) { testenv.Main(m) }.
+var (
+	tempMu   sync.Mutex
+	tempDirs []string
+)
+
+// registerTempDir has Main remove dir after the tests.
+func registerTempDir(dir string) {
+	tempMu.Lock()
+	defer tempMu.Unlock()
+	tempDirs = append(tempDirs, dir)
+}
+
+// Main runs the tests and then removes the plugin build directories (and the demo consumer's). Use it from TestMain:
+// func TestMain(m *testing.M) { testenv.Main(m) }.
 func Main(m *testing.M) {
 	code := m.Run()
 	pluginMu.Lock()
@@ -158,6 +171,11 @@ func Main(m *testing.M) {
 		}
 	}
 	pluginMu.Unlock()
+	tempMu.Lock()
+	for _, d := range tempDirs {
+		os.RemoveAll(d)
+	}
+	tempMu.Unlock()
 	os.Exit(code)
 }
 
