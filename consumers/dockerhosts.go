@@ -213,8 +213,12 @@ func (t DockerTLS) Config() (*tls.Config, error) {
 // dockerDialTimeout, an engine that takes the connection and stalls the handshake after
 // dockerTLSHandshakeTimeout; the call's own bound (CallTimeout) caps both.
 const (
-	dockerDialTimeout         = 10 * time.Second
-	dockerTLSHandshakeTimeout = 10 * time.Second
+	dockerDialTimeout = 10 * time.Second
+	// dockerTLSHandshakeTimeout is short: the client's API version negotiation tries the
+	// handshake twice (HEAD, then GET /_ping) before the call itself, so an engine that
+	// stalls the handshake fails a call after 10 s. (The client reports a timeout as
+	// "cannot connect", without the cause.)
+	dockerTLSHandshakeTimeout = 5 * time.Second
 )
 
 // NewEndpointClient returns a client of the Engine API at u (API version negotiated), over TLS
