@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -118,8 +119,17 @@ func (c Config) validateDockerHosts() error {
 			}
 		}
 	}
+	// Each field is bounded; the sum as stored is too (JSON escapes), so that the config entry
+	// stays inside the storage budget whatever the fields hold.
+	if b, err := json.Marshal(c.DockerTLS); err != nil || len(b) > maxDockerTLSStored {
+		return fmt.Errorf("docker_tls: more than %d KiB as stored", maxDockerTLSStored>>10)
+	}
 	return nil
 }
+
+// maxDockerTLSStored bounds docker_tls as stored: 16 endpoints of a CA, a certificate and a
+// key take about 100 KiB.
+const maxDockerTLSStored = 256 << 10
 
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))

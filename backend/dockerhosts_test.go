@@ -46,6 +46,15 @@ func TestDockerHostsConfig(t *testing.T) {
 		t.Fatalf("docker_tls shown as %s", shown)
 	}
 
+	// 16 endpoints, each with three fields of 8 KiB that parse (a PEM block after padding pem.Decode skips).
+	pad := func(pem string) string { return strings.Repeat("\n", consumers.MaxPEMLen-len(pem)) + pem }
+	fullHosts := make([]string, 16)
+	fullTLS := map[string]consumers.DockerTLS{}
+	for i := range fullHosts {
+		name := fmt.Sprintf("w%d", i)
+		fullHosts[i] = name + fmt.Sprintf("=tcp://10.0.0.%d:2376", i+1)
+		fullTLS[name] = consumers.DockerTLS{CA: pad(tlsA.CA), Cert: pad(tlsA.Cert), Key: pad(tlsA.Key)}
+	}
 	many := make([]string, 17)
 	for i := range many {
 		many[i] = fmt.Sprintf("e%d=unix:///run/d%d.sock", i, i)
@@ -70,6 +79,8 @@ func TestDockerHostsConfig(t *testing.T) {
 		{hosts: []string{"web1=tcp://10.0.0.5:2376"}, tls: map[string]consumers.DockerTLS{"web1": {CA: tlsA.CA, Cert: tlsA.Cert, Key: tlsB.Key}}, want: "docker_tls: web1: key_pem: not an unencrypted PEM private key matching cert_pem"},
 		{hosts: []string{"web1=tcp://10.0.0.5:2376"}, tls: map[string]consumers.DockerTLS{"web1": {CA: tlsA.CA, Key: tlsA.Key}}, want: "docker_tls: web1: cert_pem: required"},
 		{hosts: []string{"web1=tcp://10.0.0.5:2376"}, tls: map[string]consumers.DockerTLS{"web1": {CA: strings.Repeat("A", 9000)}}, want: "docker_tls: web1: ca_pem: longer than 8192"},
+		{hosts: []string{"web1=tcp://10.0.0.5:2376"}, tls: map[string]consumers.DockerTLS{"web1": {CA: "<\x01>" + tlsA.CA}}, want: "docker_tls: web1: ca_pem: holds a byte PEM does not"},
+		{hosts: fullHosts, tls: fullTLS, want: "docker_tls: more than 256 KiB as stored"},
 	} {
 		before, _ := te.storage.Get(ctx, configPath)
 		c := te.e.Config()

@@ -162,6 +162,11 @@ func (t DockerTLS) Config() (*tls.Config, error) {
 		if len(f.v) > MaxPEMLen {
 			return nil, fmt.Errorf("%s: longer than %d bytes", f.name, MaxPEMLen)
 		}
+		for i := 0; i < len(f.v); i++ {
+			if b := f.v[i]; (b < ' ' || b > '~') && b != '\n' && b != '\r' && b != '\t' {
+				return nil, fmt.Errorf("%s: holds a byte PEM does not (only printable ASCII and line breaks)", f.name)
+			}
+		}
 	}
 	if t.CA == "" {
 		return nil, errors.New("ca_pem: required (the CA that signed the engine's certificate)")
