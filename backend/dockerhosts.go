@@ -147,7 +147,7 @@ type endpointSpec struct {
 	tls consumers.DockerTLS
 }
 
-// spec is the engine of endpoint name ("" = docker_host) in c.
+// endpointSpec is the engine of endpoint name ("" = docker_host) in c.
 func (c Config) endpointSpec(name string) (endpointSpec, bool) {
 	if name == "" {
 		return endpointSpec{url: c.DockerHost}, true
@@ -235,7 +235,7 @@ func (d *dockerClients) prune(c Config) {
 	}
 }
 
-// open is how many clients are cached (tests).
+// open lists the endpoints whose client is cached ("" = docker_host; tests).
 func (d *dockerClients) open() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testcerts"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
@@ -64,6 +68,20 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 	otherCert, otherKey := other.Client(t, "client of another CA")
 	s.remember(keyLines(eng.ClientKey)...)
 	s.remember(keyLines(otherKey)...)
+
+	// Vault's audit device records the config write, its values HMAC'd: the keys must not appear in it.
+	auditPath := filepath.Join(t.TempDir(), "audit.log")
+	if err := s.vault.Client.Sys().EnableAuditWithOptions("file", &api.EnableAuditOptions{
+		Type: "file", Options: map[string]string{"file_path": auditPath}}); err != nil {
+		t.Fatalf("enable the file audit device: %v", err)
+	}
+	t.Cleanup(func() {
+		b, err := os.ReadFile(auditPath)
+		if err != nil || !strings.Contains(string(b), "docker_tls") {
+			t.Errorf("the audit log lacks the config write (%v)", err)
+		}
+		s.assertNoSecretIn(t, "the audit log", string(b))
+	})
 
 	refusedPort := testenv.FreePort(t) // nothing listens there
 	stall := stallListener(t)
