@@ -99,7 +99,7 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 			"wrongca":   tlsOf(other.PEM, eng.ClientCert, eng.ClientKey),
 			"stall":     tlsOf(eng.CA, eng.ClientCert, eng.ClientKey),
 		},
-		"allowed_consumers": "docker:testenv-demo-*,docker://*",
+		"allowed_consumers": "docker:testenv-demo-*,docker://*,compose://web1/mh-t1/*",
 	})
 	s.importAdmin(t, "pg-admin", "mh_admin", "admin-pw")
 
@@ -127,11 +127,11 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 		})
 		opts := testenv.DemoOptions{VaultAddr: s.vault.Addr, VaultToken: s.vault.Token, Role: "mh", HealthQuery: "SELECT count(*) FROM mh_orders"}
 		local := testenv.RunDemoConsumer(t, opts)
-		opts.Engine = eng
+		opts.Engine, opts.Labels = eng, composeLabels("mh-t1", "worker", 1)
 		remote := testenv.RunDemoConsumer(t, opts)
 		both := []*testenv.Container{local, remote}
 		s.write(t, "roles/mh", map[string]interface{}{
-			"consumers":     "docker:" + local.Name + ",docker://web1/" + remote.Name,
+			"consumers":     "docker:" + local.Name + ",compose://web1/mh-t1/worker",
 			"health_checks": local.URL("/health") + "," + remote.URL("/health"), "health_timeout": "5s",
 		})
 
@@ -147,7 +147,7 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 		if len(restarts) != 2 {
 			t.Fatalf("restarts: %s", jsonOf(t, restarts))
 		}
-		for i, want := range [][2]string{{"docker:" + local.Name, local.Name}, {"docker://web1/" + remote.Name, remote.Name}} {
+		for i, want := range [][2]string{{"docker:" + local.Name, local.Name}, {"compose://web1/mh-t1/worker", remote.Name}} {
 			r := restarts[i].(map[string]interface{})
 			if r["consumer"] != want[0] || r["container"] != want[1] || r["status"] != "restarted" {
 				t.Fatalf("restart %d: %s, want %v restarted", i, jsonOf(t, r), want)
@@ -178,8 +178,8 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 				phases[fmt.Sprint(r["phase"], " ", r["consumer"])]++
 			}
 		}
-		for _, want := range []string{"deploy docker:" + local.Name, "deploy docker://web1/" + remote.Name,
-			"redeploy docker:" + local.Name, "redeploy docker://web1/" + remote.Name} {
+		for _, want := range []string{"deploy docker:" + local.Name, "deploy compose://web1/mh-t1/worker",
+			"redeploy docker:" + local.Name, "redeploy compose://web1/mh-t1/worker"} {
 			if phases[want] != 1 {
 				t.Fatalf("history lacks %q: %s", want, jsonOf(t, h["consumers"]))
 			}
@@ -230,6 +230,13 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 			}
 		}
 		s.assertLogin(t, "mh_prep", pw, true)
+		// Through the endpoint that works, the same role rotates and its container restarts on the second engine.
+		s.write(t, "roles/prep", map[string]interface{}{"consumers": "docker://web1/" + remote.Name})
+		rot := s.write(t, "rotate/prep", nil)
+		r := rot.Data["consumers"].([]interface{})[0].(map[string]interface{})
+		if r["consumer"] != "docker://web1/"+remote.Name || r["container"] != remote.Name || r["status"] != "restarted" {
+			t.Fatalf("restart through web1: %s", jsonOf(t, r))
+		}
 		s.assertNoSecretIn(t, "the Vault server log", s.vault.ServerLog(t))
 	})
 }
