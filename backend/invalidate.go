@@ -10,7 +10,8 @@ import (
 // calls it (the backend's InvalidateFunc) on performance standbys and replicated clusters for
 // every key another node wrote. Each view is re-read from storage for the key's role: the config,
 // the set of roles with a pending record (which creds reads to hand out a staged value), the
-// schedule, and the history sequence.
+// schedule, and the history sequence. A config reload also closes the Docker clients whose
+// endpoint it changed or removed.
 func (e *Engine) Invalidate(ctx context.Context, key string) {
 	log := e.logger.With("key", key)
 	switch {

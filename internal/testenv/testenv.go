@@ -7,6 +7,9 @@
 //     points PluginBinary at a prebuilt directory instead.
 //   - PostgreSQL: bootstrap/postgres.sh (PostgreSQL 15 in /usr/lib/postgresql/15/bin, or $PGBIN).
 //
+// Docker: the engine at $DOCKER_HOST (docker.go), and a second dockerd on TCP with TLS that a test starts itself
+// (StartDockerd, dockerd.go).
+//
 // Every process is stopped by t.Cleanup. Call Main from TestMain to also remove the plugin build directories.
 package testenv
 
