@@ -47,8 +47,8 @@ func checkAllowItems(field string, items []string, check func(string) error) err
 	return nil
 }
 
-// checkConsumerPattern accepts "*" or KIND:GLOB of a known kind. Options (?stop_timeout=) are
-// not part of what is matched, so a pattern holding '?' could never match.
+// checkConsumerPattern accepts "*", KIND:GLOB or KIND://GLOB of a known kind. Options
+// (?stop_timeout=) are not part of what is matched, so a pattern holding '?' could never match.
 func checkConsumerPattern(p string) error {
 	if p == "*" {
 		return nil
@@ -60,6 +60,8 @@ func checkConsumerPattern(p string) error {
 	switch {
 	case !ok || rest == "":
 		return fmt.Errorf("%q is not KIND:NAME (a glob such as docker:api-*), nor *", p)
+	case strings.HasPrefix(rest, "/") && (!strings.HasPrefix(rest, "//") || rest == "//" || rest[2] == '/'):
+		return fmt.Errorf("%q is neither KIND:NAME nor KIND://ENDPOINT/NAME (docker://web1/api-*)", p)
 	case strings.Contains(p, "?"):
 		return fmt.Errorf("%q: options such as ?stop_timeout are not matched; leave them out", p)
 	case !strings.Contains(kind, "*") && !contains(consumers.Prefixes(), kind):
@@ -137,8 +139,11 @@ func (c Config) checkDeploy(role *Role) error {
 		return fmt.Errorf("consumers: %w", err)
 	}
 	for _, cons := range cs {
-		// The identity (kind, container or project/service) without options.
-		if !strutil.StrListContainsGlob(c.AllowedConsumers, cons.String()) {
+		if err := checkEndpoint(c, cons); err != nil {
+			return err
+		}
+		// The identity (kind, endpoint, container or project/service) without options.
+		if !allowsConsumer(c.AllowedConsumers, cons) {
 			return fmt.Errorf("consumers: %q is not in rotation/config allowed_consumers", cons.String())
 		}
 	}
@@ -158,6 +163,27 @@ func (c Config) checkDeploy(role *Role) error {
 		}
 	}
 	return nil
+}
+
+// allowsConsumer matches the consumer's identity against the globs of its own form: a glob
+// KIND:NAME allows consumers of the mount's docker_host only, a glob KIND://ENDPOINT/NAME those of
+// the named endpoints only, and "*" every consumer. So docker:* written for the one local engine
+// does not grow to every engine added to docker_hosts later.
+func allowsConsumer(patterns []string, cons consumers.Consumer) bool {
+	named := consumers.EndpointOf(cons) != ""
+	for _, p := range patterns {
+		if p == "*" {
+			return true
+		}
+		_, rest, _ := strings.Cut(p, ":")
+		if strings.HasPrefix(rest, "//") != named {
+			continue
+		}
+		if strutil.StrListContainsGlob([]string{p}, cons.String()) {
+			return true
+		}
+	}
+	return false
 }
 
 func allowsAny(targets []healthTarget, ep consumers.Endpoint) bool {

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"time"
@@ -23,6 +24,12 @@ type Config struct {
 	MaxFailures int `json:"max_failures"`
 	// DockerHost is the Docker Engine API that docker: and compose: consumers are restarted through.
 	DockerHost string `json:"docker_host"`
+	// DockerHosts are the named engines (NAME: canonical unix:///PATH or tcp://HOST:PORT) that
+	// docker://NAME/... and compose://NAME/... consumers are restarted through.
+	DockerHosts map[string]string `json:"docker_hosts,omitempty"`
+	// DockerTLS is the TLS material of the tcp endpoints of DockerHosts, by name. Its keys are
+	// write-only: only ShownDockerTLS leaves the engine.
+	DockerTLS map[string]consumers.DockerTLS `json:"docker_tls,omitempty"`
 	// NotifyURL receives a JSON document for every rotation outcome, parking and due reminder.
 	// It is write-only: often a bearer-style URL, so only ShownNotifyURL leaves the engine.
 	NotifyURL string `json:"notify_url,omitempty"`
@@ -100,6 +107,9 @@ func (c Config) Validate() error {
 	if err := consumers.ValidateDockerHost(c.DockerHost); err != nil {
 		return fmt.Errorf("docker_host: %q is not a Docker host such as unix:///var/run/docker.sock or tcp://127.0.0.1:2375", c.DockerHost)
 	}
+	if err := c.validateDockerHosts(); err != nil {
+		return err
+	}
 	return c.validateAllowLists()
 }
 
@@ -114,6 +124,8 @@ func (e *Engine) Config() Config {
 func (c Config) clone() Config {
 	c.AllowedConsumers = slices.Clone(c.AllowedConsumers)
 	c.AllowedHealthTargets = slices.Clone(c.AllowedHealthTargets)
+	c.DockerHosts = maps.Clone(c.DockerHosts)
+	c.DockerTLS = maps.Clone(c.DockerTLS)
 	return c
 }
 
@@ -135,6 +147,7 @@ func (e *Engine) SetConfig(ctx context.Context, c Config) error {
 	e.cfgMu.Lock()
 	e.cfg = c.clone()
 	e.cfgMu.Unlock()
+	e.docker.prune(c)
 	e.workers.resize(c.MaxParallel)
 	return nil
 }
@@ -147,5 +160,6 @@ func (e *Engine) loadConfig(ctx context.Context) error {
 	e.cfgMu.Lock()
 	e.cfg = c
 	e.cfgMu.Unlock()
+	e.docker.prune(c)
 	return nil
 }

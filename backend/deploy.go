@@ -3,10 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
-
-	"github.com/docker/docker/client"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/failpoint"
@@ -20,7 +17,7 @@ const DefaultHealthTimeout = 30 * time.Second
 type deployment struct {
 	consumers []consumers.Consumer
 	checks    []consumers.HealthCheck
-	env       consumers.Env
+	envs      []consumers.Env // envs[i] is consumers[i]'s engine
 	timeout   time.Duration
 }
 
@@ -31,8 +28,8 @@ func (d *deployment) check(ctx context.Context) error {
 	if d.empty() {
 		return nil
 	}
-	for _, c := range d.consumers {
-		if err := c.Check(ctx, d.env); err != nil {
+	for i, c := range d.consumers {
+		if err := c.Check(ctx, d.envs[i]); err != nil {
 			return fmt.Errorf("consumer %w", err)
 		}
 	}
@@ -50,13 +47,14 @@ func (e *Engine) newDeployment(role *Role) (*deployment, error) {
 		return nil, fmt.Errorf("health_checks: %w", err)
 	}
 	d := &deployment{consumers: cs, checks: checks, timeout: role.HealthTimeoutOrDefault()}
-	if len(cs) > 0 {
-		host := e.Config().DockerHost
-		api, err := e.docker.get(host)
-		if err != nil {
-			return nil, err
-		}
-		d.env = consumers.Env{Docker: api, DockerHost: host, ReadyTimeout: d.timeout}
+	cfg := e.Config()
+	for _, c := range cs {
+		// An engine that cannot be had (an endpoint since removed from docker_hosts) is an
+		// error of that consumer's check or restart, not of the binding: recovery must still
+		// be able to resolve a record at the target.
+		env := e.docker.env(consumers.EndpointOf(c), cfg)
+		env.ReadyTimeout = d.timeout
+		d.envs = append(d.envs, env)
 	}
 	return d, nil
 }
@@ -66,7 +64,7 @@ func (e *Engine) newDeployment(role *Role) (*deployment, error) {
 func (e *Engine) runDeploy(ctx context.Context, r *run, phase string) error {
 	d := r.deploy
 	for i, c := range d.consumers {
-		restarts, err := c.Restart(ctx, d.env)
+		restarts, err := c.Restart(ctx, d.envs[i])
 		for _, rs := range restarts {
 			r.out.Consumers = append(r.out.Consumers, ConsumerResult{Phase: phase, Restart: rs})
 		}
@@ -82,38 +80,4 @@ func (e *Engine) runDeploy(ctx context.Context, r *run, phase string) error {
 		r.out.Health = append(r.out.Health, HealthResult{Phase: phase, HealthResult: h})
 	}
 	return err
-}
-
-// dockerClients keeps one Docker client per docker_host.
-type dockerClients struct {
-	mu   sync.Mutex
-	host string
-	cli  *client.Client
-}
-
-func (d *dockerClients) get(host string) (consumers.DockerAPI, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cli != nil && d.host == host {
-		return d.cli, nil
-	}
-	if d.cli != nil {
-		_ = d.cli.Close()
-		d.cli = nil
-	}
-	cli, err := consumers.NewDockerClient(host)
-	if err != nil {
-		return nil, err
-	}
-	d.host, d.cli = host, cli
-	return cli, nil
-}
-
-func (d *dockerClients) close() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cli != nil {
-		_ = d.cli.Close()
-		d.cli = nil
-	}
 }

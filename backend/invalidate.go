@@ -10,7 +10,9 @@ import (
 // calls it (the backend's InvalidateFunc) on performance standbys and replicated clusters for
 // every key another node wrote. Each view is re-read from storage for the key's role: the config,
 // the set of roles with a pending record (which creds reads to hand out a staged value), the
-// schedule, the history sequence, and the published key set (dropped, rebuilt on the next read).
+// schedule, the history sequence, the role index and the published key set (both dropped, read
+// again on next use). A config reload also closes the Docker clients whose endpoint it changed
+// or removed.
 func (e *Engine) Invalidate(ctx context.Context, key string) {
 	log := e.logger.With("key", key)
 	if name := keySetRole(key); name != "" {

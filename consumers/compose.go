@@ -40,12 +40,16 @@ var (
 func newComposeService(target string, opts Options) (Consumer, error) {
 	project, service, ok := strings.Cut(target, "/")
 	if !ok || !composeProjectRe.MatchString(project) || !composeServiceRe.MatchString(service) {
-		return nil, fmt.Errorf("compose:%s: expected compose:PROJECT/SERVICE", target)
+		return nil, fmt.Errorf("%s: expected compose:PROJECT/SERVICE or compose://ENDPOINT/PROJECT/SERVICE", identity("compose", opts.Endpoint, target))
 	}
 	return &composeService{project: project, service: service, opts: opts}, nil
 }
 
-func (c *composeService) String() string { return "compose:" + c.project + "/" + c.service }
+func (c *composeService) String() string {
+	return identity("compose", c.opts.Endpoint, c.project+"/"+c.service)
+}
+
+func (c *composeService) Endpoint() string { return c.opts.Endpoint }
 
 // containers lists the service's containers in replica order.
 func (c *composeService) containers(ctx context.Context, env Env) ([]container.Summary, error) {

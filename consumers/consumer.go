@@ -15,8 +15,11 @@ import (
 
 // Consumer is one service that uses a secret, e.g. "docker:cockpit-api".
 type Consumer interface {
-	// String is the spec as the role holds it.
+	// String is the consumer's identity, its spec without options: PREFIX:TARGET for the mount's
+	// docker_host, PREFIX://ENDPOINT/TARGET for a named endpoint. Allow-list globs match it.
 	String() string
+	// Endpoint is the docker_hosts name the consumer is restarted through ("" = docker_host).
+	Endpoint() string
 	// Check proves the consumer exists, before the target is touched.
 	Check(ctx context.Context, env Env) error
 	// Restart restarts the consumer (each of its containers, one at a time) and waits until each
@@ -24,10 +27,15 @@ type Consumer interface {
 	Restart(ctx context.Context, env Env) ([]Restart, error)
 }
 
-// Env is what consumers may use: the Docker Engine API of the mount's docker_host.
+// Env is what consumers may use: the Docker Engine API of the consumer's engine (the mount's
+// docker_host, or the docker_hosts endpoint it names).
 type Env struct {
-	Docker     DockerAPI
+	Docker DockerAPI
+	// DockerHost names the engine in errors: its address, or "NAME (ADDRESS)" for an endpoint.
 	DockerHost string
+	// Err, when set, is why there is no engine for this consumer (an endpoint not configured):
+	// every call fails with it.
+	Err error
 	// ReadyTimeout bounds the wait for one restarted container to run (and be healthy) again.
 	ReadyTimeout time.Duration
 	// CallTimeout bounds one inspect or list call, and is what a restart may take beyond its
@@ -72,8 +80,10 @@ const (
 // Kind builds a consumer from the part of a spec after "PREFIX:".
 type Kind func(target string, opts Options) (Consumer, error)
 
-// Options are the spec's ?key=value settings common to every kind.
+// Options are the spec's endpoint and ?key=value settings common to every kind.
 type Options struct {
+	// Endpoint is the docker_hosts name of PREFIX://ENDPOINT/TARGET ("" = the mount's docker_host).
+	Endpoint string
 	// StopTimeout overrides the container's own stop timeout (nil: the container's setting).
 	StopTimeout *time.Duration
 }
@@ -105,7 +115,9 @@ func Prefixes() []string {
 	return out
 }
 
-// Parse builds a consumer from a spec "PREFIX:TARGET[?stop_timeout=DURATION]".
+// Parse builds a consumer from a spec "PREFIX:TARGET[?stop_timeout=DURATION]" (through the
+// mount's docker_host) or "PREFIX://ENDPOINT/TARGET[?...]" (through the docker_hosts endpoint
+// ENDPOINT; whether it is configured is the engine's to check).
 func Parse(spec string) (Consumer, error) {
 	prefix, rest, ok := strings.Cut(spec, ":")
 	kindsMu.RLock()
@@ -115,10 +127,20 @@ func Parse(spec string) (Consumer, error) {
 		return nil, fmt.Errorf("%q: a consumer is %s:NAME", spec, strings.Join(Prefixes(), ":NAME or "))
 	}
 	target, query, _ := strings.Cut(rest, "?")
-	if target == "" {
-		return nil, fmt.Errorf("%q: a name must follow %q", spec, prefix+":")
-	}
 	var opts Options
+	if strings.HasPrefix(target, "/") {
+		ep, name, ok := strings.Cut(strings.TrimPrefix(target, "//"), "/")
+		if !strings.HasPrefix(target, "//") || !ok {
+			return nil, fmt.Errorf("%q: a consumer on a named engine is %s://ENDPOINT/NAME", spec, prefix)
+		}
+		if err := ValidateEndpointName(ep); err != nil {
+			return nil, fmt.Errorf("%q: %w", spec, err)
+		}
+		opts.Endpoint, target = ep, name
+	}
+	if target == "" {
+		return nil, fmt.Errorf("%q: a name must follow %q", spec, identity(prefix, opts.Endpoint, ""))
+	}
 	if query != "" {
 		values, err := url.ParseQuery(query)
 		if err != nil {

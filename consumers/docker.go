@@ -54,12 +54,14 @@ var _ Consumer = (*dockerContainer)(nil)
 
 func newContainer(name string, opts Options) (Consumer, error) {
 	if !containerNameRe.MatchString(name) {
-		return nil, fmt.Errorf("docker:%s: not a container name", name)
+		return nil, fmt.Errorf("%s: not a container name", identity("docker", opts.Endpoint, name))
 	}
 	return &dockerContainer{name: name, opts: opts}, nil
 }
 
-func (d *dockerContainer) String() string { return "docker:" + d.name }
+func (d *dockerContainer) String() string { return identity("docker", d.opts.Endpoint, d.name) }
+
+func (d *dockerContainer) Endpoint() string { return d.opts.Endpoint }
 
 func (d *dockerContainer) Check(ctx context.Context, env Env) error {
 	_, err := env.inspect(ctx, d.name)
@@ -78,6 +80,9 @@ func (d *dockerContainer) Restart(ctx context.Context, env Env) ([]Restart, erro
 }
 
 func (env Env) api() (DockerAPI, error) {
+	if env.Err != nil {
+		return nil, env.Err
+	}
 	if env.Docker == nil {
 		return nil, errors.New("no Docker engine configured (rotation/config docker_host)")
 	}
@@ -104,9 +109,12 @@ func (env Env) inspect(ctx context.Context, id string) (container.InspectRespons
 	}
 }
 
-// apiError names the engine's socket in an error of a call that was given limit: the engine
-// could not be reached, or it took the call and did not answer in time.
+// apiError names the engine (DockerHost) in an error of a call that was given limit: the engine
+// could not be reached, refused the TLS handshake, or took the call and did not answer in time.
 func (env Env) apiError(ctx context.Context, call string, limit time.Duration, err error) error {
+	if why, ok := tlsFailure(err); ok {
+		return fmt.Errorf("%s: TLS with the Docker engine at %s failed: %s", call, env.DockerHost, why)
+	}
 	switch {
 	case client.IsErrConnectionFailed(err):
 		return fmt.Errorf("%s: cannot reach the Docker engine at %s: %w", call, env.DockerHost, err)

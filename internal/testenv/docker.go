@@ -29,6 +29,8 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testcerts"
 )
 
 const (
@@ -79,62 +81,117 @@ func dockerClient() (*client.Client, error) {
 	return cli, nil
 }
 
+// DockerEngine is an engine a test restarts containers on: the default one (DefaultEngine) or one StartDockerd
+// started.
+type DockerEngine struct {
+	// Host is the engine's address: what the plugin's docker_host or docker_hosts item names.
+	Host string
+	// CA signed the engine's server certificate; ClientCert and ClientKey are a client certificate it accepts (PEM).
+	// Empty for the default engine.
+	CA, ClientCert, ClientKey string
+	// CAs is the CA, to issue more client certificates (nil for the default engine).
+	CAs *testcerts.CA
+
+	cli *client.Client
+	log string // dockerd's log file
+	dir string // its directories (started engines only)
+	pid int    // its process (started engines only)
+}
+
+// DefaultEngine is the engine at DockerHost.
+func DefaultEngine(t testing.TB) *DockerEngine {
+	t.Helper()
+	return &DockerEngine{Host: DockerHost(), cli: Docker(t)}
+}
+
+// Client is an Engine API client of the engine (API version negotiated).
+func (e *DockerEngine) Client() *client.Client { return e.cli }
+
+// Log is the tail of the engine's log (started engines only).
+func (e *DockerEngine) Log() string {
+	if e.log == "" {
+		return ""
+	}
+	b, _ := os.ReadFile(e.log)
+	if len(b) > 16<<10 {
+		b = b[len(b)-16<<10:]
+	}
+	return string(b)
+}
+
 var (
-	demoOnce  sync.Once
-	demoImage string
-	demoErr   error
+	demoOnce sync.Once
+	demoBin  string // the demo consumer's static binary, kept for the test binary's life
+	demoRef  string
+	demoErr  error
+
+	demoMu       sync.Mutex
+	demoImported = map[string]bool{} // by engine address
 )
 
-// DemoImage builds demo/consumer (static, CGO_ENABLED=0) once per test binary, imports it into the engine as
+// DemoImage builds demo/consumer (static, CGO_ENABLED=0) once per test binary, imports it into the default engine as
 // vault-plugin-rotation/demo-consumer:<first 12 hex of the binary's sha256> (entrypoint /demo-consumer; an image with
 // that tag already present is reused) and returns that reference.
 func DemoImage(t testing.TB) string {
 	t.Helper()
+	return DefaultEngine(t).DemoImage(t)
+}
+
+// DemoImage is the demo consumer's image on this engine, imported on first use.
+func (e *DockerEngine) DemoImage(t testing.TB) string {
+	t.Helper()
 	root := RepoRoot(t)
-	demoOnce.Do(func() { demoImage, demoErr = buildDemoImage(root) })
+	demoOnce.Do(func() { demoBin, demoRef, demoErr = buildDemoBinary(root) })
 	if demoErr != nil {
 		t.Fatal(demoErr)
 	}
-	return demoImage
+	demoMu.Lock()
+	defer demoMu.Unlock()
+	if !demoImported[e.Host] {
+		if err := importDemo(e.cli, demoBin, demoRef); err != nil {
+			t.Fatal(err)
+		}
+		demoImported[e.Host] = true
+	}
+	return demoRef
 }
 
-func buildDemoImage(repoRoot string) (string, error) {
+// buildDemoBinary builds demo/consumer into a directory that lives as long as the test binary (Main removes it).
+func buildDemoBinary(repoRoot string) (bin, ref string, err error) {
 	dir, err := os.MkdirTemp("", "testenv-demo-")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "demo-consumer")
+	registerTempDir(dir)
+	bin = filepath.Join(dir, "demo-consumer")
 	cmd := exec.Command(goBin(), "build", "-trimpath", "-o", bin, "./demo/consumer")
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("testenv: go build ./demo/consumer: %v\n%s", err, out)
+		return "", "", fmt.Errorf("testenv: go build ./demo/consumer: %v\n%s", err, out)
 	}
 	sum, err := FileSHA256(bin)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	ref := DemoImageRepo + ":" + sum[:12]
+	return bin, DemoImageRepo + ":" + sum[:12], nil
+}
 
-	cli, err := dockerClient()
-	if err != nil {
-		return "", err
-	}
-	defer cli.Close()
+// importDemo imports the binary as ref into the engine, unless the engine has ref already.
+func importDemo(cli *client.Client, bin, ref string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if _, err := cli.ImageInspect(ctx, ref); err == nil {
-		return ref, nil
+		return nil
 	}
 	tarball, err := tarFile(bin, strings.TrimPrefix(DemoBinary, "/"))
 	if err != nil {
-		return "", err
+		return err
 	}
 	rc, err := cli.ImageImport(ctx, image.ImportSource{Source: tarball, SourceName: "-"}, ref,
 		image.ImportOptions{Changes: []string{`ENTRYPOINT ["` + DemoBinary + `"]`}, Message: "testenv: demo/consumer"})
 	if err != nil {
-		return "", fmt.Errorf("testenv: importing %s: %v", ref, err)
+		return fmt.Errorf("testenv: importing %s: %v", ref, err)
 	}
 	defer rc.Close()
 	// The answer is a stream of JSON messages; a failure arrives as {"error": ...} in it.
@@ -146,16 +203,16 @@ func buildDemoImage(repoRoot string) (string, error) {
 		if err := dec.Decode(&msg); err == io.EOF {
 			break
 		} else if err != nil {
-			return "", fmt.Errorf("testenv: importing %s: reading the answer: %v", ref, err)
+			return fmt.Errorf("testenv: importing %s: reading the answer: %v", ref, err)
 		}
 		if msg.Error != "" {
-			return "", fmt.Errorf("testenv: importing %s: %s", ref, msg.Error)
+			return fmt.Errorf("testenv: importing %s: %s", ref, msg.Error)
 		}
 	}
 	if _, err := cli.ImageInspect(ctx, ref); err != nil {
-		return "", fmt.Errorf("testenv: imported %s but cannot inspect it: %v", ref, err)
+		return fmt.Errorf("testenv: imported %s but cannot inspect it: %v", ref, err)
 	}
-	return ref, nil
+	return nil
 }
 
 // tarFile returns a tar archive holding the file at path as name, mode 0755.
@@ -182,6 +239,16 @@ func tarFile(path, name string) (io.Reader, error) {
 type Container struct {
 	ID, Name string
 	Port     int
+	engine   *DockerEngine // nil: the default engine
+}
+
+// client is a client of the container's engine.
+func (c *Container) client(t testing.TB) *client.Client {
+	t.Helper()
+	if c.engine != nil {
+		return c.engine.cli
+	}
+	return Docker(t)
 }
 
 // URL is http://127.0.0.1:PORT followed by path (e.g. "/health").
@@ -192,13 +259,7 @@ func (c *Container) URL(path string) string {
 // Logs returns the container's stdout and stderr so far ("" and a logged note when they cannot be read).
 func (c *Container) Logs(t testing.TB) string {
 	t.Helper()
-	cli, err := dockerClient()
-	if err != nil {
-		t.Log(err)
-		return ""
-	}
-	defer cli.Close()
-	logs, err := containerLogs(cli, c.ID)
+	logs, err := containerLogs(c.client(t), c.ID)
 	if err != nil {
 		t.Logf("testenv: logs of container %s: %v", c.Name, err)
 	}
@@ -230,6 +291,7 @@ type DemoOptions struct {
 	HealthQuery string // HEALTH_QUERY ("" = the consumer's default, SELECT 1)
 
 	Labels map[string]string // extra labels (ContainerLabel=1 is always set)
+	Engine *DockerEngine     // where the container runs (nil: the default engine)
 	Env    []string          // extra KEY=VALUE (e.g. IGNORE_SIGTERM=1)
 
 	// DockerHealthcheck adds a container health check: /demo-consumer -check http://127.0.0.1:PORT/health every 1s,
@@ -242,8 +304,12 @@ type DemoOptions struct {
 // until its liveness endpoint / answers 200. Cleanup force-removes it (its log is printed first when the test failed).
 func RunDemoConsumer(t testing.TB, opts DemoOptions) *Container {
 	t.Helper()
-	ref := DemoImage(t)
-	cli := Docker(t)
+	eng := opts.Engine
+	if eng == nil {
+		eng = DefaultEngine(t)
+	}
+	ref := eng.DemoImage(t)
+	cli := eng.cli
 	if opts.Port == 0 {
 		opts.Port = FreePort(t)
 	}
@@ -285,7 +351,7 @@ func RunDemoConsumer(t testing.TB, opts DemoOptions) *Container {
 	if err != nil {
 		t.Fatalf("testenv: creating container %s: %v", name, err)
 	}
-	c := &Container{ID: created.ID, Name: name, Port: opts.Port}
+	c := &Container{ID: created.ID, Name: name, Port: opts.Port, engine: opts.Engine}
 	t.Cleanup(func() {
 		if t.Failed() {
 			if logs, err := containerLogs(cli, c.ID); err == nil {
@@ -318,7 +384,7 @@ func removeLeftover(ctx context.Context, cli *client.Client, name string) bool {
 // the container is no longer running.
 func (c *Container) WaitUp(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	cli := Docker(t)
+	cli := c.client(t)
 	deadline := time.Now().Add(timeout)
 	var lastErr error
 	for {
@@ -349,7 +415,7 @@ func (c *Container) WaitUp(t testing.TB, timeout time.Duration) {
 // container's StopTimeout) and waits until it answers again.
 func (c *Container) Restart(t testing.TB, timeout *int) {
 	t.Helper()
-	cli := Docker(t)
+	cli := c.client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := cli.ContainerRestart(ctx, c.ID, container.StopOptions{Timeout: timeout}); err != nil {
@@ -363,7 +429,7 @@ func (c *Container) Inspect(t testing.TB) container.InspectResponse {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	info, err := Docker(t).ContainerInspect(ctx, c.ID)
+	info, err := c.client(t).ContainerInspect(ctx, c.ID)
 	if err != nil {
 		t.Fatalf("testenv: inspecting container %s: %v", c.Name, err)
 	}

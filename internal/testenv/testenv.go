@@ -7,6 +7,9 @@
 //     points PluginBinary at a prebuilt directory instead.
 //   - PostgreSQL: bootstrap/postgres.sh (PostgreSQL 15 in /usr/lib/postgresql/15/bin, or $PGBIN).
 //
+// Docker: the engine at $DOCKER_HOST (docker.go), and a second dockerd on TCP with TLS that a test starts itself
+// (StartDockerd, dockerd.go).
+//
 // Every process is stopped by t.Cleanup. Call Main from TestMain to also remove the plugin build directories.
 package testenv
 
@@ -148,7 +151,20 @@ func BuildPlugin(repoRoot, tags string) (dir, sha256hex string, err error) {
 	return b.dir, b.sha, b.err
 }
 
-// Main runs the tests and then removes the plugin build directories. Use it from TestMain: func TestMain(m *testing.M) { testenv.Main(m) }.
+var (
+	tempMu   sync.Mutex
+	tempDirs []string
+)
+
+// registerTempDir has Main remove dir after the tests.
+func registerTempDir(dir string) {
+	tempMu.Lock()
+	defer tempMu.Unlock()
+	tempDirs = append(tempDirs, dir)
+}
+
+// Main runs the tests and then removes the plugin build directories (and the demo consumer's). Use it from TestMain:
+// func TestMain(m *testing.M) { testenv.Main(m) }.
 func Main(m *testing.M) {
 	code := m.Run()
 	pluginMu.Lock()
@@ -158,6 +174,11 @@ func Main(m *testing.M) {
 		}
 	}
 	pluginMu.Unlock()
+	tempMu.Lock()
+	for _, d := range tempDirs {
+		os.RemoveAll(d)
+	}
+	tempMu.Unlock()
 	os.Exit(code)
 }
 
