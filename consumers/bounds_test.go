@@ -2,6 +2,7 @@ package consumers
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -81,6 +82,14 @@ func TestDockerCallsAreBoundedWhenTheEngineNeverAnswers(t *testing.T) {
 		{"inspect (docker: exists)", "300ms", func(ctx context.Context) error { return parse("docker:api").Check(ctx, env) }},
 		{"list (compose: exists)", "300ms", func(ctx context.Context) error { return parse("compose:proj/svc").Check(ctx, env) }},
 		{"restart with stop_timeout", "2.3s", func(ctx context.Context) error {
+			// The restart call itself (a docker: consumer inspects first, by name).
+			stop := 2 * time.Second
+			if r := env.restartOne(ctx, "docker:api", "api", "api", Options{StopTimeout: &stop}); r.Error != "" {
+				return errors.New(r.Error)
+			}
+			return nil
+		}},
+		{"the name lookup before a restart", "300ms", func(ctx context.Context) error {
 			_, err := parse("docker:api?stop_timeout=2s").Restart(ctx, env)
 			return err
 		}},

@@ -94,7 +94,7 @@ func (c *composeService) Restart(ctx context.Context, env Env) ([]Restart, error
 	}
 	var out []Restart
 	for _, ctr := range list {
-		r := env.restartOne(ctx, c.String(), containerName(ctr), c.opts)
+		r := env.restartOne(ctx, c.String(), containerName(ctr), ctr.ID, c.opts)
 		out = append(out, r)
 		if r.Error != "" {
 			return out, fmt.Errorf("%s: container %s: %s", c, r.Container, r.Error)

@@ -64,19 +64,38 @@ func (d *dockerContainer) String() string { return identity("docker", d.opts.End
 func (d *dockerContainer) Endpoint() string { return d.opts.Endpoint }
 
 func (d *dockerContainer) Check(ctx context.Context, env Env) error {
-	_, err := env.inspect(ctx, d.name)
-	if err != nil {
+	if _, err := env.byName(ctx, d.name); err != nil {
 		return fmt.Errorf("%s: %w", d, err)
 	}
 	return nil
 }
 
 func (d *dockerContainer) Restart(ctx context.Context, env Env) ([]Restart, error) {
-	r := env.restartOne(ctx, d.String(), d.name, d.opts)
+	id, err := env.byName(ctx, d.name)
+	if err != nil {
+		r := Restart{Consumer: d.String(), Container: d.name, Status: StatusFailed, Error: "restart: " + err.Error()}
+		return []Restart{r}, fmt.Errorf("%s: %s", d, r.Error)
+	}
+	r := env.restartOne(ctx, d.String(), d.name, id, d.opts)
 	if r.Error != "" {
 		return []Restart{r}, fmt.Errorf("%s: %s", d, r.Error)
 	}
 	return []Restart{r}, nil
+}
+
+// byName returns the id of the container named exactly name. Docker resolves a reference as a
+// full id, then a name, then an id prefix: "docker:db3" with no container named db3 would reach
+// whichever container's id starts with db3, past an allow-list glob such as docker:db* (README
+// "Allow-lists"). The restart then goes to that id, not to a name that could be taken meanwhile.
+func (env Env) byName(ctx context.Context, name string) (string, error) {
+	info, err := env.inspect(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	if info.ContainerJSONBase == nil || info.Name != "/"+name {
+		return "", fmt.Errorf("no such container %q", name)
+	}
+	return info.ID, nil
 }
 
 func (env Env) api() (DockerAPI, error) {
@@ -149,11 +168,12 @@ func (env Env) stopTimeout(ctx context.Context, id string, opts Options) (contai
 	return container.StopOptions{}, time.Duration(own) * time.Second, nil
 }
 
-// restartOne restarts one container and waits until it runs again (and is healthy when it has a
-// Docker health check), so that replicas restarted one after another never all go down.
-func (env Env) restartOne(ctx context.Context, consumer, id string, opts Options) Restart {
+// restartOne restarts one container (id; name is what the record shows) and waits until it
+// runs again (and is healthy when it has a Docker health check), so that replicas restarted one
+// after another never all go down.
+func (env Env) restartOne(ctx context.Context, consumer, name, id string, opts Options) Restart {
 	start := time.Now()
-	r := Restart{Consumer: consumer, Container: id, Status: StatusFailed}
+	r := Restart{Consumer: consumer, Container: name, Status: StatusFailed}
 	api, err := env.api()
 	if err != nil {
 		r.Error = err.Error()

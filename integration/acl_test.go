@@ -161,3 +161,29 @@ func TestLeastPrivilege(t *testing.T) {
 	expectStatus(t, re, http.StatusBadRequest, "allowed_usernames")
 	s.assertLogin(t, "team_a_app", pw, true)
 }
+
+// TestConsumerIsItsExactName: Docker resolves a reference as an id, a name, then an id prefix;
+// a consumer docker:<prefix of some container's id> must not reach that container through an
+// allow-list glob written for names (docker:4e* meant for names like 4e-api).
+func TestConsumerIsItsExactName(t *testing.T) {
+	t.Parallel()
+	s := newDevStack(t)
+	s.importAdmin(t, "pg-admin", "ex_admin", "ex-admin-pw")
+	s.createLogin(t, "ex_app", "ex-app-pw", "")
+	victim := s.demo(t, "none", testenv.DemoOptions{})
+	prefix := victim.ID[:8]
+	s.write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_consumers": "docker:" + victim.ID[:2] + "*"})
+	started := victim.Inspect(t).State.StartedAt
+
+	s.write(t, "roles/ex", map[string]interface{}{
+		"type": "postgres", "admin_role": "pg-admin", "username": "ex_app", "password": "ex-app-pw",
+		"rotation_period": "720h", "consumers": "docker:" + prefix,
+	})
+	// Consumers are looked up in prepare, before PostgreSQL is touched.
+	_, re := s.writeErr("rotate/ex", nil)
+	expectStatus(t, re, http.StatusBadRequest, `no such container "`+prefix+`"`)
+	s.assertLogin(t, "ex_app", "ex-app-pw", true)
+	if got := victim.Inspect(t).State.StartedAt; got != started {
+		t.Fatal("the container whose id starts with the name was restarted")
+	}
+}
