@@ -137,6 +137,7 @@ ha-node)
 	n="${2:-}"
 	case "$n" in 0 | 1 | 2) ;; *) die "usage: $0 ha-node 0|1|2" ;; esac
 	[ -f "$ha_dir/node$n/vault.hcl" ] || die "no cluster here; start one with make dev-ha"
+	VAULT_PORT="$(cat "$ha_dir/port")" # the cluster's, whatever DEV_VAULT_PORT says now
 	if [ -f "$ha_dir/node$n.pid" ] && pid_alive "$(cat "$ha_dir/node$n.pid")"; then die "node$n is running"; fi
 	VAULT="$(bootstrap/build-vault.sh)"
 	say "starting node$n on $(ha_addr "$n") and unsealing it"
@@ -194,7 +195,10 @@ unset VAULT_NAMESPACE
 if [ "$HA" = 1 ]; then
 	command -v jq >/dev/null || die "cluster mode needs jq"
 	say "starting a 3-node Vault cluster on integrated storage (raft), 127.0.0.1:$VAULT_PORT-$((VAULT_PORT + 5))"
+	trap 'rc=$?; [ "$rc" -eq 0 ] || { echo "dev.sh: failed; stopping" >&2; stop_all; }' EXIT # replaced below
 	rm -rf "$ha_dir"
+	mkdir -p "$ha_dir"
+	echo "$VAULT_PORT" >"$ha_dir/port"
 	for n in 0 1 2; do
 		d="$ha_dir/node$n"
 		mkdir -p "$d/raft"
@@ -238,7 +242,7 @@ HCL
 	export VAULT_TOKEN="$TOKEN"
 	ha_unseal 0
 	for i in $(seq 1 150); do
-		[ "$("$VAULT" status -format=json 2>/dev/null | jq -r .ha_mode)" = active ] && break
+		[ "$("$VAULT" status -format=json 2>/dev/null | jq -r .is_self)" = true ] && break
 		[ "$i" -lt 150 ] || die "node0 not active after 30s"
 		sleep 0.2
 	done
