@@ -5,7 +5,7 @@ GO ?= go
 PLUGIN := bin/vault-plugin-rotation
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build vault test lint fuzz dev dev-stop bench deps clean
+.PHONY: all build vault test lint fuzz dev dev-ha dev-stop bench deps clean
 
 all: build
 
@@ -31,6 +31,9 @@ lint:
 
 dev: deps ## Vault (dev) + PostgreSQL + the plugin mounted at rotation/, demo roles rotated; Ctrl-C stops (DEV_DETACH=1 to detach)
 	scripts/dev.sh start
+
+dev-ha: deps ## three Vault nodes on raft (loopback, unsealed) + PostgreSQL + the plugin on every node, mounted once; prints how to kill the leader
+	scripts/dev.sh ha
 
 dev-stop:
 	scripts/dev.sh stop

@@ -625,11 +625,17 @@ func (e *Engine) rollBack(ctx context.Context, r *run, p *Pending) rollBackResul
 	if p.Phase != PhaseRedeploying {
 		// While the old value is put back the target may hold either: creds waits for it.
 		r.openWindow()
-		if p.Phase != PhaseRestoring {
-			if err := e.enter(ctx, name, p, PhaseRestoring); err != nil {
-				// The record keeps both values either way; recovery resolves it.
-				e.logger.Error("record the restoring phase", "role", name, "error", err)
-			}
+		// Nothing is put back unless the record says so in storage first (fence): an engine
+		// that cannot write (its node lost the raft leadership, or is cut off) may act on a
+		// record the new active node has already resolved and rotated past, and a restore
+		// from that stale record would make a dead value live again. The record keeps both
+		// values; whichever engine can write resolves it.
+		if err := e.fenceRestore(ctx, name, p); err != nil {
+			e.logger.Error("record the restoring phase; the target is left as it is, for recovery", "role", name, "error", err)
+			r.out.Steps = append(r.out.Steps, StepResult{Name: StepRestore,
+				Error: "not put back: the restoring phase could not be stored (" + err.Error() + "); both values are kept for recovery"})
+			r.closeWindow()
+			return rollBackResult{}
 		}
 		err := r.step(StepRestore, func() (err error) {
 			if putBack, err = e.restore(ctx, r, p); err != nil {
@@ -670,6 +676,23 @@ func (e *Engine) rollBack(ctx context.Context, r *run, p *Pending) rollBackResul
 		return rollBackResult{rolledBack: putBack || p.Deployed}
 	}
 	return rollBackResult{done: true, rolledBack: putBack || p.Deployed}
+}
+
+// fence stores the pending record again right before a change at the target that follows from
+// it. A write that reaches storage proves that this engine still serves the mount: on a raft
+// cluster, that its node is still the leader (a deposed leader cannot commit), so a node that
+// lost the leadership while a rotation ran never changes the target from state that the new
+// active node may already have resolved.
+func (e *Engine) fence(ctx context.Context, name string, p *Pending) error {
+	return putJSON(ctx, e.storage, pendingPrefix+name, p)
+}
+
+// fenceRestore moves the record to restoring, or stores it again when it is there already.
+func (e *Engine) fenceRestore(ctx context.Context, name string, p *Pending) error {
+	if p.Phase == PhaseRestoring {
+		return e.fence(ctx, name, p)
+	}
+	return e.enter(ctx, name, p, PhaseRestoring)
 }
 
 // stepErrors joins the errors of the steps that failed, each named by its step.

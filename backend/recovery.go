@@ -109,8 +109,14 @@ func (e *Engine) resolveForward(ctx context.Context, r *run, p *Pending, superse
 
 	newErr := r.step(StepVerify, func() error { return e.verify(ctx, r, p.New) })
 	if newErr == nil {
+		// Storing the record first is also the fence before the kind's remaining work at the
+		// target (ssh: the old key removed): only an engine that can still write does it.
 		if p.Phase == PhaseApplying {
 			if err := e.enter(ctx, r.role.Name, p, PhaseApplied); err != nil {
+				return e.stuck(ctx, r, p, err.Error())
+			}
+		} else if _, ok := r.target.(rotators.Finisher); ok {
+			if err := e.fence(ctx, r.role.Name, p); err != nil {
 				return e.stuck(ctx, r, p, err.Error())
 			}
 		}
@@ -215,6 +221,11 @@ func (e *Engine) stuck(ctx context.Context, r *run, p *Pending, detail string) r
 // rotation as failed. A kind with work left for the value that stays live (ssh: a new key added
 // on some hosts only) finishes it first, so that only the live value remains authorized.
 func (e *Engine) dropPending(ctx context.Context, r *run, p *Pending, why string) recoveryResult {
+	if _, ok := r.target.(rotators.Finisher); ok {
+		if err := e.fence(ctx, r.role.Name, p); err != nil {
+			return e.stuck(ctx, r, p, err.Error())
+		}
+	}
 	if err := e.finishStep(ctx, r, p.New, p.Old); err != nil {
 		return e.stuck(ctx, r, p, "the new value is not live, but removing it failed: "+err.Error())
 	}

@@ -26,6 +26,8 @@ const mount = "rotation"
 type stack struct {
 	vault *testenv.Vault
 	pg    *testenv.Postgres
+	// path is the plugin's mount path ("": rotation/).
+	path string
 
 	mu      sync.Mutex
 	secrets []string // every secret value seen by the test, to prove none leaks
@@ -41,6 +43,14 @@ func newDevStack(t *testing.T) *stack {
 	return &stack{vault: v, pg: pg}
 }
 
+// mnt is the stack's mount path.
+func (s *stack) mnt() string {
+	if s.path != "" {
+		return s.path
+	}
+	return mount
+}
+
 func (s *stack) remember(values ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -54,7 +64,7 @@ func (s *stack) remember(values ...string) {
 // write writes to rotation/PATH and fails the test on error.
 func (s *stack) write(t *testing.T, path string, data map[string]interface{}) *api.Secret {
 	t.Helper()
-	sec, err := s.vault.Client.Logical().WriteWithContext(context.Background(), mount+"/"+path, data)
+	sec, err := s.vault.Client.Logical().WriteWithContext(context.Background(), s.mnt()+"/"+path, data)
 	if err != nil {
 		t.Fatalf("write %s: %v", path, err)
 	}
@@ -63,7 +73,7 @@ func (s *stack) write(t *testing.T, path string, data map[string]interface{}) *a
 
 // writeErr writes and returns the API error with its status code.
 func (s *stack) writeErr(path string, data map[string]interface{}) (*api.Secret, *api.ResponseError) {
-	sec, err := s.vault.Client.Logical().WriteWithContext(context.Background(), mount+"/"+path, data)
+	sec, err := s.vault.Client.Logical().WriteWithContext(context.Background(), s.mnt()+"/"+path, data)
 	var re *api.ResponseError
 	if errors.As(err, &re) {
 		return sec, re
@@ -81,7 +91,7 @@ func (s *stack) read(t *testing.T, path string, params ...string) *api.Secret {
 	for i := 0; i+1 < len(params); i += 2 {
 		q[params[i]] = []string{params[i+1]}
 	}
-	sec, err := s.vault.Client.Logical().ReadWithDataWithContext(context.Background(), mount+"/"+path, q)
+	sec, err := s.vault.Client.Logical().ReadWithDataWithContext(context.Background(), s.mnt()+"/"+path, q)
 	if err != nil {
 		t.Fatalf("read %s: %v", path, err)
 	}

@@ -4,14 +4,18 @@
 #
 #   scripts/dev.sh [start]   foreground until Ctrl-C (DEV_DETACH=1: leave it running and return)
 #   scripts/dev.sh stop      stop what a detached run started
+#   scripts/dev.sh ha        cluster mode (make dev-ha): three Vault nodes on integrated storage (raft) on loopback,
+#                            initialized with one key share and unsealed, the plugin in every node's plugin directory
+#                            (same binary, same sha256), registered and mounted once; a demo role rotated every 30 s
+#   scripts/dev.sh ha-node N start cluster node N (0-2) again after you killed it, and unseal it
 #
 # With a Docker engine answering (`docker info` works; DOCKER_HOST is honoured), the demo consumer (demo/consumer) runs
 # as container rotation-demo-consumer (host networking, 127.0.0.1:DEV_DEMO_PORT) reading rotation/creds/app, and the
 # app role restarts it on rotation and health-checks it. When none answers and we are root, a dockerd is started on the
 # default socket (no bridge network; `stop` stops it again); otherwise that part is skipped.
 #
-# Env: DEV_PG_PORT (55432), DEV_VAULT_PORT (8200; the dev cluster listener takes PORT+1), DEV_VAULT_TOKEN (root),
-# DEV_DEMO_PORT (3000).
+# Env: DEV_PG_PORT (55432), DEV_VAULT_PORT (8200; the dev cluster listener takes PORT+1; in cluster mode node N listens
+# on PORT+2N and PORT+2N+1), DEV_VAULT_TOKEN (root; cluster mode uses the root token of its init), DEV_DEMO_PORT (3000).
 # State (logs, pids, plugin dir) lives in .cache/dev/; each start begins from a fresh PostgreSQL cluster and a fresh
 # in-memory Vault.
 set -euo pipefail
@@ -78,8 +82,53 @@ stop_dockerd() {
 	rm -f "$dockerd_pid_file"
 }
 
+ha_dir="$state/ha"
+ha_nodes=3
+
+# ha_stop stops the cluster nodes this script started (pid files in $ha_dir; a pid counts only while its command line
+# names our node's config).
+ha_stop() {
+	local n pid
+	for n in $(seq 0 $((ha_nodes - 1))); do
+		[ -f "$ha_dir/node$n.pid" ] || continue
+		pid="$(cat "$ha_dir/node$n.pid")"
+		if pid_alive "$pid" && grep -qa -- "-config=$ha_dir/node$n/vault.hcl" "/proc/$pid/cmdline" 2>/dev/null; then
+			say "stopping Vault node$n (pid $pid)"
+			kill -CONT "$pid" 2>/dev/null || true # a node you froze with SIGSTOP
+			kill -TERM "$pid" 2>/dev/null || true
+			for _ in $(seq 1 100); do pid_alive "$pid" || break; sleep 0.1; done
+			if pid_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+			kill -KILL -- "-$pid" 2>/dev/null || true
+		fi
+		rm -f "$ha_dir/node$n.pid"
+	done
+}
+
+# ha_start_node N starts cluster node N (its config is written by the ha mode) in its own process group.
+ha_start_node() {
+	local n="$1" d="$ha_dir/node$1"
+	HOME="$d" setsid "$VAULT" server -config="$d/vault.hcl" -log-level=info >>"$d/vault.log" 2>&1 </dev/null &
+	echo $! >"$ha_dir/node$n.pid"
+}
+
+ha_addr() { echo "http://127.0.0.1:$((VAULT_PORT + 2 * $1))"; }
+
+# ha_unseal N unseals node N with the cluster's one key share (a joining node may need a few tries).
+ha_unseal() {
+	local n="$1" i
+	for i in $(seq 1 120); do
+		if VAULT_ADDR="$(ha_addr "$n")" "$VAULT" operator unseal "$(cat "$ha_dir/unseal-key")" >/dev/null 2>&1 &&
+			[ "$(VAULT_ADDR="$(ha_addr "$n")" "$VAULT" status -format=json 2>/dev/null | jq -r .sealed)" = false ]; then
+			return 0
+		fi
+		sleep 0.5
+	done
+	die "node$n did not unseal (log: $ha_dir/node$n/vault.log)"
+}
+
 stop_all() {
 	stop_demo
+	ha_stop
 	stop_dockerd
 	if [ -f "$vault_pid_file" ]; then
 		local pid
@@ -105,18 +154,36 @@ stop_all() {
 	fi
 }
 
+HA=0
 case "${1:-start}" in
 stop)
 	stop_all
 	exit 0
 	;;
 start) ;;
-*) die "usage: $0 [start|stop]" ;;
+ha) HA=1 ;;
+ha-node)
+	n="${2:-}"
+	case "$n" in 0 | 1 | 2) ;; *) die "usage: $0 ha-node 0|1|2" ;; esac
+	[ -f "$ha_dir/node$n/vault.hcl" ] || die "no cluster here; start one with make dev-ha"
+	VAULT_PORT="$(cat "$ha_dir/port")" # the cluster's, whatever DEV_VAULT_PORT says now
+	if [ -f "$ha_dir/node$n.pid" ] && pid_alive "$(cat "$ha_dir/node$n.pid")"; then die "node$n is running"; fi
+	VAULT="$(bootstrap/build-vault.sh)"
+	say "starting node$n on $(ha_addr "$n") and unsealing it"
+	ha_start_node "$n"
+	ha_unseal "$n"
+	VAULT_ADDR="$(ha_addr "$n")" "$VAULT" status >&2 || true
+	exit 0
+	;;
+*) die "usage: $0 [start|stop|ha|ha-node N]" ;;
 esac
 
 mkdir -p "$state"
 if [ -f "$vault_pid_file" ] && pid_alive "$(cat "$vault_pid_file")"; then
 	die "already running (pid $(cat "$vault_pid_file")); run 'make dev-stop' first"
+fi
+if [ -f "$ha_dir/node0.pid" ] && pid_alive "$(cat "$ha_dir/node0.pid")"; then
+	die "a cluster is already running; run 'make dev-stop' first"
 fi
 stop_all 2>/dev/null || true
 
@@ -153,15 +220,80 @@ CREATE ROLE oa_admin LOGIN CREATEROLE PASSWORD '$ADMIN_PW';
 CREATE ROLE app LOGIN PASSWORD '$APP_PW';
 SQL
 
-say "starting Vault (dev) on 127.0.0.1:$VAULT_PORT"
-export VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_TOKEN="$TOKEN"
 unset VAULT_NAMESPACE
-: >"$state/vault.log"
-# setsid: its own session/process group, so a detached run survives this shell and stop can reach its plugin processes.
-HOME="$state" setsid "$VAULT" server -dev -dev-root-token-id="$TOKEN" -dev-listen-address="127.0.0.1:$VAULT_PORT" \
-	-dev-plugin-dir="$plugin_dir" -log-level=info >>"$state/vault.log" 2>&1 </dev/null &
-vault_pid=$!
-echo "$vault_pid" >"$vault_pid_file"
+if [ "$HA" = 1 ]; then
+	command -v jq >/dev/null || die "cluster mode needs jq"
+	say "starting a 3-node Vault cluster on integrated storage (raft), 127.0.0.1:$VAULT_PORT-$((VAULT_PORT + 5))"
+	trap 'rc=$?; [ "$rc" -eq 0 ] || { echo "dev.sh: failed; stopping" >&2; stop_all; }' EXIT # replaced below
+	rm -rf "$ha_dir"
+	mkdir -p "$ha_dir"
+	echo "$VAULT_PORT" >"$ha_dir/port"
+	for n in 0 1 2; do
+		d="$ha_dir/node$n"
+		mkdir -p "$d/raft"
+		joins=""
+		for m in 0 1 2; do
+			[ "$m" = "$n" ] || joins="$joins  retry_join {
+    leader_api_addr = \"$(ha_addr "$m")\"
+  }
+"
+		done
+		cat >"$d/vault.hcl" <<HCL
+storage "raft" {
+  path    = "$d/raft"
+  node_id = "node$n"
+  performance_multiplier = 1
+$joins}
+listener "tcp" {
+  address         = "127.0.0.1:$((VAULT_PORT + 2 * n))"
+  cluster_address = "127.0.0.1:$((VAULT_PORT + 2 * n + 1))"
+  tls_disable     = true
+}
+plugin_directory = "$plugin_dir"
+api_addr      = "$(ha_addr "$n")"
+cluster_addr  = "https://127.0.0.1:$((VAULT_PORT + 2 * n + 1))"
+disable_mlock = true
+ui            = false
+HCL
+		ha_start_node "$n"
+	done
+	export VAULT_ADDR="$(ha_addr 0)"
+	for i in $(seq 1 150); do
+		"$VAULT" status >/dev/null 2>&1 && break
+		[ $? -eq 2 ] && break # answering, sealed
+		[ "$i" -lt 150 ] || die "node0 not answering after 30s (log: $ha_dir/node0/vault.log)"
+		sleep 0.2
+	done
+	init="$("$VAULT" operator init -key-shares=1 -key-threshold=1 -format=json)"
+	# A dev stack: the unseal key and root token are kept in plain files under .cache/dev/ha (never do this in production).
+	(umask 077 && jq -r '.unseal_keys_b64[0]' <<<"$init" >"$ha_dir/unseal-key" && jq -r .root_token <<<"$init" >"$ha_dir/root-token")
+	TOKEN="$(cat "$ha_dir/root-token")"
+	export VAULT_TOKEN="$TOKEN"
+	ha_unseal 0
+	for i in $(seq 1 150); do
+		[ "$("$VAULT" status -format=json 2>/dev/null | jq -r .is_self)" = true ] && break
+		[ "$i" -lt 150 ] || die "node0 not active after 30s"
+		sleep 0.2
+	done
+	"$VAULT" write sys/storage/raft/autopilot/configuration server_stabilization_time=1s >/dev/null
+	ha_unseal 1
+	ha_unseal 2
+	for i in $(seq 1 240); do
+		[ "$("$VAULT" operator raft list-peers -format=json 2>/dev/null | jq '[.data.config.servers[] | select(.voter)] | length')" = 3 ] && break
+		[ "$i" -lt 240 ] || die "the cluster has not 3 voters after 60s"
+		sleep 0.25
+	done
+	vault_pid="$(cat "$ha_dir/node0.pid")"
+else
+	say "starting Vault (dev) on 127.0.0.1:$VAULT_PORT"
+	export VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_TOKEN="$TOKEN"
+	: >"$state/vault.log"
+	# setsid: its own session/process group, so a detached run survives this shell and stop can reach its plugin processes.
+	HOME="$state" setsid "$VAULT" server -dev -dev-root-token-id="$TOKEN" -dev-listen-address="127.0.0.1:$VAULT_PORT" \
+		-dev-plugin-dir="$plugin_dir" -log-level=info >>"$state/vault.log" 2>&1 </dev/null &
+	vault_pid=$!
+	echo "$vault_pid" >"$vault_pid_file"
+fi
 
 cleanup() {
 	local rc="${1:-$?}"
@@ -189,7 +321,7 @@ for i in $(seq 1 150); do
 	sleep 0.2
 done
 
-say "registering and mounting the plugin at rotation/"
+say "registering the plugin (sha256 $SHA) once and mounting it at rotation/"
 "$VAULT" plugin register -sha256="$SHA" -command=vault-plugin-rotation -version="$PLUGIN_VERSION" secret vault-plugin-rotation >&2
 "$VAULT" secrets enable -path=rotation -plugin-version="$PLUGIN_VERSION" vault-plugin-rotation >&2
 
@@ -240,8 +372,13 @@ start_demo() {
 }
 
 demo=0
-start_dockerd
-if ! docker_ok; then
+[ "$HA" = 1 ] || start_dockerd
+if [ "$HA" = 1 ]; then
+	say "cluster mode: role ticker (rotation_period=30s) shows the schedule moving with the leader"
+	psql_super -c "CREATE ROLE ticker LOGIN PASSWORD 'ticker-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')'"
+	"$VAULT" write rotation/roles/pg-admin allowed_usernames=app,ticker >&2
+	"$VAULT" write rotation/roles/ticker type=postgres admin_role=pg-admin username=ticker rotation_period=30s >&2
+elif ! docker_ok; then
 	say "no Docker engine: the demo consumer is skipped (start dockerd to see rotate → restart → healthy)"
 elif ! start_demo; then
 	echo "dev.sh: WARNING: the demo consumer could not be started; going on without it" >&2
@@ -303,10 +440,33 @@ if [ "$demo" != 0 ]; then
 EOT
 fi
 
+if [ "$HA" = 1 ]; then
+	cat <<EOT
+Cluster mode: node0 $(ha_addr 0), node1 $(ha_addr 1), node2 $(ha_addr 2); root token and unseal key in $ha_dir/.
+A standby forwards every request to the active node, so any address works.
+
+  vault operator raft list-peers                    # who leads
+  vault read rotation/history/ticker                # scheduled rotations (Vault's periodic function: ~once a minute)
+
+  # kill the leader (server and plugin), then watch the new leader take over the schedule:
+  L=\$(vault operator raft list-peers -format=json | jq -r '.data.config.servers[] | select(.leader) | .node_id | ltrimstr("node")')
+  kill -KILL -- -\$(cat $ha_dir/node\$L.pid)
+  export VAULT_ADDR=http://127.0.0.1:\$(( $VAULT_PORT + 2 * ((L + 1) % 3) ))
+  watch -n 5 'vault read -format=json rotation/history/ticker | jq -c ".data.history[0] | {time, trigger, outcome, version_after}"'
+  vault write -f rotation/rotate/app                # rotation works on the new leader
+  scripts/dev.sh ha-node \$L                          # bring the node back (it rejoins as a standby)
+
+EOT
+fi
+
 if [ "${DEV_DETACH:-0}" = 1 ]; then
 	echo "Detached (Vault pid $vault_pid). Stop with: make dev-stop"
 	exit 0
 fi
 echo "Press Ctrl-C to stop everything."
+if [ "$HA" = 1 ]; then
+	# Nodes come and go in this mode (that is the point): stay until Ctrl-C.
+	while :; do sleep 3600; done
+fi
 wait "$vault_pid" || true
 echo "dev.sh: vault exited (log: $state/vault.log)" >&2

@@ -330,6 +330,13 @@ func (v *Vault) MountPlugin(t testing.TB, pluginDir, sha, path string) {
 // Registering again with the same sha is harmless, so several mounts may share one registration.
 func (v *Vault) MountPluginEnv(t testing.TB, pluginDir, sha, path string, env []string) {
 	t.Helper()
+	v.MountPluginAs(t, PluginName, pluginDir, sha, path, env)
+}
+
+// MountPluginAs is MountPluginEnv with the catalog name given: several names for one binary let mounts of one server run
+// with different environments (each name is one catalog entry, with its own env and its own plugin processes).
+func (v *Vault) MountPluginAs(t testing.TB, name, pluginDir, sha, path string, env []string) {
+	t.Helper()
 	abs, err := filepath.Abs(pluginDir)
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +348,7 @@ func (v *Vault) MountPluginEnv(t testing.TB, pluginDir, sha, path string, env []
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := v.Client.Sys().RegisterPluginWithContext(ctx, &api.RegisterPluginInput{
-		Name:    PluginName,
+		Name:    name,
 		Type:    api.PluginTypeSecrets,
 		Command: PluginName,
 		SHA256:  sha,
@@ -351,7 +358,7 @@ func (v *Vault) MountPluginEnv(t testing.TB, pluginDir, sha, path string, env []
 		t.Fatalf("testenv: registering plugin: %v\n--- server log ---\n%s", err, v.ServerLog(t))
 	}
 	if err := v.Client.Sys().MountWithContext(ctx, path, &api.MountInput{
-		Type:        PluginName,
+		Type:        name,
 		Description: "vault-plugin-rotation (testenv)",
 		Config:      api.MountConfigInput{PluginVersion: PluginVersion},
 	}); err != nil {

@@ -1,0 +1,544 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/failpoint"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
+)
+
+// Vault HA on integrated storage (issue 10): one 3-node raft cluster on 127.0.0.1 for every case,
+// the failpoints build of the plugin registered once per catalog name. Three names for one binary
+// give three mounts with their own plugin environment: rotation/ (no failpoint), ha-kill/ (pauses
+// after apply until killed) and ha-freeze/ (pauses after apply for haFreezePause, then goes on).
+// The cases run in order on the one cluster, since each failover concerns every mount.
+
+const (
+	haKillMount   = "ha-kill"
+	haFreezeMount = "ha-freeze"
+	// haFreezePause is how long the frozen leader's plugin waits after apply: long enough for the
+	// new leader to be elected, resolve the record and rotate again.
+	haFreezePause = 25 * time.Second
+	// haFailoverBound bounds an election plus the new active node's mounts answering.
+	haFailoverBound = 90 * time.Second
+	// haSchedPeriod is the period of the scheduled role: due at every periodic tick (~1 min).
+	haSchedPeriod = 15 * time.Second
+)
+
+type haEnv struct {
+	c          *testenv.Cluster
+	pg         *testenv.Postgres
+	killMarker string
+	freezeMark string
+	seq        int
+	// failovers are the times a leader was taken away (killed, frozen, stopped).
+	failovers []time.Time
+}
+
+// on is a stack whose requests go to node, at mount path.
+func (h *haEnv) on(node *testenv.Vault, path string) *stack {
+	return &stack{vault: node, pg: h.pg, path: path}
+}
+
+func (h *haEnv) pw(t *testing.T) string {
+	t.Helper()
+	h.seq++
+	return fmt.Sprintf("ha-pw-%d-%s", h.seq, randHexT(t))
+}
+
+func randHexT(t *testing.T) string {
+	t.Helper()
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", b)
+}
+
+// leader returns the active node, after every mount answers on it.
+func (h *haEnv) leader(t *testing.T) (*testenv.Vault, int) {
+	t.Helper()
+	v, i := h.c.Active(t, haFailoverBound)
+	for _, m := range []string{mount, haKillMount, haFreezeMount} {
+		v.WaitPlugin(t, m)
+	}
+	return v, i
+}
+
+// newLeader waits until a node other than old is active and its mounts answer.
+func (h *haEnv) newLeader(t *testing.T, old int) (*testenv.Vault, int) {
+	t.Helper()
+	deadline := time.Now().Add(haFailoverBound)
+	for time.Now().Before(deadline) {
+		for i, v := range h.c.Nodes {
+			if i != old && v.IsActive() {
+				return h.leader(t)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no new leader within %s", haFailoverBound)
+	return nil, -1
+}
+
+// rotateOn starts rotate/ROLE through client without retries (a retry could be a second rotation).
+func rotateOn(client *api.Client, path, role string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		_, err := client.Logical().WriteWithContext(ctx, path+"/rotate/"+role, nil)
+		done <- err
+	}()
+	return done
+}
+
+// waitResolved waits until the role has no pending record (read through s's node).
+func waitResolved(t *testing.T, s *stack, role string, bound time.Duration) map[string]interface{} {
+	t.Helper()
+	var data map[string]interface{}
+	eventually(t, "the pending record of "+s.mnt()+"/"+role+" is resolved", bound, func() error {
+		sec, err := s.vault.Client.Logical().Read(s.mnt() + "/roles/" + role)
+		if err != nil || sec == nil {
+			return fmt.Errorf("read role: %v", err)
+		}
+		if sec.Data["pending"] != false {
+			return fmt.Errorf("pending=%v (last_outcome %v)", sec.Data["pending"], sec.Data["last_outcome"])
+		}
+		data = sec.Data
+		return nil
+	})
+	return data
+}
+
+// assertCredsLogIn reads creds/ROLE through every running node and logs in with each answer; all
+// answers are the same version, at least min.
+func (h *haEnv) assertCredsLogIn(t *testing.T, path, role string, min int) int {
+	t.Helper()
+	version := -1
+	for i, v := range h.c.Nodes {
+		if !v.Running() {
+			continue
+		}
+		if hl, err := v.Health(); err != nil || hl.Sealed {
+			continue
+		}
+		u, pw, ver := h.on(v, path).creds(t, role)
+		if err := h.pg.CanLogin(u, pw); err != nil {
+			t.Fatalf("creds/%s read through node%d (version %d) does not log in: %v", role, i, ver, err)
+		}
+		if version >= 0 && ver != version {
+			t.Fatalf("creds/%s: node%d answers version %d, another node %d", role, i, ver, version)
+		}
+		version = ver
+	}
+	if version < min {
+		t.Fatalf("creds/%s: version %d, want at least %d", role, version, min)
+	}
+	return version
+}
+
+// pgRole creates a login and a role for it under the mount's admin.
+func (h *haEnv) pgRole(t *testing.T, s *stack, role, user string, extra map[string]interface{}) {
+	t.Helper()
+	s.createLogin(t, user, h.pw(t), "")
+	data := map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": user,
+		"connection_url": h.pg.URLTemplate(), "rotation_period": "2160h"}
+	for k, v := range extra {
+		data[k] = v
+	}
+	s.write(t, "roles/"+role, data)
+}
+
+func TestHA(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	h := &haEnv{pg: testenv.StartPostgres(t)}
+	dir, sha := testenv.PluginBinaryTags(t, "failpoints")
+	h.c = testenv.StartRaftCluster(t, 3, dir)
+	t.Logf("raft cluster up in %s", time.Since(start).Round(time.Second))
+	tmp := t.TempDir()
+	h.killMarker, h.freezeMark = filepath.Join(tmp, "kill-reached"), filepath.Join(tmp, "freeze-reached")
+	for _, m := range []string{h.killMarker, h.freezeMark} {
+		if err := os.WriteFile(m, []byte("setup"), 0o600); err != nil { // disarmed until a case removes it
+			t.Fatal(err)
+		}
+	}
+	leader, _ := h.c.Active(t, time.Minute)
+	leader.MountPluginAs(t, testenv.PluginName, dir, sha, mount, nil)
+	leader.MountPluginAs(t, "rotation-ha-kill", dir, sha, haKillMount, []string{
+		"ROTATION_FAILPOINT=" + failpoint.AfterApply + "=10m", "ROTATION_FAILPOINT_MARKER=" + h.killMarker})
+	leader.MountPluginAs(t, "rotation-ha-freeze", dir, sha, haFreezeMount, []string{
+		"ROTATION_FAILPOINT=" + failpoint.AfterApply + "=" + haFreezePause.String(), "ROTATION_FAILPOINT_MARKER=" + h.freezeMark})
+	for i, m := range []string{mount, haKillMount, haFreezeMount} {
+		s := h.on(leader, m)
+		s.importAdmin(t, "pg-admin", fmt.Sprintf("ha_admin%d", i), h.pw(t))
+	}
+	// The scheduled role: due at every tick, through every failover below.
+	h.pgRole(t, h.on(leader, mount), "sched", "ha_sched", map[string]interface{}{"rotation_period": haSchedPeriod.String()})
+
+	t.Run("standby-requests", h.standbyRequests)
+	if t.Failed() {
+		return
+	}
+	t.Run("leader-killed-mid-rotation", h.leaderKilled)
+	if t.Failed() {
+		return
+	}
+	t.Run("leader-frozen-mid-rotation", h.leaderFrozen)
+	if t.Failed() {
+		return
+	}
+	t.Run("rolling-restart", h.rollingRestart)
+	t.Run("schedule-survives-failovers", h.scheduleSurvived)
+	t.Logf("HA suite took %s", time.Since(start).Round(time.Second))
+}
+
+// standbyRequests (test 4): every kind of request sent to a standby answers as on the leader.
+func (h *haEnv) standbyRequests(t *testing.T) {
+	_, li := h.leader(t)
+	sb := h.c.Standby(t, li)
+	s := h.on(sb, mount)
+	// roles writes
+	s.importAdmin(t, "sb-admin", "ha_sb_admin", h.pw(t))
+	s.createLogin(t, "ha_sb_app", h.pw(t), "")
+	s.write(t, "roles/sb-app", map[string]interface{}{"type": "postgres", "admin_role": "sb-admin", "username": "ha_sb_app",
+		"connection_url": h.pg.URLTemplate(), "rotation_period": "2160h"})
+	// rotate
+	rot := s.write(t, "rotate/sb-app", nil)
+	if rot == nil || rot.Data["outcome"] != "success" || intOf(t, rot.Data["version"]) != 2 {
+		t.Fatalf("rotate through a standby: %s", jsonOf(t, rot))
+	}
+	// creds
+	u, pw, v := s.creds(t, "sb-app")
+	if v != 2 {
+		t.Fatalf("creds through a standby: version %d, want 2", v)
+	}
+	s.assertLogin(t, u, pw, true)
+	// status
+	st := s.read(t, "status")
+	found := false
+	for _, r := range st.Data["roles"].([]interface{}) {
+		row := r.(map[string]interface{})
+		if row["name"] == "sb-app" {
+			found = intOf(t, row["current_version"]) == 2 && row["last_outcome"] == "success"
+		}
+	}
+	if !found {
+		t.Fatalf("status through a standby lacks sb-app at version 2: %s", jsonOf(t, st.Data))
+	}
+	// jwks, unauthenticated
+	s.write(t, "roles/sb-jwt", map[string]interface{}{"type": "jwt", "algorithm": "ES256", "rotation_period": "2160h"})
+	kid, _ := s.read(t, "creds/sb-jwt").Data["kid"].(string)
+	var set struct {
+		Keys []map[string]interface{} `json:"keys"`
+	}
+	if err := json.Unmarshal(s.jwks(t, "sb-jwt"), &set); err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Keys) != 1 || set.Keys[0]["kid"] != kid {
+		t.Fatalf("jwks through a standby: %v, want the one key %s", set.Keys, kid)
+	}
+	if status, _, _ := s.fetchJWKS(t, "no-such-role"); status != http.StatusNotFound {
+		t.Fatalf("jwks of a missing role through a standby: %d", status)
+	}
+}
+
+// leaderKilled (test 1): SIGKILL the leader (server and plugin) while a rotation waits after
+// apply; the new leader recovers the record, and creds through it and a standby logs in.
+func (h *haEnv) leaderKilled(t *testing.T) {
+	leader, li := h.leader(t)
+	s := h.on(leader, haKillMount)
+	h.pgRole(t, s, "app", "ha_kill_app", nil)
+	before := intOf(t, s.read(t, "roles/app").Data["current_version"])
+	if err := os.Remove(h.killMarker); err != nil {
+		t.Fatal(err)
+	}
+	done := rotateOn(h.c.Client(t, li), haKillMount, "app")
+	waitFailpoint(t, h.killMarker, failpoint.AfterApply, done)
+	h.failovers = append(h.failovers, time.Now())
+	leader.Kill(t)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the rotate request succeeded although its leader was killed inside it")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the rotate request did not end within a minute of the kill")
+	}
+	nl, ni := h.newLeader(t, li)
+	t.Logf("node%d killed; node%d is the new leader", li, ni)
+	data := waitResolved(t, h.on(nl, haKillMount), "app", 2*time.Minute)
+	if got := intOf(t, data["current_version"]); got != before+1 {
+		t.Fatalf("current version %d after recovery, want %d (rolled forward)", got, before+1)
+	}
+	hist := h.on(nl, haKillMount).read(t, "history/app").Data["history"].([]interface{})
+	if last := hist[0].(map[string]interface{}); last["trigger"] != "recovery" || last["outcome"] != "success" {
+		t.Fatalf("latest history entry is not the recovery: %s", jsonOf(t, last))
+	}
+	// Through the new leader and the standby still up, then through the killed node once back.
+	h.assertCredsLogIn(t, haKillMount, "app", before+1)
+	h.c.RestartNode(t, li)
+	h.assertCredsLogIn(t, haKillMount, "app", before+1)
+	// The next rotation works on the new leader.
+	if rot := h.on(nl, haKillMount).write(t, "rotate/app", nil); rot.Data["outcome"] != "success" {
+		t.Fatalf("rotation after the failover: %s", jsonOf(t, rot))
+	}
+	h.assertCredsLogIn(t, haKillMount, "app", before+2)
+}
+
+// leaderFrozen (test 2): SIGSTOP the leader's server (its plugin keeps running) while a rotation
+// waits after apply. The new leader resolves the record and rotates again; the old plugin then
+// wakes up, finds its value rejected and cannot store anything: it must not put its old value
+// back. After SIGCONT the old node steps down and the credential in Vault still logs in.
+func (h *haEnv) leaderFrozen(t *testing.T) {
+	leader, li := h.leader(t)
+	s := h.on(leader, haFreezeMount)
+	h.pgRole(t, s, "app", "ha_freeze_app", nil)
+	before := intOf(t, s.read(t, "roles/app").Data["current_version"])
+	if err := os.Remove(h.freezeMark); err != nil {
+		t.Fatal(err)
+	}
+	done := rotateOn(h.c.Client(t, li), haFreezeMount, "app")
+	waitFailpoint(t, h.freezeMark, failpoint.AfterApply, done)
+	reached := time.Now()
+	h.failovers = append(h.failovers, reached)
+	leader.Freeze(t)
+	nl, ni := h.newLeader(t, li)
+	t.Logf("node%d frozen; node%d is the new leader after %s", li, ni, time.Since(reached).Round(time.Millisecond))
+	sn := h.on(nl, haFreezeMount)
+	data := waitResolved(t, sn, "app", 2*time.Minute)
+	if got := intOf(t, data["current_version"]); got != before+1 {
+		t.Fatalf("current version %d after recovery, want %d", got, before+1)
+	}
+	if rot := sn.write(t, "rotate/app", nil); rot.Data["outcome"] != "success" || intOf(t, rot.Data["version"]) != before+2 {
+		t.Fatalf("rotation on the new leader: %s", jsonOf(t, rot))
+	}
+	if time.Since(reached) > haFreezePause-2*time.Second {
+		t.Fatalf("the new leader took %s to resolve and rotate: the old plugin may have woken too early", time.Since(reached))
+	}
+	u, pw, _ := sn.creds(t, "app")
+	s.assertLogin(t, u, pw, true)
+
+	// The old plugin wakes at reached+pause, its verify meets the new value, and its write of the
+	// restoring phase goes to a frozen server (30 s). A restore would have happened right after.
+	wake := reached.Add(haFreezePause + 30*time.Second + 10*time.Second)
+	time.Sleep(time.Until(wake))
+	if err := h.pg.CanLogin(u, pw); err != nil {
+		t.Fatalf("while the old leader was frozen, its plugin changed the password Vault holds: %v", err)
+	}
+	leader.Thaw(t)
+	// After SIGCONT the old node's raft finds it lost the leadership and becomes a follower at
+	// once, but Vault 1.21's core on it may keep calling itself active for minutes (seen: more
+	// than 90 s), so its plugin goes on running periodic work and recovery from its own copy of
+	// storage. Every write it tries fails ("node is not the leader"), and no change at the target
+	// follows a failed write (docs/decisions.md, "Vault HA").
+	select {
+	case err := <-done:
+		t.Logf("the frozen leader's rotate request ended: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Log("the frozen leader's rotate request has not ended 20 s after the thaw")
+	}
+	time.Sleep(10 * time.Second) // what the old plugin still sends after the thaw
+	data = waitResolved(t, sn, "app", time.Minute)
+	if got := intOf(t, data["current_version"]); got != before+2 {
+		t.Fatalf("current version %d after the thaw, want %d", got, before+2)
+	}
+	if err := h.pg.CanLogin(u, pw); err != nil {
+		t.Fatalf("after the thaw the password Vault holds no longer logs in: %v", err)
+	}
+	if ou, opw, ov := h.on(leader, haFreezeMount).creds(t, "app"); ov != before+2 || h.pg.CanLogin(ou, opw) != nil {
+		t.Logf("creds through the thawed old leader answers version %d (login: %v)", ov, h.pg.CanLogin(ou, opw))
+	}
+	hist := sn.read(t, "history/app").Data["history"].([]interface{})
+	if last := hist[0].(map[string]interface{}); last["trigger"] != "manual" || intOf(t, last["version_after"]) != before+2 {
+		t.Fatalf("the latest history entry is not the new leader's rotation: %s", jsonOf(t, last))
+	}
+	// A restart makes the old node a plain standby again (the cases after this one need one
+	// active node).
+	h.c.RestartNode(t, li)
+	h.assertCredsLogIn(t, haFreezeMount, "app", before+2)
+}
+
+// rollingRestart (test 5): each node in turn is stopped (SIGTERM) and started again while
+// rotations stream through whichever node is up; nothing is lost.
+func (h *haEnv) rollingRestart(t *testing.T) {
+	leader, _ := h.leader(t)
+	h.pgRole(t, h.on(leader, mount), "stream", "ha_stream", nil)
+	const maxRotations = 150
+	var (
+		mu        sync.Mutex
+		successes []int // versions answered by successful rotations, in order
+		failures  int
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < maxRotations; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n := h.c.Nodes[i%len(h.c.Nodes)]
+			if !n.Running() {
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
+			cl, err := n.Client.Clone()
+			if err != nil {
+				continue
+			}
+			cl.SetToken(h.c.Token)
+			cl.SetMaxRetries(0)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			sec, err := cl.Logical().WriteWithContext(ctx, mount+"/rotate/stream", nil)
+			cancel()
+			mu.Lock()
+			if err == nil && sec != nil && sec.Data["outcome"] == "success" {
+				successes = append(successes, jsonInt(sec.Data["version"]))
+			} else {
+				failures++
+			}
+			mu.Unlock()
+			time.Sleep(300 * time.Millisecond)
+		}
+	}()
+	for i := range h.c.Nodes {
+		_, li := h.leader(t)
+		if i == li {
+			h.failovers = append(h.failovers, time.Now())
+		}
+		h.c.Nodes[i].Stop(t)
+		h.c.RestartNode(t, i)
+		t.Logf("node%d restarted (leader before: node%d)", i, li)
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	nl, _ := h.leader(t)
+	s := h.on(nl, mount)
+	data := waitResolved(t, s, "stream", 2*time.Minute)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d rotations succeeded, %d failed or were cut short by a restart", len(successes), failures)
+	if len(successes) < 5 {
+		t.Fatalf("only %d rotations succeeded during the rolling restart", len(successes))
+	}
+	for i := 1; i < len(successes); i++ {
+		if successes[i] <= successes[i-1] {
+			t.Fatalf("versions answered by successive rotations do not increase: %v", successes)
+		}
+	}
+	cur := intOf(t, data["current_version"])
+	if cur < successes[len(successes)-1] {
+		t.Fatalf("current version %d below the last answered %d", cur, successes[len(successes)-1])
+	}
+	h.assertCredsLogIn(t, mount, "stream", cur)
+	// History: the successful rotations' versions strictly increase over time.
+	hist := s.read(t, "history/stream").Data["history"].([]interface{})
+	last := 0
+	for i := len(hist) - 1; i >= 0; i-- {
+		e := hist[i].(map[string]interface{})
+		if e["outcome"] != "success" {
+			continue
+		}
+		v := intOf(t, e["version_after"])
+		if v <= last {
+			t.Fatalf("history: success to version %d after one to %d: %s", v, last, jsonOf(t, hist))
+		}
+		last = v
+	}
+	// Kept versions: distinct numbers and values.
+	list := s.read(t, "versions/stream").Data["versions"].([]interface{})
+	seen := map[string]int{}
+	for _, e := range list {
+		n := intOf(t, e.(map[string]interface{})["version"])
+		_, pw, _ := s.creds(t, "stream", "version", fmt.Sprint(n))
+		if other, dup := seen[pw]; dup {
+			t.Fatalf("versions %d and %d hold the same value", other, n)
+		}
+		seen[pw] = n
+	}
+}
+
+func jsonInt(v interface{}) int {
+	switch n := v.(type) {
+	case json.Number:
+		i, _ := n.Int64()
+		return int(i)
+	case float64:
+		return int(n)
+	}
+	return -1
+}
+
+// scheduleSurvived (test 3): the scheduled role kept rotating through every failover above,
+// once per due time: one scheduled run per version, successive runs at least a period apart,
+// and a scheduled run by a new leader after the first failover.
+func (h *haEnv) scheduleSurvived(t *testing.T) {
+	if len(h.failovers) == 0 {
+		t.Skip("no failover happened")
+	}
+	nl, _ := h.leader(t)
+	s := h.on(nl, mount)
+	first := h.failovers[0]
+	var sched []map[string]interface{}
+	eventually(t, "a scheduled rotation after the first failover", 3*time.Minute, func() error {
+		sched = sched[:0]
+		hist := s.read(t, "history/sched").Data["history"].([]interface{})
+		after := false
+		for _, e := range hist {
+			m := e.(map[string]interface{})
+			if m["trigger"] != "schedule" {
+				continue
+			}
+			sched = append(sched, m)
+			if ts, _ := time.Parse(time.RFC3339Nano, m["time"].(string)); ts.After(first) {
+				after = true
+			}
+		}
+		if !after {
+			return fmt.Errorf("%d scheduled runs, none after %s", len(sched), first.Format(time.RFC3339))
+		}
+		return nil
+	})
+	sort.Slice(sched, func(i, j int) bool { return sched[i]["time"].(string) < sched[j]["time"].(string) })
+	byBefore := map[int]bool{}
+	var prev time.Time
+	prevAfter := 0
+	for _, m := range sched {
+		vb, va := intOf(t, m["version_before"]), intOf(t, m["version_after"])
+		ts, _ := time.Parse(time.RFC3339Nano, m["time"].(string))
+		if byBefore[vb] {
+			t.Fatalf("two scheduled runs from version %d (one due time rotated twice): %s", vb, jsonOf(t, sched))
+		}
+		byBefore[vb] = true
+		if m["outcome"] == "success" && va <= prevAfter {
+			t.Fatalf("scheduled versions do not increase: %s", jsonOf(t, sched))
+		}
+		if !prev.IsZero() && ts.Sub(prev) < haSchedPeriod-time.Second {
+			t.Fatalf("two scheduled runs %s apart, less than the period %s: %s", ts.Sub(prev), haSchedPeriod, jsonOf(t, sched))
+		}
+		if m["outcome"] == "success" {
+			prevAfter = va
+		}
+		prev = ts
+	}
+	t.Logf("%d scheduled runs over %d failovers", len(sched), len(h.failovers))
+	h.assertCredsLogIn(t, mount, "sched", 2)
+}
