@@ -51,6 +51,7 @@ type Engine struct {
 	pending   pendingSet
 	keySets   *keySetCache
 	index     *roleIndex // every role's settings and state summary, for inventory and cross-role rules
+	writes    writeFence // whether this node's storage writes succeed; creds refuses while they fail
 	workers   *workerPool
 	// windows are the roles between apply and promote, which creds waits for, at most credsWait.
 	windows   applyWindows
@@ -96,7 +97,7 @@ func New(conf *logical.BackendConfig) *Engine {
 		credsWait: credsWaitMax,
 		events:    conf.EventsSender,
 	}
-	e.storage = engineStorage{Storage: conf.StorageView, written: e.storageWritten}
+	e.storage = engineStorage{Storage: conf.StorageView, written: e.storageWritten, writeResult: e.writes.heard}
 	e.workers = newWorkerPool(ctx, e.runJob)
 	return e
 }

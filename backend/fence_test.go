@@ -126,3 +126,36 @@ func TestRestoreRecoveryIsFenced(t *testing.T) {
 		t.Fatalf("recovery with storage back did not restore (%d applies)", ft.Applies())
 	}
 }
+
+// TestCredsRefusedWhileWritesFail: once a write of this node fails (a deposed leader), creds
+// answers ErrNotWritable rather than the value of its stale copy, until a probe write succeeds.
+func TestCredsRefusedWhileWritesFail(t *testing.T) {
+	st := &deposedStorage{Storage: &logical.InmemStorage{}}
+	clock := newClock(t0)
+	e, _ := engineOver(t, st, clock, "c", "pw-creds-old")
+	ctx := context.Background()
+	if _, _, _, err := e.Creds(ctx, "c", 0); err != nil {
+		t.Fatal(err)
+	}
+	st.deposed.Store(true)
+	if _, err := e.Rotate(ctx, "c"); err == nil {
+		t.Log("the rotation reported no error; its writes failed")
+	}
+	for _, n := range []int{0, 1} {
+		if _, _, _, err := e.Creds(ctx, "c", n); !errors.Is(err, ErrNotWritable) {
+			t.Fatalf("creds version %d on a node whose writes fail = %v, want ErrNotWritable", n, err)
+		}
+	}
+	st.deposed.Store(false) // leadership back (or a restart): the next probe clears the fence
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, _, _, err := e.Creds(ctx, "c", 0)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrNotWritable) || time.Now().After(deadline) {
+			t.Fatalf("creds after writes work again = %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -697,6 +697,9 @@ func (e *Engine) Creds(ctx context.Context, name string, n int) (*Version, map[s
 	if err := checkVersionNumber(n); err != nil {
 		return nil, nil, nil, err
 	}
+	if !e.writable(ctx) {
+		return nil, nil, nil, ErrNotWritable
+	}
 	if n == 0 {
 		// Between apply and promote, and while an outcome is unknown, the stored current value
 		// may already be dead at the target: wait (bounded) for the outcome rather than hand it

@@ -18,6 +18,8 @@ const storageTimeout = 30 * time.Second
 type engineStorage struct {
 	logical.Storage
 	written func(key string)
+	// writeResult hears whether each write (put or delete) reached storage.
+	writeResult func(err error)
 }
 
 func detached(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -40,14 +42,24 @@ func (s engineStorage) Put(ctx context.Context, entry *logical.StorageEntry) err
 	ctx, cancel := detached(ctx)
 	defer cancel()
 	defer s.wrote(entry.Key)
-	return s.Storage.Put(ctx, entry)
+	err := s.Storage.Put(ctx, entry)
+	s.result(err)
+	return err
 }
 
 func (s engineStorage) Delete(ctx context.Context, key string) error {
 	ctx, cancel := detached(ctx)
 	defer cancel()
 	defer s.wrote(key)
-	return s.Storage.Delete(ctx, key)
+	err := s.Storage.Delete(ctx, key)
+	s.result(err)
+	return err
+}
+
+func (s engineStorage) result(err error) {
+	if s.writeResult != nil {
+		s.writeResult(err)
+	}
 }
 
 func (s engineStorage) wrote(key string) {

@@ -105,7 +105,7 @@ func respondErr(name string, err error) (*logical.Response, error) {
 		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("role %q not found", name))
 	case backend.IsUserError(err):
 		return logical.ErrorResponse(err.Error()), nil
-	case errors.Is(err, backend.ErrOutcomePending), errors.Is(err, backend.ErrTargetUnavailable):
+	case errors.Is(err, backend.ErrOutcomePending), errors.Is(err, backend.ErrTargetUnavailable), errors.Is(err, backend.ErrNotWritable):
 		return nil, logical.CodedError(http.StatusServiceUnavailable, err.Error())
 	default:
 		return nil, err
