@@ -52,6 +52,7 @@ type Engine struct {
 	keySets   *keySetCache
 	index     *roleIndex // every role's settings and state summary, for inventory and cross-role rules
 	writes    writeFence // whether this node's storage writes succeed; creds refuses while they fail
+	due       dueTimer   // wakes the scheduler at the earliest due time
 	workers   *workerPool
 	// windows are the roles between apply and promote, which creds waits for, at most credsWait.
 	windows   applyWindows
@@ -98,6 +99,7 @@ func New(conf *logical.BackendConfig) *Engine {
 		events:    conf.EventsSender,
 	}
 	e.storage = engineStorage{Storage: conf.StorageView, written: e.storageWritten, writeResult: e.writes.heard}
+	e.queue.changed = e.armDue
 	e.workers = newWorkerPool(ctx, e.runJob)
 	return e
 }
@@ -163,6 +165,7 @@ const closeWait = 2 * time.Minute
 // Close cancels background rotations and waits for them to stop.
 func (e *Engine) Close() {
 	e.cancel()
+	e.stopDue()
 	e.timersMu.Lock()
 	for _, t := range e.timers {
 		t.Stop()

@@ -159,3 +159,39 @@ func TestHistoryPages(t *testing.T) {
 		wantUserError(t, err, ":")
 	}
 }
+
+// TestDueTimerRotatesWithoutTick: on the system clock a role rotates when it falls due, with no
+// call of the periodic function (which Vault makes about once a minute).
+func TestDueTimerRotatesWithoutTick(t *testing.T) {
+	e := New(&logical.BackendConfig{StorageView: &logical.InmemStorage{}, System: &logical.StaticSystemView{}})
+	ctx := context.Background()
+	if err := e.Initialize(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	_, target := newFault(t, secretOf("pw-timer"))
+	in := faultRole(target)
+	in.Secrets[fFaultValue] = "pw-timer"
+	in.RotationPeriod = ptr(MinRotationPeriod)
+	if _, err := e.WriteRole(ctx, "timer", in); err != nil {
+		t.Fatal(err)
+	}
+	imported := time.Now()
+	deadline := imported.Add(30 * time.Second)
+	for {
+		st, err := e.loadState(ctx, "timer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Current().Number == 2 {
+			if st.LastRotated.Before(imported.Add(MinRotationPeriod - time.Second)) {
+				t.Fatalf("rotated at %s, before it was due", st.LastRotated)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a due role was not rotated without the periodic function")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -12,6 +12,8 @@ type dueQueue struct {
 	mu    sync.Mutex
 	items dueHeap
 	index map[string]*dueItem
+	// changed, when set, is called (outside the lock) after every change of the queue.
+	changed func()
 }
 
 type dueItem struct {
@@ -24,6 +26,13 @@ func newDueQueue() *dueQueue { return &dueQueue{index: map[string]*dueItem{}} }
 
 // set schedules name at due; a zero due removes it.
 func (q *dueQueue) set(name string, due time.Time) {
+	q.setLocked(name, due)
+	if q.changed != nil {
+		q.changed()
+	}
+}
+
+func (q *dueQueue) setLocked(name string, due time.Time) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if it, ok := q.index[name]; ok {
@@ -55,6 +64,16 @@ func (q *dueQueue) popDue(now time.Time) []string {
 		due = append(due, it.name)
 	}
 	return due
+}
+
+// earliest is the first due time in the queue.
+func (q *dueQueue) earliest() (time.Time, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return time.Time{}, false
+	}
+	return q.items[0].due, true
 }
 
 func (q *dueQueue) len() int {

@@ -285,10 +285,14 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 	if got := intOf(t, data["current_version"]); got != before+1 {
 		t.Fatalf("current version %d after recovery, want %d (rolled forward)", got, before+1)
 	}
-	hist := h.on(nl, haKillMount).read(t, "history/app").Data["history"].([]interface{})
-	if last := hist[0].(map[string]interface{}); last["trigger"] != "recovery" || last["outcome"] != "success" {
-		t.Fatalf("latest history entry is not the recovery: %s", jsonOf(t, last))
-	}
+	// The history entry is written just after the promotion that waitResolved saw.
+	eventually(t, "the recovery in the history", 15*time.Second, func() error {
+		hist := h.on(nl, haKillMount).read(t, "history/app").Data["history"].([]interface{})
+		if last := hist[0].(map[string]interface{}); last["trigger"] != "recovery" || last["outcome"] != "success" {
+			return fmt.Errorf("latest history entry is not the recovery: %s", jsonOf(t, last))
+		}
+		return nil
+	})
 	// Through the new leader and the standby still up, then through the killed node once back.
 	h.assertCredsLogIn(t, haKillMount, "app", before+1)
 	h.c.RestartNode(t, li)
