@@ -38,9 +38,10 @@ type Engine struct {
 	cfgMu sync.RWMutex
 	cfg   Config
 
-	locks  roleLocks
-	claims claimSet // accounts claimed by role writes in progress
-	docker dockerClients
+	locks       roleLocks
+	claims      claimSet    // accounts claimed by role writes in progress
+	claimsCache claimsCache // each stored role's claims, while the role index holds it unchanged
+	docker      dockerClients
 	// resources are the clients kinds keep open (database session pools), closed in Close.
 	resources *rotators.Resources
 	histSeq   historySeqs

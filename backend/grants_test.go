@@ -169,3 +169,27 @@ func TestParkedRelocationIsProven(t *testing.T) {
 		t.Fatalf("a parked role moved where its old value works: %v", err)
 	}
 }
+
+// TestClaimsFollowTheAdmin: a dependent's claim follows its admin as the index holds it now; the
+// cached claims of stored roles are computed again when their admin changes.
+func TestClaimsFollowTheAdmin(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	at := func(loc string) func(*RoleInput) {
+		return func(in *RoleInput) { in.Settings[fFaultLocation] = loc; in.Settings[fFaultGrants] = []string{"x"} }
+	}
+	te.importRole(t, "admin-a", "pw-a", at("one"))
+	te.importRole(t, "admin-b", "pw-b", at("two"))
+	dep := func(admin string) func(*RoleInput) {
+		return func(in *RoleInput) { in.Settings[fFaultAdmin] = admin; in.Settings[fFaultAccount] = "x" }
+	}
+	te.importRole(t, "dep-a", "pw-da", dep("admin-a")) // account x at one
+	te.importRole(t, "dep-b", "pw-db", dep("admin-b")) // account x at two: another place, no clash
+
+	// admin-a moves to where admin-b is: dep-a's x is now at two, like dep-b's.
+	if _, err := te.e.WriteRole(ctx, "admin-a", RoleInput{Settings: map[string]interface{}{fFaultLocation: "two"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := te.e.WriteRole(ctx, "dep-b", RoleInput{Settings: map[string]interface{}{fFaultMode: "strict"}})
+	wantUserError(t, err, `account: account x at two is already managed by role "dep-a"`)
+}

@@ -657,6 +657,7 @@ func (e *Engine) forgetLocked(ctx context.Context, name string) error {
 		return err
 	}
 	e.histSeq.forget(name)
+	e.claimsCache.forget(name)
 	e.queue.set(name, time.Time{})
 	e.logger.Info("role deleted", "role", name)
 	return nil

@@ -106,11 +106,16 @@ func (FaultKind) NeedsImport(s rotators.Settings) string {
 }
 
 // Claims makes the kind a rotators.Claimer: a role claims its account field.
-func (FaultKind) Claims(s rotators.Settings, _ map[string]rotators.Linked) []rotators.Claim {
-	if a := s.String(FieldAccount); a != "" {
-		return []rotators.Claim{{Field: FieldAccount, Account: "account " + a}}
+func (FaultKind) Claims(s rotators.Settings, linked map[string]rotators.Linked) []rotators.Claim {
+	a := s.String(FieldAccount)
+	if a == "" {
+		return nil
 	}
-	return nil
+	// Like a postgres login, an account lives where its admin is now (the admin's location).
+	if admin, ok := linked[FieldAdmin]; ok && admin.Settings.String(FieldLocation) != "" {
+		a += " at " + admin.Settings.String(FieldLocation)
+	}
+	return []rotators.Claim{{Field: FieldAccount, Account: "account " + a}}
 }
 
 // CheckGrant makes the kind a rotators.Grantor: a dependent's account must be in its admin's grants; the account
