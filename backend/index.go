@@ -84,17 +84,6 @@ func (x *roleIndex) stale(name string) {
 	}
 }
 
-// reset forgets everything: the next use lists storage again.
-func (x *roleIndex) reset() {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.listed = false
-	x.entries = map[string]*indexEntry{}
-	for i := range x.gens {
-		x.gens[i]++
-	}
-}
-
 // indexedRole is one role as the index holds it.
 type indexedRole struct {
 	Role *Role
