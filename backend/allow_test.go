@@ -3,13 +3,11 @@ package backend
 import (
 	"context"
 	"fmt"
-	"net"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testkit"
 )
 
 // allowConsumers sets the mount's allowed_consumers.
@@ -32,35 +30,11 @@ func (te *testEnv) allowHealthTargets(t *testing.T, items ...string) {
 	}
 }
 
-// dockerSpy is a docker_host that counts the connections the engine opens to it (and answers
-// none): a refused role must never reach Docker.
-func dockerSpy(t *testing.T) (host string, accepted *atomic.Int32) {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "docker.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	accepted = &atomic.Int32{}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	return "unix://" + sock, accepted
-}
-
 // A role write naming a consumer or a health target outside the allow-lists is the caller's
 // mistake: refused naming the field, nothing stored, the target and Docker never asked.
 func TestRoleWriteOutsideAllowLists(t *testing.T) {
 	te := newEnv(t)
-	host, accepted := dockerSpy(t)
+	host, accepted := testkit.UnixSpy(t)
 	c := te.e.Config()
 	c.DockerHost = host
 	c.AllowedConsumers = []string{"docker:api-*", "compose:cockpit/*"}

@@ -2,40 +2,14 @@ package integration
 
 import (
 	"fmt"
-	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testkit"
 )
-
-// unixSpy listens on a Unix socket and counts the connections made to it: a docker_host that
-// proves the plugin never asked Docker anything.
-func unixSpy(t *testing.T) (host string, accepted *atomic.Int32) {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "docker.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	accepted = &atomic.Int32{}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	return "unix://" + sock, accepted
-}
 
 // TestAllowLists: rotation/config bounds which consumers and health targets a role may name
 // (issue 9, item 3), against a real Vault, PostgreSQL and Docker.
@@ -68,7 +42,7 @@ func TestAllowLists(t *testing.T) {
 	})
 
 	t.Run("a role outside the lists is refused: nothing stored, nothing sent", func(t *testing.T) {
-		spy, accepted := unixSpy(t)
+		spy, accepted := testkit.UnixSpy(t)
 		s.write(t, "config", map[string]interface{}{"docker_host": spy, "allowed_health_targets": "127.0.0.1/32"})
 		defer s.write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_health_targets": "127.0.0.0/8,::1"})
 		s.createLogin(t, "outside", "outside-0", "")

@@ -103,25 +103,13 @@ func (c *Cluster) config(i int) string {
 			fmt.Fprintf(&joins, "  retry_join {\n    leader_api_addr = %q\n  }\n", o.Addr)
 		}
 	}
-	pluginLine := ""
-	if v.PluginDir != "" {
-		pluginLine = fmt.Sprintf("plugin_directory = %q\n", v.PluginDir)
-	}
-	return fmt.Sprintf(`storage "raft" {
+	storage := fmt.Sprintf(`storage "raft" {
   path    = %q
   node_id = "node%d"
   performance_multiplier = 1
 %s}
-listener "tcp" {
-  address         = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
-  tls_disable     = true
-}
-%sapi_addr      = "http://127.0.0.1:%d"
-cluster_addr  = "https://127.0.0.1:%d"
-disable_mlock = true
-ui            = false
-`, filepath.Join(v.Dir, "raft"), i, joins.String(), v.port, v.port+1, pluginLine, v.port, v.port+1)
+`, filepath.Join(v.Dir, "raft"), i, joins.String())
+	return serverHCL(storage, v.port, v.PluginDir)
 }
 
 // unsealJoining supplies the key share to a node that joins (or rejoins) the cluster; retry_join may need a few tries

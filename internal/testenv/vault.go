@@ -122,23 +122,7 @@ func StartVault(t testing.TB, o VaultOptions) *Vault {
 		v.Token = "root-" + randHex(t, 8)
 	} else {
 		v.configPath = filepath.Join(v.Dir, "vault.hcl")
-		pluginLine := ""
-		if o.PluginDir != "" {
-			pluginLine = fmt.Sprintf("plugin_directory = %q\n", o.PluginDir)
-		}
-		cfg := fmt.Sprintf(`storage "file" {
-  path = %q
-}
-listener "tcp" {
-  address         = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
-  tls_disable     = true
-}
-%sapi_addr      = "http://127.0.0.1:%d"
-cluster_addr  = "https://127.0.0.1:%d"
-disable_mlock = true
-ui            = false
-`, filepath.Join(v.Dir, "data"), v.port, v.port+1, pluginLine, v.port, v.port+1)
+		cfg := serverHCL(fmt.Sprintf("storage \"file\" {\n  path = %q\n}\n", filepath.Join(v.Dir, "data")), v.port, o.PluginDir)
 		if err := os.WriteFile(v.configPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -504,4 +488,23 @@ func randHex(t testing.TB, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// serverHCL is a `vault server` configuration on 127.0.0.1:port (cluster port port+1, no TLS)
+// with the given storage block and plugin directory ("" = none).
+func serverHCL(storage string, port int, pluginDir string) string {
+	pluginLine := ""
+	if pluginDir != "" {
+		pluginLine = fmt.Sprintf("plugin_directory = %q\n", pluginDir)
+	}
+	return storage + fmt.Sprintf(`listener "tcp" {
+  address         = "127.0.0.1:%d"
+  cluster_address = "127.0.0.1:%d"
+  tls_disable     = true
+}
+%sapi_addr      = "http://127.0.0.1:%d"
+cluster_addr  = "https://127.0.0.1:%d"
+disable_mlock = true
+ui            = false
+`, port, port+1, pluginLine, port, port+1)
 }
