@@ -5,12 +5,15 @@ GO ?= go
 PLUGIN := bin/vault-plugin-rotation
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build vault test lint fuzz dev dev-ha dev-stop bench deps clean
+.PHONY: all build release vault test lint fuzz dev dev-ha dev-stop bench deps clean
 
 all: build
 
 build: ## the plugin binary (static)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(PLUGIN) ./cmd/vault-plugin-rotation
+
+release: ## versioned, reproducible binaries (linux amd64/arm64, darwin arm64) in dist/ with SHA256SUMS; the version is the git tag on HEAD, else internal/version/VERSION
+	scripts/release.sh
 
 vault: ## a Vault server binary (PATH vault >= 1.15, else the pinned build cached in ~/.cache/vault-plugin-rotation)
 	bootstrap/build-vault.sh
@@ -46,4 +49,4 @@ deps: ## system packages (PostgreSQL 15, openssh-server, docker.io, ...): only w
 	scripts/install-deps.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -15,11 +15,12 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/version"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
-// PluginVersion is the plugin's version, as registered in Vault's catalog.
-const PluginVersion = "v0.1.0"
+// PluginVersion is the plugin's version, as registered in Vault's catalog (internal/version).
+var PluginVersion = version.Version
 
 // Clock tells the time; tests replace it instead of sleeping.
 type Clock interface{ Now() time.Time }

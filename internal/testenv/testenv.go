@@ -25,14 +25,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/version"
 )
 
 // PluginName is the catalog name of the plugin and the name of its binary.
 const PluginName = "vault-plugin-rotation"
 
-// PluginVersion is the version the harness registers the plugin with. It must equal backend.Version, which the
-// plugin reports itself (Vault refuses to run a plugin whose reported version differs from the registered one).
-const PluginVersion = "v0.1.0"
+// PluginVersion is the version the harness registers the plugin with: internal/version's, which the plugin reports
+// itself (Vault refuses to run a plugin whose reported version differs from the registered one).
+var PluginVersion = version.Version
 
 var (
 	rootOnce sync.Once
