@@ -55,6 +55,7 @@ type Engine struct {
 	index     *roleIndex // every role's settings and state summary, for inventory and cross-role rules
 	writes    writeFence // whether this node's storage writes succeed; creds refuses while they fail
 	due       dueTimer   // wakes the scheduler at the earliest due time
+	metrics   *mountMetrics
 	workers   *workerPool
 	// windows are the roles between apply and promote, which creds waits for, at most credsWait.
 	windows   applyWindows
@@ -92,6 +93,7 @@ func New(conf *logical.BackendConfig) *Engine {
 		pending:   pendingSet{names: map[string]bool{}},
 		keySets:   newKeySetCache(maxCachedKeySets),
 		index:     newRoleIndex(),
+		metrics:   newMountMetrics(),
 		ctx:       ctx,
 		cancel:    cancel,
 		notify:    newNotifier(logger),

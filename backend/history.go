@@ -34,6 +34,7 @@ type HistoryEntry struct {
 // history_limit. A failure to write history is logged, never turned into a failed rotation.
 func (e *Engine) record(ctx context.Context, r *run) {
 	r.redact()
+	e.metrics.observe(r)
 	entry := HistoryEntry{
 		Time:          e.now(),
 		Trigger:       r.out.Trigger,

@@ -71,6 +71,7 @@ func New(conf *logical.BackendConfig) *Backend {
 			pathJWKS(b),
 			pathStatus(b),
 			pathMany(b),
+			pathMetrics(b),
 		),
 		InitializeFunc: func(ctx context.Context, _ *logical.InitializationRequest) error {
 			return b.engine.Initialize(ctx)

@@ -16,6 +16,7 @@ have_cmd flock || need+=(util-linux)
 have_cmd runuser || need+=(util-linux)
 have_cmd sha256sum || need+=(coreutils)
 have_cmd curl || need+=(curl)
+have_cmd promtool || need+=(prometheus) # deploy/prometheus: promtool checks the alert rules; the integration test scrapes with it
 have_cmd jq || need+=(jq) # scripts/dev.sh cluster mode reads `vault status -format=json`
 # node + npm: the OpenAPI validator of integration/openapi_test.go (scripts/openapi)
 have_cmd node || need+=(nodejs)
