@@ -122,10 +122,7 @@ func StartVault(t testing.TB, o VaultOptions) *Vault {
 		v.Token = "root-" + randHex(t, 8)
 	} else {
 		v.configPath = filepath.Join(v.Dir, "vault.hcl")
-		cfg := serverHCL(fmt.Sprintf("storage \"file\" {\n  path = %q\n}\n", filepath.Join(v.Dir, "data")), v.port, o.PluginDir)
-		if err := os.WriteFile(v.configPath, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		v.writeConfig(t)
 	}
 
 	client, err := api.NewClient(&api.Config{Address: v.Addr, Timeout: 60 * time.Second, MaxRetries: 2})
@@ -135,7 +132,7 @@ func StartVault(t testing.TB, o VaultOptions) *Vault {
 	client.ClearNamespace()
 	v.Client = client
 
-	v.startProcess(t)
+	v.startListening(t)
 	if o.Dev {
 		client.SetToken(v.Token)
 		v.waitActive(t)
@@ -209,6 +206,50 @@ func (v *Vault) startProcess(t testing.TB) {
 	go func() { _ = cmd.Wait(); close(done) }()
 	v.cmd, v.done = cmd, done
 	v.pgids = append(v.pgids, cmd.Process.Pid) // Setpgid: pgid == pid
+}
+
+// writeConfig writes the file-storage server's configuration for v.port.
+func (v *Vault) writeConfig(t testing.TB) {
+	t.Helper()
+	cfg := serverHCL(fmt.Sprintf("storage \"file\" {\n  path = %q\n}\n", filepath.Join(v.Dir, "data")), v.port, v.PluginDir)
+	if err := os.WriteFile(v.configPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startListening starts the server, on other ports when the ones picked were taken between the
+// pick and the bind (by another process's ephemeral port: tests run in parallel): up to three
+// tries. Any other failure is left to the waits that follow, which report it with the log.
+func (v *Vault) startListening(t testing.TB) {
+	t.Helper()
+	for try := 1; ; try++ {
+		v.startProcess(t)
+		deadline := time.Now().Add(30 * time.Second)
+		for !v.exited() && time.Now().Before(deadline) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := v.Client.Sys().HealthWithContext(ctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !v.exited() || try == 3 || !strings.Contains(v.ServerLog(t), "address already in use") {
+			return
+		}
+		v.mu.Lock()
+		v.cmd, v.done = nil, nil
+		v.mu.Unlock()
+		v.port = freePortPair(t)
+		v.Addr = fmt.Sprintf("http://127.0.0.1:%d", v.port)
+		if err := v.Client.SetAddress(v.Addr); err != nil {
+			t.Fatal(err)
+		}
+		if !v.Dev {
+			v.writeConfig(t)
+		}
+		t.Logf("testenv: vault's port was taken before it bound; trying 127.0.0.1:%d", v.port)
+	}
 }
 
 // running reports whether the current process is alive, returning its exit channel.
