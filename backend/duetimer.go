@@ -18,13 +18,16 @@ type dueTimer struct {
 
 // armDue sets the timer to the queue's earliest due time; called whenever the queue changes.
 func (e *Engine) armDue() {
-	if _, real := e.clock.(systemClock); !real || e.ctx.Err() != nil {
+	if _, real := e.clock.(systemClock); !real {
 		return
 	}
 	at, ok := e.queue.earliest()
 	d := &e.due
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if e.ctx.Err() != nil {
+		return // closed (checked under the lock stopDue takes after the cancel)
+	}
 	if !ok {
 		if d.t != nil {
 			d.t.Stop()
@@ -47,8 +50,10 @@ func (e *Engine) dueFired() {
 	e.due.mu.Lock()
 	e.due.t, e.due.at = nil, time.Time{}
 	e.due.mu.Unlock()
-	if e.ctx.Err() != nil || !e.writeSafe() {
-		return // a standby: the active node rotates; a closed engine: nothing
+	if e.ctx.Err() != nil || !e.writeSafe() || e.writes.isFailing() {
+		// A standby or a node whose writes fail: the node that may write rotates (its own
+		// timer, or the tick of whichever node becomes active); a closed engine: nothing.
+		return
 	}
 	for _, name := range e.queue.popDue(e.now()) {
 		e.workers.submit(job{name: name})

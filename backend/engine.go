@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -56,7 +57,10 @@ type Engine struct {
 	writes    writeFence // whether this node's storage writes succeed; creds refuses while they fail
 	due       dueTimer   // wakes the scheduler at the earliest due time
 	metrics   *mountMetrics
-	workers   *workerPool
+	// jobs are the rotate-many jobs running (at most one: jobRunning); Close waits for them.
+	jobs       sync.WaitGroup
+	jobRunning atomic.Bool
+	workers    *workerPool
 	// windows are the roles between apply and promote, which creds waits for, at most credsWait.
 	windows   applyWindows
 	credsWait time.Duration
@@ -176,6 +180,8 @@ func (e *Engine) Close() {
 	}
 	e.timersMu.Unlock()
 	e.workers.close()
+	jobsDone := make(chan struct{})
+	go func() { e.jobs.Wait(); close(jobsDone) }()
 	if !e.flights.closeAndWait(closeWait) {
 		// Their records are in storage; the next engine settles them from its own start,
 		// which may be too early for a change these still send: say so.
@@ -186,6 +192,11 @@ func (e *Engine) Close() {
 		t.Stop() // armed by rotations that ended meanwhile
 	}
 	e.timersMu.Unlock()
+	select {
+	case <-jobsDone:
+	case <-time.After(closeWait):
+		e.logger.Error("closing with a rotate-many job still running after its cancel", "waited", closeWait)
+	}
 	e.heldMu.Lock()
 	for name, end := range e.held {
 		end() // no recovery will run on this engine any more

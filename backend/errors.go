@@ -60,11 +60,14 @@ func isPublicPart(v string, s rotators.Secret) bool {
 const maxErrorText = 2048
 
 // capped cuts msg to maxErrorText bytes at a UTF-8 boundary and says that it did.
-func capped(msg string) string {
-	if len(msg) <= maxErrorText {
+func capped(msg string) string { return cappedTo(msg, maxErrorText) }
+
+// cappedTo cuts msg to max bytes at a UTF-8 boundary and says that it did.
+func cappedTo(msg string, max int) string {
+	if len(msg) <= max {
 		return msg
 	}
-	cut := maxErrorText
+	cut := max
 	for cut > 0 && !utf8.RuneStart(msg[cut]) {
 		cut--
 	}

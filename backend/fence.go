@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,45 +14,87 @@ import (
 // ErrNotWritable answers a creds read on a node whose storage writes fail: a Vault node that lost
 // the raft leadership may go on calling itself active for a while (seen: over 90 s after a frozen
 // leader resumed), answering reads from its own, stale copy of storage, where the current value
-// may be one the new active node has already replaced (docs/decisions.md, "Vault HA"). The API
-// answers 503; a client retries, or reaches the active node.
+// may be one the new active node has already replaced (docs/decisions.md, "A thawed former
+// leader"). The API answers 503; a client retries, or reaches the active node.
 var ErrNotWritable = errors.New("this Vault node cannot write to its storage (it may have lost the leadership), so the credential it holds may be stale; retry")
 
-// fenceProbeKey is written to learn whether this node's writes succeed again.
+// fenceProbeKey is written to learn whether this node's writes succeed.
 const fenceProbeKey = "fence-probe"
 
-// probeEvery bounds the probe writes of creds reads while writes fail.
+// probeEvery is how long a successful write vouches for this node: a creds read after a longer
+// quiet writes once to learn whether the node still may (one small write a second at most).
 const probeEvery = time.Second
 
-// writeFence remembers whether this node's last storage write failed.
+// probeTimeout bounds a probe write: a node that cannot write within it is not handing out values.
+const probeTimeout = 5 * time.Second
+
+// writeFence remembers when this node's writes of the engine's own records last succeeded.
 type writeFence struct {
-	mu        sync.Mutex
-	failing   bool
-	lastProbe time.Time
+	mu      sync.Mutex
+	ok      time.Time // last successful write
+	failing bool      // the last write failed
 }
 
-// heard records the result of a write.
-func (w *writeFence) heard(err error) {
+// fencedKey says whether a write to key tells about this node's standing: the protocol's and the
+// role's records. Job records and history entries are left out: one too large for storage says
+// nothing about leadership.
+func fencedKey(key string) bool {
+	for _, p := range []string{rolePrefix, statePrefix, pendingPrefix} {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return key == configPath || key == fenceProbeKey
+}
+
+// heard records the result of a write to key. A read-only node (a performance standby, a DR
+// secondary) refuses every write by design, and Vault forwards such requests: not a fence.
+func (w *writeFence) heard(key string, err error) {
+	if !fencedKey(key) || errors.Is(err, logical.ErrReadOnly) {
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.failing = err != nil
+	if err == nil {
+		w.ok = time.Now()
+	}
 }
 
-// writable reports whether this node may hand out values: its writes succeed, or a probe write
-// (at most one per probeEvery) now does.
-func (e *Engine) writable(ctx context.Context) bool {
-	w := &e.writes
+func (w *writeFence) isFailing() bool {
 	w.mu.Lock()
-	if !w.failing {
-		w.mu.Unlock()
+	defer w.mu.Unlock()
+	return w.failing
+}
+
+// writable reports whether this node may hand out values: a write of its records succeeded less
+// than probeEvery ago, or a probe write succeeds now. Nodes that never write (performance
+// standbys) always may: their reads are what Vault replicates to them.
+func (e *Engine) writable(ctx context.Context) bool {
+	if !e.writeSafe() {
 		return true
 	}
-	if time.Since(w.lastProbe) < probeEvery {
-		w.mu.Unlock()
+	w := &e.writes
+	w.mu.Lock()
+	defer w.mu.Unlock() // one probe at a time; the others wait for its answer
+	if !w.failing && time.Since(w.ok) < probeEvery {
+		return true
+	}
+	// Past the engine's storage wrapper, whose hook would take w.mu again.
+	st := e.storage
+	if es, ok := st.(engineStorage); ok {
+		st = es.Storage
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
+	defer cancel()
+	err := st.Put(pctx, &logical.StorageEntry{Key: fenceProbeKey, Value: []byte(fmt.Sprint(time.Now().UnixNano()))})
+	switch {
+	case errors.Is(err, logical.ErrReadOnly):
+		return true
+	case err != nil:
+		w.failing = true
 		return false
 	}
-	w.lastProbe = time.Now()
-	w.mu.Unlock()
-	err := e.storage.Put(ctx, &logical.StorageEntry{Key: fenceProbeKey, Value: []byte(e.now().Format(time.RFC3339Nano))})
-	return err == nil
+	w.failing, w.ok = false, time.Now()
+	return true
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -157,5 +158,46 @@ func TestCredsRefusedWhileWritesFail(t *testing.T) {
 			t.Fatalf("creds after writes work again = %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestCredsOfAnIdleDeposedNode: a node that lost the leadership while idle has no failed write
+// to go by; once its last successful write is older than probeEvery, creds probes first.
+func TestCredsOfAnIdleDeposedNode(t *testing.T) {
+	st := &deposedStorage{Storage: &logical.InmemStorage{}}
+	e, _ := engineOver(t, st, newClock(t0), "idle", "pw-idle")
+	ctx := context.Background()
+	st.deposed.Store(true)
+	time.Sleep(probeEvery + 100*time.Millisecond)
+	if _, _, _, err := e.Creds(ctx, "idle", 0); !errors.Is(err, ErrNotWritable) {
+		t.Fatalf("creds on an idle deposed node = %v, want ErrNotWritable", err)
+	}
+}
+
+// readOnlyStorage is a performance standby's storage: every write is logical.ErrReadOnly (Vault
+// forwards the request to the active node).
+type readOnlyStorage struct{ logical.Storage }
+
+func (readOnlyStorage) Put(context.Context, *logical.StorageEntry) error { return logical.ErrReadOnly }
+func (readOnlyStorage) Delete(context.Context, string) error             { return logical.ErrReadOnly }
+
+// TestCredsOnAPerformanceStandby: a read-only node refuses writes by design; its creds answer.
+func TestCredsOnAPerformanceStandby(t *testing.T) {
+	inner := &logical.InmemStorage{}
+	engineOver(t, inner, newClock(t0), "r", "pw-r")
+	sys := &logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby}
+	e := New(&logical.BackendConfig{StorageView: readOnlyStorage{inner}, System: sys})
+	e.SetClock(newClock(t0))
+	if err := e.Initialize(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	ctx := context.Background()
+	_, _ = e.Rotate(ctx, "r") // lands here before Vault forwards it: its writes fail read-only
+	time.Sleep(probeEvery + 100*time.Millisecond)
+	for range 2 {
+		if _, _, _, err := e.Creds(ctx, "r", 0); err != nil {
+			t.Fatalf("creds on a performance standby: %v", err)
+		}
 	}
 }

@@ -109,22 +109,34 @@ func (e *Engine) indexedRoles(ctx context.Context) ([]indexedRole, error) {
 		}
 	}
 	x.mu.Unlock()
+	// A write racing the read marks the entry stale again; a few tries settle it. If writes keep
+	// racing, what was read last is used for this answer (storage's truth a moment ago) but not
+	// kept: an entry is never used as it was before its latest write.
+	read := map[string]indexedRole{}
 	for _, name := range stale {
-		// A write racing the read marks the entry stale again; a few tries settle it, and the
-		// entry keeps what it held before meanwhile.
-		for try := 0; try < 3; try++ {
-			fresh, err := e.refreshIndex(ctx, name)
+		for try := 0; ; try++ {
+			fresh, got, err := e.refreshIndex(ctx, name)
 			if err != nil {
 				return nil, err
 			}
 			if fresh {
 				break
 			}
+			if try == 2 {
+				read[name] = got
+				break
+			}
 		}
 	}
 	x.mu.Lock()
 	out := make([]indexedRole, 0, len(x.entries))
-	for _, ent := range x.entries {
+	for name, ent := range x.entries {
+		if got, ok := read[name]; ok {
+			if got.Role != nil {
+				out = append(out, got)
+			}
+			continue
+		}
 		if ent.role != nil {
 			out = append(out, indexedRole{Role: ent.role, Sum: ent.sum})
 		}
@@ -153,33 +165,34 @@ func (e *Engine) listIndex(ctx context.Context) error {
 }
 
 // refreshIndex reads name's role and state and stores them, unless a write marked the entry
-// stale meanwhile (fresh false: read it again).
-func (e *Engine) refreshIndex(ctx context.Context, name string) (fresh bool, err error) {
+// stale meanwhile (fresh false: read it again); got is what it read (a nil Role: no such role).
+func (e *Engine) refreshIndex(ctx context.Context, name string) (fresh bool, got indexedRole, err error) {
 	x := e.index
 	x.mu.Lock()
 	token := x.gens[stripe(name)]
 	x.mu.Unlock()
 	role, err := e.loadRole(ctx, name)
 	if err != nil {
-		return false, err
+		return false, got, err
 	}
 	var sum stateSummary
 	if role != nil {
 		st, err := e.loadState(ctx, name)
 		if err != nil {
-			return false, err
+			return false, got, err
 		}
 		sum = summarize(st)
 	}
+	got = indexedRole{Role: role, Sum: sum}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if token != x.gens[stripe(name)] {
-		return false, nil
+		return false, got, nil
 	}
 	if role == nil {
 		delete(x.entries, name)
-		return true, nil
+		return true, got, nil
 	}
 	x.entries[name] = &indexEntry{fresh: true, role: role, sum: sum}
-	return true, nil
+	return true, got, nil
 }

@@ -2,7 +2,9 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,4 +196,94 @@ func TestDueTimerRotatesWithoutTick(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// churnStorage runs hook on every read of key: a write elsewhere in the same stripe of the role
+// index at the moment the index reads that role again.
+type churnStorage struct {
+	logical.Storage
+	key  string
+	hook atomic.Pointer[func()]
+}
+
+func (c *churnStorage) Get(ctx context.Context, k string) (*logical.StorageEntry, error) {
+	if k == c.key {
+		if h := c.hook.Load(); h != nil {
+			(*h)()
+		}
+	}
+	return c.Storage.Get(ctx, k)
+}
+
+func churnEngine(t *testing.T, watch string) (*Engine, *churnStorage) {
+	t.Helper()
+	cs := &churnStorage{Storage: &logical.InmemStorage{}, key: watch}
+	e := New(&logical.BackendConfig{StorageView: cs, System: &logical.StaticSystemView{}})
+	e.SetClock(newClock(t0))
+	if err := e.Initialize(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e, cs
+}
+
+func churnRole(t *testing.T, e *Engine, name string, mod func(*RoleInput)) error {
+	t.Helper()
+	_, target := newFault(t, secretOf("pw-"+name))
+	in := faultRole(target)
+	in.Secrets[fFaultValue] = "pw-" + name
+	if mod != nil {
+		mod(&in)
+	}
+	_, err := e.WriteRole(context.Background(), name, in)
+	return err
+}
+
+// sameStripe is a role name in the index stripe of name (other than name).
+func sameStripe(t *testing.T, name string) string {
+	t.Helper()
+	for i := 0; i < 10000; i++ {
+		if n := fmt.Sprintf("busy%d", i); stripe(n) == stripe(name) {
+			return n
+		}
+	}
+	t.Fatal("no name in the stripe")
+	return ""
+}
+
+// TestIndexUnderChurn: writes in the same stripe keep marking an entry stale while the index
+// reads it again; the rules that look across roles still see the role as storage holds it.
+func TestIndexUnderChurn(t *testing.T) {
+	t.Run("one login one role", func(t *testing.T) {
+		e, cs := churnEngine(t, rolePrefix+"first")
+		acct := func(in *RoleInput) { in.Settings[fFaultAccount] = "x" }
+		if err := churnRole(t, e, "first", acct); err != nil {
+			t.Fatal(err)
+		}
+		busy := sameStripe(t, "first")
+		h := func() {
+			_ = e.storage.Put(context.Background(), &logical.StorageEntry{Key: statePrefix + busy, Value: []byte("{}")})
+		}
+		cs.hook.Store(&h)
+		err := churnRole(t, e, "second", acct)
+		cs.hook.Store(nil)
+		wantUserError(t, err, `already managed by role "first"`)
+	})
+	t.Run("dependents", func(t *testing.T) {
+		e, cs := churnEngine(t, rolePrefix+"dep")
+		if err := churnRole(t, e, "adm", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := churnRole(t, e, "dep", func(in *RoleInput) { in.Settings[fFaultAdmin] = "adm" }); err != nil {
+			t.Fatal(err)
+		}
+		busy := sameStripe(t, "dep")
+		h := func() {
+			_ = e.storage.Put(context.Background(), &logical.StorageEntry{Key: statePrefix + busy, Value: []byte("{}")})
+		}
+		cs.hook.Store(&h)
+		err := e.DeleteRole(context.Background(), "adm")
+		cs.hook.Store(nil)
+		wantUserError(t, err, "dep")
+	})
 }

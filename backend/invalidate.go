@@ -50,6 +50,7 @@ func (e *Engine) Invalidate(ctx context.Context, key string) {
 		}
 		if role == nil {
 			e.queue.set(name, time.Time{})
+			e.claimsCache.forget(name)
 			return
 		}
 		st, err := e.loadState(ctx, name)

@@ -20,8 +20,13 @@ import (
 const (
 	// ManyInline is the most roles rotate-many answers in the request; more run as a job.
 	ManyInline = 16
-	// MaxManyRoles bounds one selection.
-	MaxManyRoles = 10000
+	// MaxManyRoles bounds one selection: with each outcome bounded (maxJobErrorText), a job's
+	// record stays far inside one storage entry (raft's 1 MiB).
+	MaxManyRoles = 1000
+	// maxJobErrorText bounds the error text an outcome keeps in a job record.
+	maxJobErrorText = 256
+	// jobWriteEvery is how often a running job's record is written (and once at its end).
+	jobWriteEvery = time.Second
 	// maxJobsKept bounds the job records kept; the oldest go first.
 	maxJobsKept = 100
 	maxGlobLen  = 256
@@ -147,8 +152,12 @@ func (e *Engine) RotateMany(ctx context.Context, req ManyRequest) (*ManyResult, 
 		res.Outcomes = e.rotateEach(ctx, names, nil)
 		return res, nil
 	}
+	if !e.jobRunning.CompareAndSwap(false, true) {
+		return nil, userError(errors.New("a rotate-many job is running on this mount (vault list rotation/jobs); wait until it is done"))
+	}
 	id, err := uuid.GenerateUUID()
 	if err != nil {
+		e.jobRunning.Store(false)
 		return nil, fmt.Errorf("job id: %w", err)
 	}
 	job := &Job{ID: id, State: JobRunning, Created: e.now(), By: by}
@@ -156,31 +165,42 @@ func (e *Engine) RotateMany(ctx context.Context, req ManyRequest) (*ManyResult, 
 		job.Outcomes = append(job.Outcomes, ManyOutcome{Role: n, Result: "pending"})
 	}
 	if err := e.putJob(ctx, job); err != nil {
+		e.jobRunning.Store(false)
 		return nil, err
 	}
 	e.trimJobs(ctx)
 	res.JobID = id
-	// The job belongs to the engine, not to the request: it runs until done or the mount closes.
-	jctx := WithRequester(e.ctx, by)
+	// The job belongs to the engine, not to the request: it runs until done or the mount closes
+	// (Close waits for it), and a closing engine writes no more of it (the next start reports it
+	// interrupted).
+	e.jobs.Add(1)
 	go func() {
+		defer e.jobs.Done()
+		defer e.jobRunning.Store(false)
 		var mu sync.Mutex
-		e.rotateEach(jctx, names, func(i int, o ManyOutcome) {
-			mu.Lock()
-			defer mu.Unlock()
-			job.Outcomes[i] = o
+		written := time.Now()
+		write := func() {
+			if e.ctx.Err() != nil {
+				return
+			}
 			if err := e.putJob(e.ctx, job); err != nil {
 				e.logger.Error("rotate-many: write the job record", "job", id, "error", err)
+			}
+			written = time.Now()
+		}
+		e.rotateEach(WithRequester(e.ctx, by), names, func(i int, o ManyOutcome) {
+			mu.Lock()
+			defer mu.Unlock()
+			o.Error = cappedTo(o.Error, maxJobErrorText)
+			job.Outcomes[i] = o
+			if time.Since(written) >= jobWriteEvery {
+				write()
 			}
 		})
 		mu.Lock()
 		defer mu.Unlock()
-		if e.ctx.Err() != nil {
-			return // the next start reports what was left as interrupted
-		}
 		job.State, job.Finished = JobDone, e.now()
-		if err := e.putJob(e.ctx, job); err != nil {
-			e.logger.Error("rotate-many: write the job record", "job", id, "error", err)
-		}
+		write()
 	}()
 	return res, nil
 }
@@ -192,6 +212,9 @@ func (e *Engine) rotateEach(ctx context.Context, names []string, done func(int, 
 	sem := make(chan struct{}, max(1, e.Config().MaxParallel))
 	var wg sync.WaitGroup
 	for i, name := range names {
+		if ctx.Err() != nil {
+			break // closing: start no more
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -255,7 +278,7 @@ func (e *Engine) trimJobs(ctx context.Context) {
 	var jobs []dated
 	for _, id := range ids {
 		var j Job
-		if ok, err := getJSON(ctx, e.storage, jobPrefix+id, &j); err == nil && ok {
+		if ok, err := getJSON(ctx, e.storage, jobPrefix+id, &j); err == nil && ok && j.State != JobRunning {
 			jobs = append(jobs, dated{id, j.Created})
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,4 +142,53 @@ func TestRotateManyJob(t *testing.T) {
 	if err != nil || got.State != JobInterrupted || got.Outcomes[0].Result != OutcomeSuccess || got.Outcomes[1].Result != JobInterrupted {
 		t.Fatalf("after a restart: %+v, %v", got, err)
 	}
+}
+
+// TestJobRecordBounded: a job of the most roles, each failing with the longest error, still fits
+// one storage entry (raft's default max_entry_size is 1 MiB).
+func TestJobRecordBounded(t *testing.T) {
+	j := &Job{ID: "00000000-0000-0000-0000-000000000000", State: JobRunning, Created: t0}
+	for i := 0; i < MaxManyRoles; i++ {
+		j.Outcomes = append(j.Outcomes, ManyOutcome{Role: strings.Repeat("r", maxRoleNameLen), Result: OutcomeFailed,
+			Version: 1 << 20, FailedStep: "redeploying", Error: cappedTo(strings.Repeat("\u00e9", 5000), maxJobErrorText)})
+	}
+	entry, err := logical.StorageEntryJSON(jobPrefix+j.ID, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(entry.Value); n > 1<<20 {
+		t.Fatalf("the largest job record takes %d bytes, more than one 1 MiB storage entry", n)
+	}
+}
+
+// TestOneJobAtATime: while a job runs, another request that would start one is refused.
+func TestOneJobAtATime(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	gate := make(chan struct{})
+	var first *faultTarget
+	for i := 0; i < ManyInline+1; i++ {
+		ft := te.importRole(t, fmt.Sprintf("q%02d", i), "pw", func(in *RoleInput) { in.Tags = &[]string{"q"} })
+		if i == 0 {
+			first = ft
+		}
+	}
+	g := &gauge{}
+	first.SetApplyGate(gate, g)
+	res, err := te.e.RotateMany(ctx, ManyRequest{Tag: "q"})
+	if err != nil || res.JobID == "" {
+		t.Fatalf("first job: %+v %v", res, err)
+	}
+	eventually(t, "the first job holds a rotation", func() bool { return g.Cur.Load() > 0 })
+	_, err = te.e.RotateMany(ctx, ManyRequest{Tag: "q"})
+	wantUserError(t, err, "a rotate-many job is running")
+	// A selection small enough to answer inline is not a job: it may run.
+	if _, err := te.e.RotateMany(ctx, ManyRequest{Roles: []string{"q05"}}); err != nil {
+		t.Fatalf("an inline rotate-many while a job runs: %v", err)
+	}
+	close(gate)
+	eventually(t, "the job ends", func() bool {
+		j, err := te.e.ReadJob(ctx, res.JobID)
+		return err == nil && j.State == JobDone
+	})
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/logical"
+
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/failpoint"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
@@ -159,6 +161,10 @@ func (r *run) step(name string, fn func() error) error {
 // returns an error only when it could not start (no such role, storage failure); a failed
 // rotation is an Outcome, already recorded.
 func (e *Engine) rotate(ctx context.Context, name string, rq rotateRequest) (*Outcome, error) {
+	if !e.writeSafe() {
+		// A read-only node (performance standby, secondary): Vault forwards on this error.
+		return nil, logical.ErrReadOnly
+	}
 	unlock := e.locks.lock(name)
 	defer unlock()
 	return e.rotateLocked(ctx, name, rq)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/logical"
+
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/rotators"
 )
 
@@ -48,6 +50,9 @@ type WriteResult struct {
 func (e *Engine) WriteRole(ctx context.Context, name string, in RoleInput) (*WriteResult, error) {
 	if err := ValidateRoleName(name); err != nil {
 		return nil, userError(err)
+	}
+	if !e.writeSafe() {
+		return nil, logical.ErrReadOnly // Vault forwards it to a node that may write
 	}
 	// One lock from the write to the end of the first rotation and its cleanup: no other
 	// rotation of the role can start in between and be deleted with a failed create.
@@ -623,6 +628,9 @@ func (e *Engine) ListRoles(ctx context.Context) ([]string, error) {
 // DeleteRole forgets a role and its kept values; the target is not touched. It refuses while a
 // pending record might hold the live value, and while other roles depend on it.
 func (e *Engine) DeleteRole(ctx context.Context, name string) error {
+	if !e.writeSafe() {
+		return logical.ErrReadOnly
+	}
 	unlock := e.locks.lock(name)
 	defer unlock()
 	role, err := e.loadRole(ctx, name)

@@ -18,8 +18,8 @@ const storageTimeout = 30 * time.Second
 type engineStorage struct {
 	logical.Storage
 	written func(key string)
-	// writeResult hears whether each write (put or delete) reached storage.
-	writeResult func(err error)
+	// writeResult hears whether each write (put or delete) of a key reached storage.
+	writeResult func(key string, err error)
 }
 
 func detached(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -43,7 +43,7 @@ func (s engineStorage) Put(ctx context.Context, entry *logical.StorageEntry) err
 	defer cancel()
 	defer s.wrote(entry.Key)
 	err := s.Storage.Put(ctx, entry)
-	s.result(err)
+	s.result(entry.Key, err)
 	return err
 }
 
@@ -52,13 +52,13 @@ func (s engineStorage) Delete(ctx context.Context, key string) error {
 	defer cancel()
 	defer s.wrote(key)
 	err := s.Storage.Delete(ctx, key)
-	s.result(err)
+	s.result(key, err)
 	return err
 }
 
-func (s engineStorage) result(err error) {
+func (s engineStorage) result(key string, err error) {
 	if s.writeResult != nil {
-		s.writeResult(err)
+		s.writeResult(key, err)
 	}
 }
 
