@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
-	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testkit"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testspy"
 )
 
 // allowConsumers sets the mount's allowed_consumers.
@@ -34,7 +34,7 @@ func (te *testEnv) allowHealthTargets(t *testing.T, items ...string) {
 // mistake: refused naming the field, nothing stored, the target and Docker never asked.
 func TestRoleWriteOutsideAllowLists(t *testing.T) {
 	te := newEnv(t)
-	host, accepted := testkit.UnixSpy(t)
+	host, accepted := testspy.UnixSpy(t)
 	c := te.e.Config()
 	c.DockerHost = host
 	c.AllowedConsumers = []string{"docker:api-*", "compose:cockpit/*"}

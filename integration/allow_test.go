@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
-	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testkit"
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testspy"
 )
 
 // TestAllowLists: rotation/config bounds which consumers and health targets a role may name
@@ -42,7 +42,7 @@ func TestAllowLists(t *testing.T) {
 	})
 
 	t.Run("a role outside the lists is refused: nothing stored, nothing sent", func(t *testing.T) {
-		spy, accepted := testkit.UnixSpy(t)
+		spy, accepted := testspy.UnixSpy(t)
 		s.write(t, "config", map[string]interface{}{"docker_host": spy, "allowed_health_targets": "127.0.0.1/32"})
 		defer s.write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_health_targets": "127.0.0.0/8,::1"})
 		s.createLogin(t, "outside", "outside-0", "")

@@ -80,3 +80,18 @@ func TestFaultScripts(t *testing.T) {
 		t.Fatalf("after the script: %v, %d verifies", err, ft.Verifies())
 	}
 }
+
+// TestNotInIntegrationTests: the integration tests compare the help and OpenAPI of the real
+// plugin with the kinds registered in their own process; the fake kind must not be one of them.
+func TestNotInIntegrationTests(t *testing.T) {
+	const self = "github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testkit"
+	out, err := exec.Command("go", "list", "-test", "-deps", "github.com/vault-plugin-rotation/vault-plugin-rotation/integration").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == self {
+			t.Fatalf("the integration tests import %s, which registers the fake kind", self)
+		}
+	}
+}

@@ -1,4 +1,6 @@
-package testkit
+// Package testspy holds FAKE listeners for tests that must show a service was never asked. It registers nothing
+// (unlike internal/testkit), so the integration tests, whose plugin knows only the real kinds, may use it.
+package testspy
 
 import (
 	"net"
