@@ -248,6 +248,11 @@ func (e *Engine) rotateLocked(ctx context.Context, name string, rq rotateRequest
 		if err := r.deploy.check(ctx); err != nil {
 			return err
 		}
+		// A consumer with the value written into its definition ("secret hardcoded") cannot
+		// take a new one by restarting: refused here too.
+		if err := e.refuseHardcoded(ctx, r); err != nil {
+			return err
+		}
 		p, err = e.prepare(ctx, r, rq)
 		return err
 	}); err != nil {

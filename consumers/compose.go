@@ -87,6 +87,22 @@ func (c *composeService) Check(ctx context.Context, env Env) error {
 	return nil
 }
 
+func (c *composeService) Inspect(ctx context.Context, env Env) ([]container.InspectResponse, error) {
+	list, err := c.containers(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]container.InspectResponse, 0, len(list))
+	for _, ctr := range list {
+		info, err := env.inspect(ctx, ctr.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
 func (c *composeService) Restart(ctx context.Context, env Env) ([]Restart, error) {
 	list, err := c.containers(ctx, env)
 	if err != nil {

@@ -6,6 +6,7 @@ package consumers
 import (
 	"context"
 	"fmt"
+	"github.com/docker/docker/api/types/container"
 	"net/url"
 	"sort"
 	"strings"
@@ -25,6 +26,8 @@ type Consumer interface {
 	// Restart restarts the consumer (each of its containers, one at a time) and waits until each
 	// is running again, and healthy where it has its own health check.
 	Restart(ctx context.Context, env Env) ([]Restart, error)
+	// Inspect returns the consumer's containers as the engine describes them.
+	Inspect(ctx context.Context, env Env) ([]container.InspectResponse, error)
 }
 
 // Env is what consumers may use: the Docker Engine API of the consumer's engine (the mount's

@@ -83,6 +83,18 @@ func (d *dockerContainer) Restart(ctx context.Context, env Env) ([]Restart, erro
 	return []Restart{r}, nil
 }
 
+func (d *dockerContainer) Inspect(ctx context.Context, env Env) ([]container.InspectResponse, error) {
+	id, err := env.byName(ctx, d.name)
+	if err != nil {
+		return nil, err
+	}
+	info, err := env.inspect(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return []container.InspectResponse{info}, nil
+}
+
 // byName returns the id of the container named exactly name. Docker resolves a reference as a
 // full id, then a name, then an id prefix: "docker:db3" with no container named db3 would reach
 // whichever container's id starts with db3, past an allow-list glob such as docker:db* (README

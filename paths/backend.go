@@ -72,6 +72,7 @@ func New(conf *logical.BackendConfig) *Backend {
 			pathStatus(b),
 			pathMany(b),
 			pathMetrics(b),
+			pathExposure(b),
 		),
 		InitializeFunc: func(ctx context.Context, _ *logical.InitializationRequest) error {
 			return b.engine.Initialize(ctx)

@@ -128,6 +128,13 @@ type Accounts interface {
 	Account(s Secret) string
 }
 
+// privateParts are the parts of a value that are secret, by the names the kinds give them: a copy
+// of one outside Vault is an exposure. The others (a username, a public key, a key id) are public.
+var privateParts = map[string]bool{"password": true, "private_key": true, "secret": true, "value": true}
+
+// IsPrivatePart reports whether a part of a value is secret.
+func IsPrivatePart(name string) bool { return privateParts[name] }
+
 // Grantor is a kind whose role-reference fields grant explicitly (postgres: an admin_role names
 // the logins it may manage). Before a role that links to another is stored, CheckGrant decides
 // whether the linked roles in env grant it, asking the target when it must (bounded, read only:

@@ -1,0 +1,189 @@
+package consumers
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+)
+
+// A secret written into a container's definition (docker run -e PASSWORD=..., a command-line
+// flag, a label) is not read again at a restart: rotating it breaks that container, whatever the
+// plugin restarts (README "Finding forgotten services"). These find such copies without keeping
+// the secrets themselves: each is held as its length and SHA-256, and every window of that length
+// in a container's strings is hashed and compared in constant time.
+
+// minNeedleLen is the shortest value looked for: shorter ones would match by chance.
+const minNeedleLen = 8
+
+// maxScanBytes bounds what is scanned of one container (its environment, command and labels).
+const maxScanBytes = 1 << 20
+
+// Needles are the secret values to look for, by hash.
+type Needles struct{ items []needle }
+
+type needle struct {
+	n   int
+	sum [sha256.Size]byte
+	tag int // what the caller knows the value as (a version)
+}
+
+// Add looks for value (and its URL-escaped form, as in a connection URL), known to the caller as
+// tag. Values shorter than minNeedleLen are not looked for.
+func (n *Needles) Add(value string, tag int) {
+	for _, v := range []string{value, url.QueryEscape(value), strings.ReplaceAll(url.QueryEscape(value), "+", "%20")} {
+		if len(v) < minNeedleLen {
+			continue
+		}
+		sum := sha256.Sum256([]byte(v))
+		dup := false
+		for _, x := range n.items {
+			if x.n == len(v) && x.sum == sum && x.tag == tag {
+				dup = true
+			}
+		}
+		if !dup {
+			n.items = append(n.items, needle{n: len(v), sum: sum, tag: tag})
+		}
+	}
+}
+
+// Empty reports whether there is nothing to look for.
+func (n *Needles) Empty() bool { return n == nil || len(n.items) == 0 }
+
+// Finding is a place in a container that holds a value looked for.
+type Finding struct {
+	Container string // its name
+	Endpoint  string // the docker_hosts endpoint ("" = docker_host)
+	Where     string // "environment variable DB_PASSWORD", "command argument 3", "label app.dsn"
+	Tag       int    // the needle's tag (a version)
+}
+
+// Scan returns where in info's environment, command and labels the needles occur.
+func (n *Needles) Scan(info container.InspectResponse) []Finding {
+	if n.Empty() || info.Config == nil {
+		return nil
+	}
+	name := strings.TrimPrefix(info.Name, "/")
+	var out []Finding
+	budget := maxScanBytes
+	look := func(where, s string) {
+		if budget <= 0 {
+			return
+		}
+		if len(s) > budget {
+			s = s[:budget]
+		}
+		budget -= len(s)
+		for _, tag := range n.find(s) {
+			out = append(out, Finding{Container: name, Where: where, Tag: tag})
+		}
+	}
+	for _, kv := range info.Config.Env {
+		key, value, _ := strings.Cut(kv, "=")
+		look("environment variable "+printable(key), value)
+	}
+	args := append(append([]string{}, info.Config.Entrypoint...), info.Config.Cmd...)
+	for i, a := range args {
+		look(fmt.Sprintf("command argument %d", i), a)
+	}
+	keys := make([]string, 0, len(info.Config.Labels))
+	for k := range info.Config.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		look("label "+printable(k), info.Config.Labels[k])
+	}
+	return out
+}
+
+// find returns the tags of the needles that occur in s.
+func (n *Needles) find(s string) []int {
+	var tags []int
+	for _, x := range n.items {
+		if x.n > len(s) || containsTag(tags, x.tag) {
+			continue
+		}
+		for i := 0; i+x.n <= len(s); i++ {
+			sum := sha256.Sum256([]byte(s[i : i+x.n]))
+			if subtle.ConstantTimeCompare(sum[:], x.sum[:]) == 1 {
+				tags = append(tags, x.tag)
+				break
+			}
+		}
+	}
+	return tags
+}
+
+func containsTag(tags []int, t int) bool {
+	for _, x := range tags {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// printable keeps a variable or label name readable and bounded in an error.
+func printable(s string) string {
+	if len(s) > 128 {
+		s = s[:128]
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// Exposed inspects the consumer's containers and returns where they hold a needle.
+func Exposed(ctx context.Context, c Consumer, env Env, n *Needles) ([]Finding, error) {
+	if n.Empty() {
+		return nil, nil
+	}
+	infos, err := c.Inspect(ctx, env)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c, err)
+	}
+	var out []Finding
+	for _, info := range infos {
+		for _, f := range n.Scan(info) {
+			f.Endpoint = c.Endpoint()
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// ScanEngine inspects every container of env's engine (at most limit) and returns where they
+// hold a needle: the inventory of where a secret is, listed as a consumer or not.
+func ScanEngine(ctx context.Context, env Env, endpoint string, n *Needles, limit int) ([]Finding, bool, error) {
+	api, err := env.api()
+	if err != nil {
+		return nil, false, err
+	}
+	call, cancel := context.WithTimeout(ctx, env.callTimeout())
+	list, err := api.ContainerList(call, container.ListOptions{All: true})
+	cancel()
+	if err != nil {
+		return nil, false, env.apiError(ctx, "list containers", env.callTimeout(), err)
+	}
+	truncated := len(list) > limit
+	if truncated {
+		list = list[:limit]
+	}
+	var out []Finding
+	for _, c := range list {
+		info, err := env.inspect(ctx, c.ID)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		for _, f := range n.Scan(info) {
+			f.Endpoint = endpoint
+			out = append(out, f)
+		}
+	}
+	return out, truncated, nil
+}

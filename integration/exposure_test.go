@@ -1,0 +1,50 @@
+package integration
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
+)
+
+// TestHardcodedSecret: a consumer started with the password in its environment (docker run -e)
+// cannot take a new one by restarting: the rotation is refused in prepare, naming the container
+// and the variable, never the value, and PostgreSQL is unchanged. exposure/NAME then finds every
+// container holding a current or kept value, listed as a consumer or not.
+func TestHardcodedSecret(t *testing.T) {
+	t.Parallel()
+	s := newConsumerStack(t)
+	s.importAdmin(t, "pg-admin", "hc_admin", "hc-admin-pw")
+	s.createLogin(t, "hc_app", "hc-app-pw-0001", "")
+	s.write(t, "roles/hc", map[string]interface{}{
+		"type": "postgres", "admin_role": "pg-admin", "username": "hc_app", "password": "hc-app-pw-0001", "rotation_period": "720h",
+	})
+	baked := s.demo(t, "hc", testenv.DemoOptions{Env: []string{"DB_PASSWORD=hc-app-pw-0001"}})
+	s.write(t, "roles/hc", map[string]interface{}{"consumers": "docker:" + baked.Name})
+
+	_, re := s.writeErr("rotate/hc", nil)
+	expectStatus(t, re, http.StatusBadRequest, `container "`+baked.Name+`" holds the current value in its environment variable "DB_PASSWORD"`)
+	s.assertLogin(t, "hc_app", "hc-app-pw-0001", true)
+	s.assertNoSecretIn(t, "refusal", jsonOf(t, re.Errors))
+
+	// Without the baked consumer the role rotates; the container (no longer a consumer) still
+	// holds what is now a kept version, and exposure says where.
+	s.write(t, "roles/hc", map[string]interface{}{"consumers": ""})
+	s.write(t, "rotate/hc", nil)
+	x := s.read(t, "exposure/hc").Data
+	list, _ := x["exposures"].([]interface{})
+	found := false
+	for _, e := range list {
+		m := e.(map[string]interface{})
+		if m["container"] == baked.Name {
+			found = true
+			if m["where"] != `environment variable "DB_PASSWORD"` || intOf(t, m["version"]) != 1 || m["listed_as_consumer"] != false {
+				t.Fatalf("exposure of the baked container: %v", m)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("exposure does not find the container holding version 1: %v", x)
+	}
+	s.assertNoSecretIn(t, "exposure", jsonOf(t, x))
+}
