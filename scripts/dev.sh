@@ -416,7 +416,11 @@ Try:
   vault write -f rotation/rotate/app
   vault read rotation/versions/app
   vault read rotation/history/app
+  vault read rotation/status                 # every role: age, next due, overdue, failures
+  vault write -f rotation/rollback/app       # put the previous password back (as a new version)
   vault read rotation/creds/pg-admin
+  vault read -field=text rotation/metrics    # Prometheus metrics (deploy/prometheus/ has alert rules)
+  vault read rotation/exposure/app           # containers that hold one of app's passwords in their definition
 
   # log in as app with the current password:
   PGPASSWORD="\$(vault read -field=password rotation/creds/app)" psql -h 127.0.0.1 -p $PG_PORT -U app -d postgres -c 'select current_user'
