@@ -56,9 +56,11 @@ func New(conf *logical.BackendConfig) *Backend {
 		PathsSpecial: &logical.Paths{
 			SealWrapStorage: backend.SealWrapPrefixes,
 			Unauthenticated: []string{"jwks/*"},
-			// The mount's settings (where consumers are restarted, where notifications go) and the
-			// actions across roles (rotate-many and its jobs) need a policy with sudo.
-			Root: []string{"config", "rotate-many", "jobs", "jobs/*"},
+			// The mount's settings (where consumers are restarted, where notifications go), the
+			// actions across roles (rotate-many and its jobs), and the search of every container
+			// of an engine (exposure: with a value a role writer chose, it would tell where that
+			// string appears in other teams' containers) need a policy with sudo.
+			Root: []string{"config", "rotate-many", "jobs", "jobs/*", "exposure/*"},
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),

@@ -15,7 +15,8 @@ func pathExposure(b *Backend) []*framework.Path {
 		help: "Every container on the role's Docker engines (docker_host, and the docker_hosts its consumers name; at most " +
 			"500 per engine) whose environment, command or labels hold the role's current or a kept value, listed as a " +
 			"consumer or not: container, endpoint, where (the variable, argument or label), version, listed_as_consumer. " +
-			"Such a container cannot take a new value by restarting. Values are compared by hash; none is returned.",
+			"Such a container cannot take a new value by restarting. Values are compared by hash; none is returned. " +
+			"Needs sudo: it searches containers beyond the role's own consumers.",
 	}.path()}
 }
 

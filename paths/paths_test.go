@@ -488,7 +488,7 @@ func TestPathsHaveHelpAndDisplayAttrs(t *testing.T) {
 func TestConfigNeedsSudo(t *testing.T) {
 	e := newBackend(t)
 	root := e.b.SpecialPaths().Root
-	if want := []string{"config", "rotate-many", "jobs", "jobs/*"}; !slices.Equal(root, want) {
+	if want := []string{"config", "rotate-many", "jobs", "jobs/*", "exposure/*"}; !slices.Equal(root, want) {
 		t.Fatalf("PathsSpecial.Root = %v, want %v (the mount settings and the actions across roles)", root, want)
 	}
 	// Exact match (no trailing *): roles, creds and the rest need no sudo.
