@@ -107,6 +107,15 @@ func TestAuditNoPlaintextSecrets(t *testing.T) {
 		s.assertNoSecretIn(t, "the read of roles/"+role, jsonOf(t, sec.Data))
 	}
 
+	// No other read that is not creds returns a value either (and each is audited, searched below).
+	for _, p := range []string{"status", "metrics", "history/audit-app", "history/audit-tok", "versions/audit-app", "exposure/audit-app", "exposure/audit-tok"} {
+		sec := s.read(t, p)
+		if sec == nil {
+			t.Fatalf("%s: no answer", p)
+		}
+		s.assertNoSecretIn(t, "the read of "+p, jsonOf(t, sec.Data))
+	}
+
 	// The audit device's own HMAC of values the test knows, to find them in the log. (These
 	// requests are audited too, with their input HMAC'd, before the log is searched below.)
 	hashOf := func(v string) string {
