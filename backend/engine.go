@@ -59,6 +59,8 @@ type Engine struct {
 	metrics   *mountMetrics
 	// jobs are the rotate-many jobs running (at most one: jobRunning); Close waits for them.
 	jobs       sync.WaitGroup
+	jobsMu     sync.Mutex // orders a job's start against Close's wait
+	jobsClosed bool       // Close began: no job may start
 	jobRunning atomic.Bool
 	workers    *workerPool
 	// windows are the roles between apply and promote, which creds waits for, at most credsWait.
@@ -180,6 +182,9 @@ func (e *Engine) Close() {
 	}
 	e.timersMu.Unlock()
 	e.workers.close()
+	e.jobsMu.Lock()
+	e.jobsClosed = true // no job starts after this; the ones started are in e.jobs
+	e.jobsMu.Unlock()
 	jobsDone := make(chan struct{})
 	go func() { e.jobs.Wait(); close(jobsDone) }()
 	if !e.flights.closeAndWait(closeWait) {

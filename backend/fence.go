@@ -30,9 +30,17 @@ const probeTimeout = 5 * time.Second
 
 // writeFence remembers when this node's writes of the engine's own records last succeeded.
 type writeFence struct {
-	mu      sync.Mutex
-	ok      time.Time // last successful write
-	failing bool      // the last write failed
+	mu       sync.Mutex
+	ok       time.Time  // last successful write
+	failing  bool       // the last write failed
+	failedAt time.Time  // when a write or probe last failed
+	probe    *probeCall // the probe write in flight, if any
+}
+
+// probeCall is one probe write; done closes once ok says how it went.
+type probeCall struct {
+	done chan struct{}
+	ok   bool
 }
 
 // fencedKey says whether a write to key tells about this node's standing: the protocol's and the
@@ -58,6 +66,8 @@ func (w *writeFence) heard(key string, err error) {
 	w.failing = err != nil
 	if err == nil {
 		w.ok = time.Now()
+	} else {
+		w.failedAt = time.Now()
 	}
 }
 
@@ -68,19 +78,40 @@ func (w *writeFence) isFailing() bool {
 }
 
 // writable reports whether this node may hand out values: a write of its records succeeded less
-// than probeEvery ago, or a probe write succeeds now. Nodes that never write (performance
-// standbys) always may: their reads are what Vault replicates to them.
+// than probeEvery ago, or a probe write succeeds now. One probe at a time: reads meanwhile wait
+// for its answer (no longer than their own deadline) instead of each writing; after a failure,
+// reads are refused at once for probeEvery. Nodes that never write
+// (performance standbys) always may: their reads are what Vault replicates to them.
 func (e *Engine) writable(ctx context.Context) bool {
 	if !e.writeSafe() {
 		return true
 	}
 	w := &e.writes
 	w.mu.Lock()
-	defer w.mu.Unlock() // one probe at a time; the others wait for its answer
 	if !w.failing && time.Since(w.ok) < probeEvery {
+		w.mu.Unlock()
 		return true
 	}
-	// Past the engine's storage wrapper, whose hook would take w.mu again.
+	if p := w.probe; p != nil {
+		// Someone is asking: wait for that answer (as long as this request may).
+		w.mu.Unlock()
+		select {
+		case <-p.done:
+			return p.ok
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if w.failing && time.Since(w.failedAt) < probeEvery {
+		w.mu.Unlock()
+		return false // just asked, and refused
+	}
+	p := &probeCall{done: make(chan struct{})}
+	w.probe = p
+	w.mu.Unlock()
+
+	// Past the engine's storage wrapper, whose hook takes w.mu; bounded by probeTimeout whatever
+	// the caller's deadline, since others wait for this answer.
 	st := e.storage
 	if es, ok := st.(engineStorage); ok {
 		st = es.Storage
@@ -88,13 +119,19 @@ func (e *Engine) writable(ctx context.Context) bool {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
 	defer cancel()
 	err := st.Put(pctx, &logical.StorageEntry{Key: fenceProbeKey, Value: []byte(fmt.Sprint(time.Now().UnixNano()))})
+
+	w.mu.Lock()
 	switch {
+	case err == nil:
+		w.failing, w.ok = false, time.Now()
+		p.ok = true
 	case errors.Is(err, logical.ErrReadOnly):
-		return true
-	case err != nil:
-		w.failing = true
-		return false
+		p.ok = true
+	default:
+		w.failing, w.failedAt = true, time.Now()
 	}
-	w.failing, w.ok = false, time.Now()
-	return true
+	w.probe = nil
+	w.mu.Unlock()
+	close(p.done)
+	return p.ok
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -199,5 +200,51 @@ func TestCredsOnAPerformanceStandby(t *testing.T) {
 		if _, _, _, err := e.Creds(ctx, "r", 0); err != nil {
 			t.Fatalf("creds on a performance standby: %v", err)
 		}
+	}
+}
+
+// slowFailingStorage takes its time before refusing a write, counting the probes.
+type slowFailingStorage struct {
+	logical.Storage
+	failing atomic.Bool
+	probes  atomic.Int32
+}
+
+func (s *slowFailingStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if !s.failing.Load() {
+		return s.Storage.Put(ctx, e)
+	}
+	if e.Key == fenceProbeKey {
+		s.probes.Add(1)
+	}
+	time.Sleep(200 * time.Millisecond)
+	return errDeposed
+}
+
+// TestCredsProbeOnce: many creds reads at once on a node whose writes hang then fail send one
+// probe write; the others answer at once instead of queueing behind it.
+func TestCredsProbeOnce(t *testing.T) {
+	st := &slowFailingStorage{Storage: &logical.InmemStorage{}}
+	e, _ := engineOver(t, st, newClock(t0), "p", "pw-probe")
+	st.failing.Store(true)
+	time.Sleep(probeEvery + 100*time.Millisecond)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var refused atomic.Int32
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, _, _, err := e.Creds(ctx, "p", 0); errors.Is(err, ErrNotWritable) {
+				refused.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := st.probes.Load(); n != 1 {
+		t.Fatalf("%d probe writes for 8 reads at once, want 1", n)
+	}
+	if refused.Load() != 8 {
+		t.Fatalf("%d of 8 reads refused on a node that cannot write", refused.Load())
 	}
 }

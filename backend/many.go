@@ -173,7 +173,14 @@ func (e *Engine) RotateMany(ctx context.Context, req ManyRequest) (*ManyResult, 
 	// The job belongs to the engine, not to the request: it runs until done or the mount closes
 	// (Close waits for it), and a closing engine writes no more of it (the next start reports it
 	// interrupted).
-	e.jobs.Add(1)
+	e.jobsMu.Lock()
+	if e.jobsClosed {
+		e.jobsMu.Unlock()
+		e.jobRunning.Store(false)
+		return nil, errShuttingDown // the record stays "running": the next start reports it interrupted
+	}
+	e.jobs.Add(1) // under jobsMu: Close, which takes it after the cancel, waits for this one
+	e.jobsMu.Unlock()
 	go func() {
 		defer e.jobs.Done()
 		defer e.jobRunning.Store(false)

@@ -15,11 +15,18 @@ import (
 // A secret written into a container's definition (docker run -e PASSWORD=..., a command-line
 // flag, a label) is not read again at a restart: rotating it breaks that container, whatever the
 // plugin restarts (README "Finding forgotten services"). These find such copies without keeping
-// the secrets themselves: each is held as its length and SHA-256, and every window of that length
-// in a container's strings is hashed and compared in constant time.
+// the secrets themselves: each is held as its length, a rolling hash and its SHA-256; a window of
+// a container's strings whose rolling hash matches is confirmed by SHA-256, compared in constant
+// time.
+//
+// A copy counts only as a whole token: the characters on either side of it (if any) are not
+// letters or digits. A role writer chooses some values (an imported token, a supplied one); were a
+// prefix enough, a role whose value is "postgres://app:X" would tell, one character at a time,
+// what another container's DATABASE_URL holds.
 
-// minNeedleLen is the shortest value looked for: shorter ones would match by chance.
-const minNeedleLen = 8
+// minNeedleLen is the shortest value looked for: shorter ones would match by chance, or confirm
+// a guess of a short secret too cheaply.
+const minNeedleLen = 12
 
 // maxScanBytes bounds what is scanned of one container (its environment, command and labels).
 const maxScanBytes = 1 << 20
@@ -29,8 +36,21 @@ type Needles struct{ items []needle }
 
 type needle struct {
 	n   int
+	rk  uint64 // rolling hash of the value (rabinKarp)
 	sum [sha256.Size]byte
 	tag int // what the caller knows the value as (a version)
+}
+
+// rkBase is the rolling hash's multiplier (arithmetic mod 2^64).
+const rkBase = 1099511628211
+
+// rabinKarp is the rolling hash of s.
+func rabinKarp(s string) uint64 {
+	var h uint64
+	for i := 0; i < len(s); i++ {
+		h = h*rkBase + uint64(s[i])
+	}
+	return h
 }
 
 // Add looks for value (and its URL-escaped form, as in a connection URL), known to the caller as
@@ -48,7 +68,7 @@ func (n *Needles) Add(value string, tag int) {
 			}
 		}
 		if !dup {
-			n.items = append(n.items, needle{n: len(v), sum: sum, tag: tag})
+			n.items = append(n.items, needle{n: len(v), rk: rabinKarp(v), sum: sum, tag: tag})
 		}
 	}
 }
@@ -66,7 +86,7 @@ type Finding struct {
 
 // Scan returns where in info's environment, command and labels the needles occur.
 func (n *Needles) Scan(info container.InspectResponse) []Finding {
-	if n.Empty() || info.Config == nil {
+	if n.Empty() || info.Config == nil || info.ContainerJSONBase == nil {
 		return nil
 	}
 	name := strings.TrimPrefix(info.Name, "/")
@@ -103,22 +123,40 @@ func (n *Needles) Scan(info container.InspectResponse) []Finding {
 	return out
 }
 
-// find returns the tags of the needles that occur in s.
+// find returns the tags of the needles that occur in s as whole tokens: one pass of a rolling
+// hash per needle (linear in s), a SHA-256 to confirm.
 func (n *Needles) find(s string) []int {
 	var tags []int
 	for _, x := range n.items {
 		if x.n > len(s) || containsTag(tags, x.tag) {
 			continue
 		}
-		for i := 0; i+x.n <= len(s); i++ {
-			sum := sha256.Sum256([]byte(s[i : i+x.n]))
-			if subtle.ConstantTimeCompare(sum[:], x.sum[:]) == 1 {
-				tags = append(tags, x.tag)
+		var pow uint64 = 1 // rkBase^(n-1)
+		for i := 1; i < x.n; i++ {
+			pow *= rkBase
+		}
+		h := rabinKarp(s[:x.n])
+		for i := 0; ; i++ {
+			if h == x.rk && delimited(s, i, i+x.n) {
+				sum := sha256.Sum256([]byte(s[i : i+x.n]))
+				if subtle.ConstantTimeCompare(sum[:], x.sum[:]) == 1 {
+					tags = append(tags, x.tag)
+					break
+				}
+			}
+			if i+x.n >= len(s) {
 				break
 			}
+			h = (h-uint64(s[i])*pow)*rkBase + uint64(s[i+x.n])
 		}
 	}
 	return tags
+}
+
+// delimited reports whether s[i:j] stands alone: no letter or digit right before or after it.
+func delimited(s string, i, j int) bool {
+	alnum := func(b byte) bool { return b >= '0' && b <= '9' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' }
+	return (i == 0 || !alnum(s[i-1])) && (j == len(s) || !alnum(s[j]))
 }
 
 func containsTag(tags []int, t int) bool {
@@ -176,6 +214,9 @@ func ScanEngine(ctx context.Context, env Env, endpoint string, n *Needles, limit
 	}
 	var out []Finding
 	for _, c := range list {
+		if err := ctx.Err(); err != nil {
+			return out, true, err
+		}
 		info, err := env.inspect(ctx, c.ID)
 		if err != nil {
 			continue // gone meanwhile

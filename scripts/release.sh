@@ -10,12 +10,25 @@ cd "$root"
 export PATH="$PATH:/usr/local/go/bin"
 GO="${GO:-go}"
 
+die() { echo "release: $*" >&2; exit 1; }
+
+# A release is built from committed source only: a stamp must name what was built.
+if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$(git status --porcelain --untracked-files=no)" ] && [ -z "${RELEASE_ALLOW_DIRTY:-}" ]; then
+	die "the work tree has uncommitted changes; commit them (or RELEASE_ALLOW_DIRTY=1 for a local try)"
+fi
+file_version="$(tr -d '[:space:]' <internal/version/VERSION)"
 version="${RELEASE_VERSION:-}"
 if [ -z "$version" ]; then
 	version="$(git describe --tags --exact-match 2>/dev/null || true)"
+	if [ -n "$version" ] && [ "$version" != "$file_version" ]; then
+		die "the tag $version on HEAD is not internal/version/VERSION ($file_version): make builds and make dev would report another version"
+	fi
 fi
-[ -n "$version" ] || version="$(tr -d '[:space:]' <internal/version/VERSION)"
-[[ "$version" =~ ^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$ ]] || { echo "release: version $version is not vX.Y.Z" >&2; exit 1; }
+[ -n "$version" ] || version="$file_version"
+[[ "$version" =~ ^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$ ]] || die "version $version is not vX.Y.Z"
+# The builder's environment must not change the bytes.
+unset GOFLAGS GOEXPERIMENT GOAMD64 GOARM64 GOARM GO386 CGO_CFLAGS CGO_LDFLAGS
+export GOAMD64=v1 GOARM64=v8.0
 
 rm -rf dist
 mkdir -p dist
@@ -27,6 +40,7 @@ for target in linux/amd64 linux/arm64 darwin/arm64; do
 	echo "release: $out"
 done
 (cd dist && sha256sum vault-plugin-rotation_* >SHA256SUMS)
+"$GO" version >dist/GO_VERSION # the same source and this toolchain give the same bytes
 echo "release: dist/SHA256SUMS"
 cat dist/SHA256SUMS
 sha="$(awk -v f="vault-plugin-rotation_${version}_linux_amd64" '$2 == f {print $1}' dist/SHA256SUMS)"
