@@ -236,15 +236,33 @@ func TestForgottenConsumers(t *testing.T) {
 		s.assertLogin(t, "np", pw, true)
 	})
 
+	t.Run("self-managed: the plugin's own pooled sessions are not consumers", func(t *testing.T) {
+		s.createLogin(t, "selfm", "selfm-0", "")
+		s.write(t, "roles/selfm", map[string]interface{}{
+			"type": "postgres", "username": "selfm", "password": "selfm-0",
+			"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+		})
+		// A read opens the plugin's pool on the login's current credential, before the rotation.
+		sec := s.read(t, "sessions/selfm")
+		if n := intOf(t, sec.Data["count"]); n != 0 {
+			t.Fatalf("sessions/selfm lists the plugin's own session: %s", jsonOf(t, sec.Data))
+		}
+		api := s.demo(t, "selfm", testenv.DemoOptions{})
+		s.write(t, "roles/selfm", map[string]interface{}{"consumers": "docker:" + api.Name, "health_checks": api.URL("/health"), "strict_consumers": true})
+		rot := s.write(t, "rotate/selfm", nil)
+		if f := forgottenIn(rot.Data); len(f) != 0 || rot.Data["warnings"] != nil {
+			t.Fatalf("the plugin's own session is reported: %s", jsonOf(t, rot.Data))
+		}
+	})
+
 	t.Run("other kinds have no sessions", func(t *testing.T) {
 		s.write(t, "roles/tok", map[string]interface{}{"type": "token", "rotation_period": "720h"})
 		_, re := s.vault.Client.Logical().ReadWithContext(context.Background(), s.mnt()+"/sessions/tok")
 		if re == nil || !strings.Contains(re.Error(), "a token role has no sessions") || !strings.Contains(re.Error(), "400") {
 			t.Fatalf("sessions/tok: %v", re)
 		}
-		_, re = s.vault.Client.Logical().ReadWithContext(context.Background(), s.mnt()+"/sessions/nope")
-		if re == nil || !strings.Contains(re.Error(), "404") {
-			t.Fatalf("sessions of a missing role: %v", re)
+		if sec := s.read(t, "sessions/nope"); sec != nil { // the API client answers a 404 as nil
+			t.Fatalf("sessions of a missing role: %s", jsonOf(t, sec))
 		}
 	})
 }
