@@ -26,6 +26,9 @@ type HistoryEntry struct {
 	Steps         []StepResult     `json:"steps"`
 	Consumers     []ConsumerResult `json:"consumers,omitempty"`
 	Health        []HealthResult   `json:"health_checks,omitempty"`
+	// Forgotten and Warnings are the look for forgotten consumers after the deploy.
+	Forgotten []ForgottenConsumer `json:"possible_forgotten_consumers,omitempty"`
+	Warnings  []string            `json:"warnings,omitempty"`
 	// RequestedBy is the entity and token accessor of a manual request.
 	RequestedBy Requester `json:"requested_by,omitempty"`
 }
@@ -47,6 +50,8 @@ func (e *Engine) record(ctx context.Context, r *run) {
 		Steps:         r.out.Steps,
 		Consumers:     r.out.Consumers,
 		Health:        r.out.Health,
+		Forgotten:     r.out.Forgotten,
+		Warnings:      r.out.Warnings,
 		RequestedBy:   r.by,
 	}
 	if entry.VersionAfter == 0 {

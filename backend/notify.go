@@ -37,16 +37,19 @@ const (
 
 // Notification is the JSON document posted to notify_url. It never holds a secret value.
 type Notification struct {
-	Event         string    `json:"event"`
-	Role          string    `json:"role"`
-	Type          string    `json:"type"`
-	Version       int       `json:"version"`
-	VersionBefore int       `json:"version_before"`
-	Trigger       Trigger   `json:"trigger,omitempty"`
-	Outcome       string    `json:"outcome,omitempty"`
-	FailedStep    string    `json:"failed_step,omitempty"`
-	Error         string    `json:"error,omitempty"`
-	Time          time.Time `json:"time"`
+	Event         string  `json:"event"`
+	Role          string  `json:"role"`
+	Type          string  `json:"type"`
+	Version       int     `json:"version"`
+	VersionBefore int     `json:"version_before"`
+	Trigger       Trigger `json:"trigger,omitempty"`
+	Outcome       string  `json:"outcome,omitempty"`
+	FailedStep    string  `json:"failed_step,omitempty"`
+	Error         string  `json:"error,omitempty"`
+	// Forgotten and Warnings are the rotation's look for forgotten consumers.
+	Forgotten []ForgottenConsumer `json:"possible_forgotten_consumers,omitempty"`
+	Warnings  []string            `json:"warnings,omitempty"`
+	Time      time.Time           `json:"time"`
 }
 
 // Delivery bounds: a notification is tried notifyAttempts times, the queue holds notifyQueue
@@ -186,6 +189,7 @@ func (e *Engine) announce(r *run) {
 	doc := Notification{
 		Role: r.role.Name, Type: r.role.Type, Version: out.NewVersion, VersionBefore: out.OldVersion,
 		Trigger: out.Trigger, Outcome: out.Result, FailedStep: out.FailedStep, Error: out.Error, Time: e.now(),
+		Forgotten: out.Forgotten, Warnings: out.Warnings,
 	}
 	if doc.Version == 0 {
 		doc.Version = doc.VersionBefore

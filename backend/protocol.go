@@ -74,7 +74,12 @@ type Outcome struct {
 	// value from the redeploy after a rollback.
 	Consumers []ConsumerResult `json:"consumers,omitempty"`
 	Health    []HealthResult   `json:"health_checks,omitempty"`
-	Skipped   bool             `json:"-"`
+	// Forgotten are the sessions the look after the deploy found (README "Finding forgotten
+	// services"); Warnings say what that look could not do. Neither fails a rotation unless
+	// the role sets strict_consumers.
+	Forgotten []ForgottenConsumer `json:"possible_forgotten_consumers,omitempty"`
+	Warnings  []string            `json:"warnings,omitempty"`
+	Skipped   bool                `json:"-"`
 }
 
 // ConsumerResult is one container restart of a deploy phase.
@@ -142,6 +147,9 @@ func (r *run) redact() {
 	}
 	for i := range out.Health {
 		out.Health[i].Error = capped(redacted(out.Health[i].Error, r.secrets...))
+	}
+	for i := range out.Warnings {
+		out.Warnings[i] = capped(redacted(out.Warnings[i], r.secrets...))
 	}
 }
 
@@ -320,7 +328,13 @@ func (e *Engine) finish(ctx context.Context, r *run, p *Pending) *Outcome {
 			}
 		}
 		r.closeWindow() // creds now hands out the staged value
-		if err := r.step(StepDeploy, func() error { return e.runDeploy(ctx, r, StepDeploy) }); err != nil {
+		if err := r.step(StepDeploy, func() error {
+			if err := e.runDeploy(ctx, r, StepDeploy); err != nil {
+				return err
+			}
+			// Every consumer restarted and is healthy: is anyone else still on the old value?
+			return e.lookAgain(ctx, r, p)
+		}); err != nil {
 			// A first value has nothing to roll back to: it works at the target, so it stays.
 			if r.role.RollbackOnFailure() && p.Old != nil {
 				return e.fail(ctx, r, StepDeploy, p)

@@ -74,6 +74,9 @@ type Role struct {
 	// KeepFailedDeploy is rollback_on_failure=false, stored inverted so that the zero value
 	// is the safe default.
 	KeepFailedDeploy bool `json:"keep_failed_deploy,omitempty"`
+	// StrictConsumers turns possible forgotten consumers found after a deploy (or a look that
+	// could not be made) into a failed deploy (README "Finding forgotten services").
+	StrictConsumers bool `json:"strict_consumers,omitempty"`
 	// Tags are free-form labels (owner:alice, team:payments) that select roles for rotate-many.
 	Tags []string `json:"tags,omitempty"`
 }

@@ -27,6 +27,7 @@ type RoleInput struct {
 	HealthChecks      *[]string
 	HealthTimeout     *time.Duration
 	RollbackOnFailure *bool
+	StrictConsumers   *bool
 	Tags              *[]string
 	// Settings are the type-specific fields, decoded by their field kinds.
 	Settings map[string]interface{}
@@ -225,11 +226,12 @@ const (
 	FieldHealthTimeout    = "health_timeout"
 	FieldRollback         = "rollback_on_failure"
 	FieldTags             = "tags"
+	FieldStrictConsumers  = "strict_consumers"
 )
 
 // CommonFields lists the common role fields.
 var CommonFields = []string{FieldType, FieldRotationPeriod, FieldRotationSchedule, FieldRotationWindow, FieldAutoRotate,
-	FieldVersionsKept, FieldPasswordPolicy, FieldConsumers, FieldHealthChecks, FieldHealthTimeout, FieldRollback, FieldTags}
+	FieldVersionsKept, FieldPasswordPolicy, FieldConsumers, FieldHealthChecks, FieldHealthTimeout, FieldRollback, FieldTags, FieldStrictConsumers}
 
 // RoleKind is the kind a write to role name is about: the stored role's, or the requested type
 // for a new role. It applies the type rules (required at create, known, never changed) and the
@@ -355,6 +357,9 @@ func mergeRole(name string, existing *Role, in RoleInput) (*Role, rotators.Kind,
 	}
 	if in.RollbackOnFailure != nil {
 		role.KeepFailedDeploy = !*in.RollbackOnFailure
+	}
+	if in.StrictConsumers != nil {
+		role.StrictConsumers = *in.StrictConsumers
 	}
 	if in.Tags != nil {
 		if err := validateTags(*in.Tags); err != nil {

@@ -70,6 +70,7 @@ func New(conf *logical.BackendConfig) *Backend {
 			pathVersions(b),
 			pathRollback(b),
 			pathHistory(b),
+			pathSessions(b),
 			pathJWKS(b),
 			pathStatus(b),
 			pathMany(b),
@@ -109,7 +110,8 @@ func respondErr(name string, err error) (*logical.Response, error) {
 		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("role %q not found", name))
 	case backend.IsUserError(err):
 		return logical.ErrorResponse(err.Error()), nil
-	case errors.Is(err, backend.ErrOutcomePending), errors.Is(err, backend.ErrTargetUnavailable), errors.Is(err, backend.ErrNotWritable):
+	case errors.Is(err, backend.ErrOutcomePending), errors.Is(err, backend.ErrTargetUnavailable), errors.Is(err, backend.ErrNotWritable),
+		errors.Is(err, rotators.ErrUnreachable):
 		return nil, logical.CodedError(http.StatusServiceUnavailable, err.Error())
 	default:
 		return nil, err

@@ -48,6 +48,7 @@ func (b *Backend) handleHistory(ctx context.Context, _ *logical.Request, d *fram
 			"rolled_back": h.RolledBack, "steps": stepsData(h.Steps),
 		}
 		addFailureAndDeploy(entry, h.FailedStep, h.Error, h.Consumers, h.Health)
+		addForgotten(entry, h.Forgotten, h.Warnings)
 		if h.RequestedBy != (backend.Requester{}) {
 			entry["requested_by"] = map[string]interface{}{"entity_id": h.RequestedBy.EntityID, "accessor": h.RequestedBy.Accessor}
 		}

@@ -28,6 +28,7 @@ const (
 	fieldHealthTimeout    = backend.FieldHealthTimeout
 	fieldRollback         = backend.FieldRollback
 	fieldTags             = backend.FieldTags
+	fieldStrictConsumers  = backend.FieldStrictConsumers
 )
 
 func commonRoleFields() map[string]*framework.FieldSchema {
@@ -53,6 +54,8 @@ func commonRoleFields() map[string]*framework.FieldSchema {
 			Description: "How long the health checks (and each restarted container) may take to pass (1s to 1h)."},
 		fieldTags: {Type: framework.TypeCommaStringSlice,
 			Description: fmt.Sprintf("Free-form labels (owner:alice, team:payments) that select roles for rotate-many; at most %d, each at most 128 bytes, printable, no commas.", backend.MaxTags)},
+		fieldStrictConsumers: {Type: framework.TypeBool, Default: false,
+			Description: "After the consumers restarted and passed their health checks, sessions of the role's logins opened before the rotation (possible forgotten consumers) fail the deploy, as does a look that could not be made (false: they are reported as warnings)."},
 		fieldRollback: {Type: framework.TypeBool, Default: true,
 			Description: "When the consumers do not come back healthy: restore the old value at the target and restart them again (true), or keep the new value and mark the rotation failed (false)."},
 	}
@@ -197,6 +200,10 @@ func (b *Backend) handleRoleWrite(ctx context.Context, req *logical.Request, d *
 		list := v.([]string)
 		in.Tags = &list
 	}
+	if v, ok := d.GetOk(fieldStrictConsumers); ok {
+		b := v.(bool)
+		in.StrictConsumers = &b
+	}
 	for _, f := range kind.Fields() {
 		if _, given := req.Data[f.Name]; !given {
 			continue
@@ -244,6 +251,7 @@ func (b *Backend) handleRoleRead(ctx context.Context, _ *logical.Request, d *fra
 	data[fieldHealthChecks] = nonNil(r.HealthChecks)
 	data[fieldHealthTimeout] = int64(r.HealthTimeoutOrDefault().Seconds())
 	data[fieldRollback] = r.RollbackOnFailure()
+	data[fieldStrictConsumers] = r.StrictConsumers
 	data[fieldTags] = nonNil(r.Tags)
 	data["current_version"] = v.CurrentVersion
 	data["last_rotated"] = timeOrNil(v.LastRotated)

@@ -93,7 +93,14 @@ func rotationResponse(name string, out *backend.Outcome, err error) (*logical.Re
 		}
 		return logical.ErrorResponseWithData(rotationData(out), "rotation of %q failed at %s (%s): %s", name, out.FailedStep, state, out.Error), nil
 	}
-	return &logical.Response{Data: rotationData(out)}, nil
+	resp := &logical.Response{Data: rotationData(out)}
+	if w := backend.ForgottenWarning(out.Forgotten); w != "" {
+		resp.AddWarning(w)
+	}
+	for _, w := range out.Warnings {
+		resp.AddWarning(w)
+	}
+	return resp, nil
 }
 
 func rotationData(out *backend.Outcome) map[string]interface{} {
@@ -106,7 +113,28 @@ func rotationData(out *backend.Outcome) map[string]interface{} {
 		"rolled_back":    out.RolledBack,
 	}
 	addFailureAndDeploy(data, out.FailedStep, out.Error, out.Consumers, out.Health)
+	addForgotten(data, out.Forgotten, out.Warnings)
 	return data
+}
+
+// addForgotten adds the look for forgotten consumers after a deploy, when it found or said
+// anything (README "Finding forgotten services").
+func addForgotten(data map[string]interface{}, list []backend.ForgottenConsumer, warnings []string) {
+	if len(list) > 0 {
+		out := make([]map[string]interface{}, 0, len(list))
+		for _, f := range list {
+			m := map[string]interface{}{"login": f.Login, "application_name": f.ApplicationName, "client_addr": nil, "client_port": nil,
+				"backend_start": timeOrNil(f.BackendStart), "age_seconds": f.AgeSeconds}
+			if f.ClientAddr != "" {
+				m["client_addr"], m["client_port"] = f.ClientAddr, f.ClientPort
+			}
+			out = append(out, m)
+		}
+		data["possible_forgotten_consumers"] = out
+	}
+	if len(warnings) > 0 {
+		data["warnings"] = warnings
+	}
 }
 
 // addFailureAndDeploy adds the parts a rotation has only sometimes: the failed step with its

@@ -77,6 +77,16 @@ func (r *Resources) CloseIdle(idle time.Duration) {
 	}
 }
 
+// Each calls fn for every open resource, under the set's lock: fn must be quick and must not
+// call back into the set (a kind reads what its own clients hold, e.g. their session ids).
+func (r *Resources) Each(fn func(key string, c io.Closer)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, e := range r.entries {
+		fn(k, e.c)
+	}
+}
+
 // Len is the number of open resources (tests).
 func (r *Resources) Len() int {
 	r.mu.Lock()

@@ -270,3 +270,40 @@ type Retainer interface {
 	// still needed at now.
 	StillNeeded(s Settings, v Published, now time.Time) bool
 }
+
+// Session is one live session at the target opened with one of a role's accounts (postgres: a
+// row of pg_stat_activity). It never holds a secret. Fields the target hides from the asking
+// account (PostgreSQL without pg_read_all_stats) are left zero and Hidden is set.
+type Session struct {
+	ID              int64  // the target's session id (postgres: the backend pid)
+	Account         string // the login it authenticated as
+	Current         bool   // Account is the current value's account
+	ApplicationName string
+	ClientAddr      string // "" when hidden, or a local (Unix socket) client
+	ClientPort      int    // 0 when hidden; -1 for a Unix socket
+	Database        string
+	State           string
+	// Started is when the session was opened, by the target's clock; Age is how long ago, by the
+	// target's clock too, so that comparing it with a duration measured here is free of skew.
+	Started time.Time
+	Age     time.Duration
+	// Hidden: the target did not show this session's details (start, address, state).
+	Hidden bool
+}
+
+// SessionList is what a SessionLister found.
+type SessionList struct {
+	Sessions  []Session // oldest first, at most the limit asked for
+	Truncated bool      // there were more
+	// HiddenWhy says, when some sessions are Hidden, what the asking account lacks to see them.
+	HiddenWhy string
+}
+
+// SessionLister is a target that can list the live sessions of a role's accounts (postgres: who
+// is connected with the login now). cur is the current value: it marks the current account, and
+// a target without a linked admin authenticates with it. At most limit sessions are returned. The
+// target is only read, and the call is bounded like every call to it; sessions the target itself
+// holds for the engine (pooled admin sessions) are left out.
+type SessionLister interface {
+	Sessions(ctx context.Context, env Env, cur Secret, limit int) (SessionList, error)
+}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -103,8 +104,54 @@ func poolKey(connURL string, l limits) string {
 	return "postgres/" + hex.EncodeToString(m.Sum(nil))
 }
 
-// sessionPool is a pgxpool as a rotators.Resources entry.
-type sessionPool struct{ pool *pgxpool.Pool }
+// sessionPool is a pgxpool as a rotators.Resources entry. own holds the backend pids of its
+// sessions, so that a list of a login's sessions can leave out the engine's own (a self-managed
+// role's pool is a session of that login).
+type sessionPool struct {
+	pool *pgxpool.Pool
+	own  *pidSet
+}
+
+// pidSet is the backend pids of one pool's open sessions, by server (host:port).
+type pidSet struct {
+	mu     sync.Mutex
+	server string
+	pids   map[uint32]bool
+}
+
+func (p *pidSet) add(pid uint32) {
+	p.mu.Lock()
+	p.pids[pid] = true
+	p.mu.Unlock()
+}
+
+func (p *pidSet) remove(pid uint32) {
+	p.mu.Lock()
+	delete(p.pids, pid)
+	p.mu.Unlock()
+}
+
+// ownPIDs is every backend pid of the engine's pooled sessions at server.
+func ownPIDs(res *rotators.Resources, server string) []int64 {
+	var out []int64
+	if res == nil {
+		return out
+	}
+	res.Each(func(_ string, c io.Closer) {
+		sp, ok := c.(sessionPool)
+		if !ok || sp.own == nil {
+			return
+		}
+		sp.own.mu.Lock()
+		if sp.own.server == server {
+			for pid := range sp.own.pids {
+				out = append(out, int64(pid))
+			}
+		}
+		sp.own.mu.Unlock()
+	})
+	return out
+}
 
 // Close closes the pool. It waits for sessions in use, which their statement bounds release.
 func (p sessionPool) Close() error {
@@ -165,6 +212,12 @@ func (l limits) openPool(connURL string) func() (io.Closer, error) {
 			return nil, errParse // pgx's parse error may quote the URL
 		}
 		l.bound(&cfg.ConnConfig.Config)
+		own := &pidSet{server: server{host: strings.ToLower(cfg.ConnConfig.Host), port: cfg.ConnConfig.Port}.hostPort(), pids: map[uint32]bool{}}
+		cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+			own.add(c.PgConn().PID())
+			return nil
+		}
+		cfg.BeforeClose = func(c *pgx.Conn) { own.remove(c.PgConn().PID()) }
 		cfg.MaxConns = poolMaxConns
 		cfg.MinConns, cfg.MinIdleConns = 0, 0
 		cfg.MaxConnIdleTime = poolIdleTime
@@ -176,7 +229,7 @@ func (l limits) openPool(connURL string) func() (io.Closer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("session pool: %w", err)
 		}
-		return sessionPool{pool: p}, nil
+		return sessionPool{pool: p, own: own}, nil
 	}
 }
 
