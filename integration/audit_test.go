@@ -108,7 +108,7 @@ func TestAuditNoPlaintextSecrets(t *testing.T) {
 	}
 
 	// No other read that is not creds returns a value either (and each is audited, searched below).
-	for _, p := range []string{"status", "metrics", "history/audit-app", "history/audit-tok", "versions/audit-app", "exposure/audit-app", "exposure/audit-tok"} {
+	for _, p := range []string{"status", "metrics", "history/audit-app", "history/audit-tok", "versions/audit-app", "exposure/audit-app", "exposure/audit-tok", "sessions/audit-app"} {
 		sec := s.read(t, p)
 		if sec == nil {
 			t.Fatalf("%s: no answer", p)
