@@ -47,4 +47,25 @@ func TestHardcodedSecret(t *testing.T) {
 		t.Fatalf("exposure does not find the container holding version 1: %v", x)
 	}
 	s.assertNoSecretIn(t, "exposure", jsonOf(t, x))
+
+	// The same for a token baked into a consumer's environment (an Authorization header it sends).
+	const token = "tk_baked_0123456789abcdef"
+	s.remember(token)
+	tokened := s.demo(t, "hc", testenv.DemoOptions{Env: []string{"API_TOKEN_FILE_UNUSED=1", "UPSTREAM=Bearer " + token}})
+	s.write(t, "roles/hc-tok", map[string]interface{}{
+		"type": "token", "value": token, "rotation_period": "720h", "consumers": "docker:" + tokened.Name,
+	})
+	_, re = s.writeErr("rotate/hc-tok", nil)
+	expectStatus(t, re, http.StatusBadRequest, `container "`+tokened.Name+`" holds the current value in its environment variable "UPSTREAM"`)
+	if _, v := tokenCredsVersion(t, s, "hc-tok"); v != 1 {
+		t.Fatalf("the token role moved to version %d although its rotation was refused", v)
+	}
+}
+
+// tokenCredsVersion reads a token role's current value and version.
+func tokenCredsVersion(t *testing.T, s *stack, role string) (string, int) {
+	t.Helper()
+	sec := s.read(t, "creds/"+role)
+	v, _ := sec.Data["value"].(string)
+	return v, intOf(t, sec.Data["version"])
 }
