@@ -2,6 +2,7 @@ package backend
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"unicode/utf8"
 
@@ -42,8 +43,12 @@ func IsUserError(err error) bool {
 func redacted(msg string, secrets ...rotators.Secret) string {
 	for _, s := range secrets {
 		for _, v := range s {
-			if len(v) >= 4 && !isPublicPart(v, s) {
-				msg = strings.ReplaceAll(msg, v, "[redacted]")
+			if len(v) < 4 || isPublicPart(v, s) {
+				continue
+			}
+			// As given, and URL-escaped (a password inside a connection string).
+			for _, form := range []string{v, url.QueryEscape(v), strings.ReplaceAll(url.QueryEscape(v), "+", "%20")} {
+				msg = strings.ReplaceAll(msg, form, "[redacted]")
 			}
 		}
 	}

@@ -142,6 +142,20 @@ func (e *Engine) linkedSettings(r *Role, load func(string) (*Role, error)) (map[
 	return out, nil
 }
 
+// reidentified names the identity field a write changes (rotators.Identifier), or "".
+func reidentified(kind rotators.Kind, before, after *Role) string {
+	id, ok := kind.(rotators.Identifier)
+	if !ok || before == nil {
+		return ""
+	}
+	for _, f := range id.IdentityFields() {
+		if before.Settings.String(f) != after.Settings.String(f) || !slices.Equal(before.Settings.List(f), after.Settings.List(f)) {
+			return f
+		}
+	}
+	return ""
+}
+
 // relocated reports whether a write moves where the role's values are sent.
 func relocated(kind rotators.Kind, before, after *Role) bool {
 	l, ok := kind.(rotators.Locator)

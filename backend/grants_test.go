@@ -193,3 +193,22 @@ func TestClaimsFollowTheAdmin(t *testing.T) {
 	_, err := te.e.WriteRole(ctx, "dep-b", RoleInput{Settings: map[string]interface{}{fFaultMode: "strict"}})
 	wantUserError(t, err, `account: account x at two is already managed by role "dep-a"`)
 }
+
+// TestReidentifyNeedsTheNewValue: a role that holds a value cannot be pointed at another account
+// without importing that account's value in the same write (a self-managed postgres role
+// repointed at another login would change it with its own password, and list its sessions).
+func TestReidentifyNeedsTheNewValue(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	ft := te.importRole(t, "app", "pw-app", func(in *RoleInput) { in.Settings[fFaultAccount] = "mine" })
+	_, err := te.e.WriteRole(ctx, "app", RoleInput{Settings: map[string]interface{}{fFaultAccount: "theirs"}})
+	wantUserError(t, err, "account: the role holds a value of the account it names now")
+	if v, _ := te.e.ReadRole(ctx, "app"); v.Role.Settings.String(fFaultAccount) != "mine" {
+		t.Fatal("the role was repointed")
+	}
+	// With the new account's value, proven at the target, it may.
+	ft.SetLive(secretOf("pw-theirs"))
+	if _, err := te.e.WriteRole(ctx, "app", RoleInput{Settings: map[string]interface{}{fFaultAccount: "theirs"}, Secrets: map[string]string{fFaultValue: "pw-theirs"}}); err != nil {
+		t.Fatalf("repointing with the new value: %v", err)
+	}
+}

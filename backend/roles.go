@@ -160,6 +160,9 @@ func (e *Engine) writeRoleLocked(ctx context.Context, name string, in RoleInput)
 			return nil, userError(fmt.Errorf("a rotation of this role is unresolved (phase %s): its type-specific settings and consumers cannot change until it is resolved (rotate/%s resolves it) or recovery parks the role", pend.Phase, name))
 		}
 	}
+	if f := reidentified(kind, existing, role); f != "" && secret == nil && st.Current() != nil {
+		return nil, userError(fmt.Errorf("%s: the role holds a value of the account it names now; import the new account's current value in the same write (%s), or delete the role and create it again", f, secretFields(kind, map[string]string{"password": "", "value": "", "private_key": ""})))
+	}
 	if secret != nil {
 		if err := e.verifyImport(ctx, role, kind, secret); err != nil {
 			return nil, err

@@ -163,6 +163,14 @@ type Claimer interface {
 	Claims(s Settings, linked map[string]Linked) []Claim
 }
 
+// Identifier is a kind with settings that say whose value the role holds (postgres: the login).
+// Once the role holds a value, the engine refuses to change them unless the same write imports
+// the new account's value: the kept value would otherwise be used as another account's (a
+// self-managed role repointed at another login would change that login with its own password).
+type Identifier interface {
+	IdentityFields() []string
+}
+
 // Locator is a kind with settings that say where a value is sent (postgres: connection_url).
 // When a write changes one of them on a role that holds a value, the engine proves that value
 // at the new place before the write is stored (README "Security model").

@@ -137,6 +137,9 @@ func (FaultKind) CheckGrant(_ context.Context, env rotators.Env, s rotators.Sett
 	return nil
 }
 
+// IdentityFields makes the kind a rotators.Identifier: the account names whose value a role holds.
+func (FaultKind) IdentityFields() []string { return []string{FieldAccount} }
+
 // LocationFields makes the kind a rotators.Locator.
 func (FaultKind) LocationFields() []string { return []string{FieldLocation} }
 

@@ -29,7 +29,7 @@ const hiddenWhy = "PostgreSQL shows another login's sessions in detail only to m
 const activityQuery = `SELECT a.pid::int8, a.usename::text, COALESCE(a.application_name, ''), host(a.client_addr), a.client_port,
   a.backend_start, EXTRACT(EPOCH FROM (pg_catalog.clock_timestamp() - a.backend_start))::float8, COALESCE(a.datname::text, ''), a.state
 FROM pg_catalog.pg_stat_activity a
-WHERE a.usename::text = ANY($1::text[]) AND a.pid <> pg_catalog.pg_backend_pid() AND NOT (a.pid::int8 = ANY($2::int8[]))
+WHERE a.usename::text = ANY($1::text[]) AND a.pid <> pg_catalog.pg_backend_pid() AND NOT (a.pid::int8 = ANY(COALESCE($2::int8[], '{}'::int8[])))
 ORDER BY a.backend_start NULLS LAST, a.pid
 LIMIT $3`
 

@@ -21,10 +21,11 @@ import (
 // every change that is not a restore.
 
 var (
-	_ rotators.Grantor   = Kind{}
-	_ rotators.Inheritor = Kind{}
-	_ rotators.Claimer   = Kind{}
-	_ rotators.Locator   = Kind{}
+	_ rotators.Grantor    = Kind{}
+	_ rotators.Inheritor  = Kind{}
+	_ rotators.Claimer    = Kind{}
+	_ rotators.Locator    = Kind{}
+	_ rotators.Identifier = Kind{}
 )
 
 // riskyPredefinedRoles are PostgreSQL's predefined roles whose members reach beyond their own
@@ -44,6 +45,9 @@ func (Kind) Inherit(s *rotators.Settings, linked map[string]rotators.Linked) {
 		s.Set(rotators.Field{Name: FieldConnectionURL, Kind: rotators.FieldString}, admin.Settings.String(FieldConnectionURL))
 	}
 }
+
+// IdentityFields: the logins a role's values belong to.
+func (Kind) IdentityFields() []string { return []string{FieldUsername, FieldUsernames, FieldStrategy} }
 
 // LocationFields: connection_url says where passwords are sent.
 func (Kind) LocationFields() []string { return []string{FieldConnectionURL} }

@@ -133,7 +133,7 @@ func (p *pidSet) remove(pid uint32) {
 
 // ownPIDs is every backend pid of the engine's pooled sessions at server.
 func ownPIDs(res *rotators.Resources, server string) []int64 {
-	var out []int64
+	out := []int64{} // never nil: pgx sends a nil slice as NULL, and NOT (pid = ANY(NULL)) hides every row
 	if res == nil {
 		return out
 	}
