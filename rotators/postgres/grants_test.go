@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
@@ -135,5 +136,28 @@ func TestNoPasswordForWeakAuthentication(t *testing.T) {
 			t.Fatal("with require_auth=scram-sha-256,md5,password the client never answered the cleartext request: the test's server is broken")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testSessionsColdPool: the first list of a login's sessions, on an engine that has no pool to
+// the server yet, shows them (an empty list of the engine's own sessions is no NULL that hides
+// every row).
+func (f *pgFixture) testSessionsColdPool(t *testing.T) {
+	res := rotators.NewResources()
+	defer res.Close()
+	f.createLogin(t, "cold_app", "cold-app-pw", "")
+	f.pg.Exec(t, "GRANT pg_read_all_stats TO "+fixtureAdmin)
+	held, err := pgx.Connect(context.Background(), f.pg.DSN("cold_app", "cold-app-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close(context.Background())
+	tg, env := f.managed(t, "cold_app", defaultLimits, res)
+	list, err := tg.Sessions(context.Background(), env, secret("cold_app", "cold-app-pw"), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Sessions) != 1 || list.Sessions[0].Account != "cold_app" {
+		t.Fatalf("sessions on a cold engine: %+v, want the one held", list.Sessions)
 	}
 }

@@ -44,6 +44,7 @@ func TestAgainstPostgres(t *testing.T) {
 	t.Run("pools belong to the engine's Resources", f.testPoolLifecycle)
 	t.Run("a pooled session lost to a server restart is replaced", f.testServerRestart)
 	t.Run("an admin grants no privileged login unless it says so", f.testGrants)
+	t.Run("the first list of sessions on a cold engine shows them", f.testSessionsColdPool)
 }
 
 func (f *pgFixture) createLogin(t *testing.T, user, password, extra string) {
