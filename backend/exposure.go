@@ -61,14 +61,7 @@ type Exposure struct {
 
 // Exposure inspects the containers of the role's engines for its values.
 func (e *Engine) Exposure(ctx context.Context, name string) (*Exposure, error) {
-	role, err := e.loadRole(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if role == nil {
-		return nil, ErrRoleNotFound
-	}
-	st, err := e.loadState(ctx, name)
+	role, st, err := e.loadRoleAndState(ctx, name)
 	if err != nil {
 		return nil, err
 	}

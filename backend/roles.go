@@ -725,14 +725,7 @@ func (e *Engine) Creds(ctx context.Context, name string, n int) (*Version, map[s
 			return nil, nil, nil, ErrOutcomePending
 		}
 	}
-	role, err := e.loadRole(ctx, name)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if role == nil {
-		return nil, nil, nil, ErrRoleNotFound
-	}
-	st, err := e.loadState(ctx, name)
+	role, st, err := e.loadRoleAndState(ctx, name)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -789,14 +782,7 @@ type VersionInfo struct {
 
 // Versions lists the kept versions, newest first, without values.
 func (e *Engine) Versions(ctx context.Context, name string) ([]VersionInfo, error) {
-	role, err := e.loadRole(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if role == nil {
-		return nil, ErrRoleNotFound
-	}
-	st, err := e.loadState(ctx, name)
+	_, st, err := e.loadRoleAndState(ctx, name)
 	if err != nil {
 		return nil, err
 	}

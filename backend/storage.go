@@ -188,6 +188,22 @@ func (e *Engine) loadRole(ctx context.Context, name string) (*Role, error) {
 	return &r, nil
 }
 
+// loadRoleAndState loads a role and its state; ErrRoleNotFound when the role does not exist.
+func (e *Engine) loadRoleAndState(ctx context.Context, name string) (*Role, *State, error) {
+	role, err := e.loadRole(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if role == nil {
+		return nil, nil, ErrRoleNotFound
+	}
+	st, err := e.loadState(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return role, st, nil
+}
+
 func (e *Engine) loadState(ctx context.Context, name string) (*State, error) {
 	var st State
 	if _, err := getJSON(ctx, e.storage, statePrefix+name, &st); err != nil {
