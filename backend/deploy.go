@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/consumers"
 	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/failpoint"
 )
@@ -19,19 +21,24 @@ type deployment struct {
 	checks    []consumers.HealthCheck
 	envs      []consumers.Env // envs[i] is consumers[i]'s engine
 	timeout   time.Duration
+	// inspected[i] are consumers[i]'s containers as check found them (prepare).
+	inspected [][]container.InspectResponse
 }
 
 func (d *deployment) empty() bool { return d == nil || len(d.consumers)+len(d.checks) == 0 }
 
-// check proves that every consumer exists.
+// check proves that every consumer exists, and keeps what its containers were started with.
 func (d *deployment) check(ctx context.Context) error {
 	if d.empty() {
 		return nil
 	}
+	d.inspected = make([][]container.InspectResponse, len(d.consumers))
 	for i, c := range d.consumers {
-		if err := c.Check(ctx, d.envs[i]); err != nil {
+		infos, err := c.Inspect(ctx, d.envs[i])
+		if err != nil {
 			return fmt.Errorf("consumer %w", err)
 		}
+		d.inspected[i] = infos
 	}
 	return nil
 }

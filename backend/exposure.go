@@ -29,7 +29,8 @@ func needlesOf(versions ...Version) *consumers.Needles {
 }
 
 // refuseHardcoded fails prepare when a consumer holds the current value in its environment,
-// command or labels: restarting it would start it with the value the rotation kills.
+// command or labels (as check inspected it): restarting it would start it with the value the
+// rotation kills.
 func (e *Engine) refuseHardcoded(ctx context.Context, r *run) error {
 	cur := r.state.Current()
 	if r.deploy.empty() || cur == nil {
@@ -37,11 +38,10 @@ func (e *Engine) refuseHardcoded(ctx context.Context, r *run) error {
 	}
 	needles := needlesOf(*cur)
 	for i, c := range r.deploy.consumers {
-		found, err := consumers.Exposed(ctx, c, r.deploy.envs[i], needles)
-		if err != nil {
-			return fmt.Errorf("consumer %w", err)
+		if i >= len(r.deploy.inspected) {
+			break // check did not run (no consumers)
 		}
-		if len(found) > 0 {
+		if found := consumers.Exposed(c, r.deploy.inspected[i], needles); len(found) > 0 {
 			f := found[0]
 			return fmt.Errorf("consumer %s: container %q holds the current value in its %s, so restarting it cannot give it a new one; refused before the target was touched (make it read the secret from Vault, e.g. rotation/creds, or a file)", c, f.Container, f.Where)
 		}

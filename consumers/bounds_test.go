@@ -79,8 +79,14 @@ func TestDockerCallsAreBoundedWhenTheEngineNeverAnswers(t *testing.T) {
 		name, limit string
 		call        func(context.Context) error
 	}{
-		{"inspect (docker: exists)", "300ms", func(ctx context.Context) error { return parse("docker:api").Check(ctx, env) }},
-		{"list (compose: exists)", "300ms", func(ctx context.Context) error { return parse("compose:proj/svc").Check(ctx, env) }},
+		{"inspect (docker: exists)", "300ms", func(ctx context.Context) error {
+			_, err := parse("docker:api").Inspect(ctx, env)
+			return err
+		}},
+		{"list (compose: exists)", "300ms", func(ctx context.Context) error {
+			_, err := parse("compose:proj/svc").Inspect(ctx, env)
+			return err
+		}},
 		{"restart with stop_timeout", "2.3s", func(ctx context.Context) error {
 			// The restart call itself (a docker: consumer inspects first, by name).
 			stop := 2 * time.Second
@@ -132,7 +138,7 @@ func TestDockerEngineUnreachableNamesTheSocket(t *testing.T) {
 	env := Env{Docker: cli, DockerHost: host, CallTimeout: time.Hour}
 	for _, spec := range []string{"docker:api", "compose:proj/svc"} {
 		c, _ := Parse(spec)
-		err := c.Check(context.Background(), env)
+		_, err := c.Inspect(context.Background(), env)
 		if err == nil || !strings.Contains(err.Error(), "cannot reach the Docker engine at "+host) {
 			t.Fatalf("%s: error %v, want one naming %s", spec, err, host)
 		}

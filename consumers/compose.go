@@ -80,23 +80,16 @@ func (c *composeService) containers(ctx context.Context, env Env) ([]container.S
 	return list, nil
 }
 
-func (c *composeService) Check(ctx context.Context, env Env) error {
-	if _, err := c.containers(ctx, env); err != nil {
-		return fmt.Errorf("%s: %w", c, err)
-	}
-	return nil
-}
-
 func (c *composeService) Inspect(ctx context.Context, env Env) ([]container.InspectResponse, error) {
 	list, err := c.containers(ctx, env)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", c, err)
 	}
 	out := make([]container.InspectResponse, 0, len(list))
 	for _, ctr := range list {
 		info, err := env.inspect(ctx, ctr.ID)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", c, err)
 		}
 		out = append(out, info)
 	}

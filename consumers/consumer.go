@@ -21,12 +21,11 @@ type Consumer interface {
 	String() string
 	// Endpoint is the docker_hosts name the consumer is restarted through ("" = docker_host).
 	Endpoint() string
-	// Check proves the consumer exists, before the target is touched.
-	Check(ctx context.Context, env Env) error
 	// Restart restarts the consumer (each of its containers, one at a time) and waits until each
 	// is running again, and healthy where it has its own health check.
 	Restart(ctx context.Context, env Env) ([]Restart, error)
-	// Inspect returns the consumer's containers as the engine describes them.
+	// Inspect returns the consumer's containers as the engine describes them: the proof, before
+	// the target is touched, that the consumer exists, and what it was started with.
 	Inspect(ctx context.Context, env Env) ([]container.InspectResponse, error)
 }
 

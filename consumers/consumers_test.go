@@ -124,7 +124,7 @@ func TestRunHealthChecksTimesOutNamingTheCheck(t *testing.T) {
 
 func TestNoDockerEngineConfigured(t *testing.T) {
 	c, _ := Parse("docker:x")
-	if err := c.Check(context.Background(), Env{}); err == nil || !strings.Contains(err.Error(), "docker_host") {
+	if _, err := c.Inspect(context.Background(), Env{}); err == nil || !strings.Contains(err.Error(), "docker_host") {
 		t.Fatalf("error %v", err)
 	}
 	if err := ValidateDockerHost("not a host"); err == nil {

@@ -63,20 +63,13 @@ func (d *dockerContainer) String() string { return identity("docker", d.opts.End
 
 func (d *dockerContainer) Endpoint() string { return d.opts.Endpoint }
 
-func (d *dockerContainer) Check(ctx context.Context, env Env) error {
-	if _, err := env.byName(ctx, d.name); err != nil {
-		return fmt.Errorf("%s: %w", d, err)
-	}
-	return nil
-}
-
 func (d *dockerContainer) Restart(ctx context.Context, env Env) ([]Restart, error) {
-	id, err := env.byName(ctx, d.name)
+	info, err := env.byName(ctx, d.name)
 	if err != nil {
 		r := Restart{Consumer: d.String(), Container: d.name, Status: StatusFailed, Error: "restart: " + err.Error()}
 		return []Restart{r}, fmt.Errorf("%s: %s", d, r.Error)
 	}
-	r := env.restartOne(ctx, d.String(), d.name, id, d.opts)
+	r := env.restartOne(ctx, d.String(), d.name, info.ID, d.opts)
 	if r.Error != "" {
 		return []Restart{r}, fmt.Errorf("%s: %s", d, r.Error)
 	}
@@ -84,30 +77,26 @@ func (d *dockerContainer) Restart(ctx context.Context, env Env) ([]Restart, erro
 }
 
 func (d *dockerContainer) Inspect(ctx context.Context, env Env) ([]container.InspectResponse, error) {
-	id, err := env.byName(ctx, d.name)
+	info, err := env.byName(ctx, d.name)
 	if err != nil {
-		return nil, err
-	}
-	info, err := env.inspect(ctx, id)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", d, err)
 	}
 	return []container.InspectResponse{info}, nil
 }
 
-// byName returns the id of the container named exactly name. Docker resolves a reference as a
+// byName returns the container named exactly name, as inspected. Docker resolves a reference as a
 // full id, then a name, then an id prefix: "docker:db3" with no container named db3 would reach
 // whichever container's id starts with db3, past an allow-list glob such as docker:db* (README
 // "Allow-lists"). The restart then goes to that id, not to a name that could be taken meanwhile.
-func (env Env) byName(ctx context.Context, name string) (string, error) {
+func (env Env) byName(ctx context.Context, name string) (container.InspectResponse, error) {
 	info, err := env.inspect(ctx, name)
 	if err != nil {
-		return "", err
+		return info, err
 	}
 	if info.ContainerJSONBase == nil || info.Name != "/"+name {
-		return "", fmt.Errorf("no such container %q", name)
+		return container.InspectResponse{}, fmt.Errorf("no such container %q", name)
 	}
-	return info.ID, nil
+	return info, nil
 }
 
 func (env Env) api() (DockerAPI, error) {

@@ -176,15 +176,8 @@ func printable(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// Exposed inspects the consumer's containers and returns where they hold a needle.
-func Exposed(ctx context.Context, c Consumer, env Env, n *Needles) ([]Finding, error) {
-	if n.Empty() {
-		return nil, nil
-	}
-	infos, err := c.Inspect(ctx, env)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", c, err)
-	}
+// Exposed returns where the inspected containers of a consumer hold a needle.
+func Exposed(c Consumer, infos []container.InspectResponse, n *Needles) []Finding {
 	var out []Finding
 	for _, info := range infos {
 		for _, f := range n.Scan(info) {
@@ -192,7 +185,7 @@ func Exposed(ctx context.Context, c Consumer, env Env, n *Needles) ([]Finding, e
 			out = append(out, f)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // ScanEngine inspects every container of env's engine (at most limit) and returns where they
