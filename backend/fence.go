@@ -83,15 +83,17 @@ func (w *writeFence) isFailing() bool {
 // reads are refused at once for probeEvery. Nodes that never write
 // (performance standbys) always may: their reads are what Vault replicates to them.
 func (e *Engine) writable(ctx context.Context) bool {
-	if !e.writeSafe() {
-		return true
-	}
 	w := &e.writes
 	w.mu.Lock()
 	if !w.failing && time.Since(w.ok) < probeEvery {
 		w.mu.Unlock()
+		return true // the common case: no call to Vault (writeSafe asks it over gRPC)
+	}
+	w.mu.Unlock()
+	if !e.writeSafe() {
 		return true
 	}
+	w.mu.Lock()
 	if p := w.probe; p != nil {
 		// Someone is asking: wait for that answer (as long as this request may).
 		w.mu.Unlock()

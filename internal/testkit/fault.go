@@ -388,12 +388,8 @@ func (f *FaultTarget) Apply(ctx context.Context, env rotators.Env, from, to rota
 		g.Enter()
 		defer g.Leave()
 	}
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := waitGate(ctx, gate); err != nil {
+		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -425,12 +421,8 @@ func (f *FaultTarget) Verify(ctx context.Context, _ rotators.Env, s rotators.Sec
 	f.mu.Lock()
 	gate := f.verifyGate
 	f.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := waitGate(ctx, gate); err != nil {
+		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -452,4 +444,17 @@ func (f *FaultTarget) Verify(ctx context.Context, _ rotators.Env, s rotators.Sec
 		return fmt.Errorf("%w: password %q is not the live one", rotators.ErrRejected, s["password"])
 	}
 	return nil
+}
+
+// waitGate waits until gate is closed (nil: no wait) or ctx ends.
+func waitGate(ctx context.Context, gate <-chan struct{}) error {
+	if gate == nil {
+		return nil
+	}
+	select {
+	case <-gate:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
