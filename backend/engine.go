@@ -34,6 +34,7 @@ func (systemClock) Now() time.Time { return time.Now().UTC() }
 type Engine struct {
 	logger  hclog.Logger
 	storage logical.Storage
+	records *recordCache // role and state records as storage last held them (nil in some tests)
 	system  logical.SystemView
 	clock   Clock
 
@@ -108,7 +109,8 @@ func New(conf *logical.BackendConfig) *Engine {
 		credsWait: credsWaitMax,
 		events:    conf.EventsSender,
 	}
-	e.storage = engineStorage{Storage: conf.StorageView, written: e.storageWritten, writeResult: e.writes.heard}
+	e.records = newRecordCache()
+	e.storage = engineStorage{Storage: conf.StorageView, written: e.storageWritten, writeResult: e.writes.heard, cache: e.records}
 	e.queue.changed = e.armDue
 	e.workers = newWorkerPool(ctx, e.runJob)
 	return e

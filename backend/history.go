@@ -57,20 +57,39 @@ func (e *Engine) record(ctx context.Context, r *run) {
 	if entry.VersionAfter == 0 {
 		entry.VersionAfter = entry.VersionBefore
 	}
-	// One small write per rotation (and one delete once the history is full), whatever
-	// history_limit is: the record never rewrites earlier entries.
+	// One small write per rotation, whatever history_limit is: the record never rewrites earlier
+	// entries. Once the history is full the oldest entry goes too, off the rotation's path.
 	limit := e.Config().HistoryLimit
 	seq, err := e.histSeq.next(ctx, e.storage, r.role.Name, limit)
 	if err == nil {
 		err = putJSON(ctx, e.storage, historyKey(r.role.Name, seq), entry)
 	}
-	if err == nil && seq > uint64(limit) {
-		err = deleteKey(ctx, e.storage, historyKey(r.role.Name, seq-uint64(limit)))
-	}
 	if err != nil {
 		e.logger.Error("write history", "role", r.role.Name, "error", err)
+	} else if seq > uint64(limit) {
+		e.trimHistory(ctx, r.role.Name, seq-uint64(limit))
 	}
 	e.announce(r)
+}
+
+// trimHistory deletes a history entry that fell out of history_limit, in the background: the
+// rotation has answered by then (docs/benchmarks.md §1). An entry left behind (a failed delete, a
+// closing engine) is harmless: reads page up to the limit, and the first rotation after a
+// restart trims what lies beyond it.
+func (e *Engine) trimHistory(ctx context.Context, name string, seq uint64) {
+	del := func() {
+		if err := deleteKey(ctx, e.storage, historyKey(name, seq)); err != nil {
+			e.logger.Warn("trim history", "role", name, "error", err)
+		}
+	}
+	if !e.flights.start() {
+		del()
+		return
+	}
+	go func() {
+		defer e.flights.done()
+		del()
+	}()
 }
 
 // History returns the role's rotations, newest first, at most history_limit of them.

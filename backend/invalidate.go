@@ -15,6 +15,7 @@ import (
 // or removed.
 func (e *Engine) Invalidate(ctx context.Context, key string) {
 	log := e.logger.With("key", key)
+	e.records.drop(key) // first: every view below reads storage again
 	if name := keySetRole(key); name != "" {
 		// Last, after the pending set below: a document built before then may lack a staged value.
 		defer e.keySets.drop(name)

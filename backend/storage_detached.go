@@ -15,11 +15,13 @@ const storageTimeout = 30 * time.Second
 // closing), because the record of what a rotation did at the target must be written whatever
 // happened to the request; each call has a bound of its own instead. After every write, failed
 // or not (it may have landed), written is told the key, so that in-memory copies are dropped.
+// Role and state records are read through cache (recordCache: kept true by every write here).
 type engineStorage struct {
 	logical.Storage
 	written func(key string)
 	// writeResult hears whether each write (put or delete) of a key reached storage.
 	writeResult func(key string, err error)
+	cache       *recordCache // nil: every read goes to storage
 }
 
 func detached(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -33,16 +35,26 @@ func (s engineStorage) List(ctx context.Context, prefix string) ([]string, error
 }
 
 func (s engineStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	if e, ok := s.cache.get(key); ok {
+		return e, nil
+	}
 	ctx, cancel := detached(ctx)
 	defer cancel()
-	return s.Storage.Get(ctx, key)
+	token := s.cache.token(key)
+	e, err := s.Storage.Get(ctx, key)
+	if err == nil {
+		s.cache.keep(key, token, e)
+	}
+	return e, err
 }
 
 func (s engineStorage) Put(ctx context.Context, entry *logical.StorageEntry) error {
 	ctx, cancel := detached(ctx)
 	defer cancel()
 	defer s.wrote(entry.Key)
+	gen := s.cache.writing(entry.Key)
 	err := s.Storage.Put(ctx, entry)
+	s.cache.wrote(entry.Key, gen, entry.Value, err)
 	s.result(entry.Key, err)
 	return err
 }
@@ -51,6 +63,7 @@ func (s engineStorage) Delete(ctx context.Context, key string) error {
 	ctx, cancel := detached(ctx)
 	defer cancel()
 	defer s.wrote(key)
+	s.cache.writing(key)
 	err := s.Storage.Delete(ctx, key)
 	s.result(key, err)
 	return err
