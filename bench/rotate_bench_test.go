@@ -47,9 +47,15 @@ type stack struct {
 func newStack(b *testing.B) *stack {
 	b.Helper()
 	pg := testenv.StartPostgres(b)
-	dir, sha := testenv.PluginBinary(b)
+	// BENCH_CPUPROFILE=FILE: the plugin built with -tags pprof writes a CPU profile of its first
+	// 12 s to FILE.PID (docs/benchmarks.md "Profiling").
+	tags, env := "", []string(nil)
+	if p := os.Getenv("BENCH_CPUPROFILE"); p != "" {
+		tags, env = "pprof", []string{"ROTATION_CPUPROFILE=" + p}
+	}
+	dir, sha := testenv.PluginBinaryTags(b, tags)
 	v := testenv.StartDevVault(b, dir)
-	v.MountPlugin(b, dir, sha, mount)
+	v.MountPluginEnv(b, dir, sha, mount, env)
 	return &stack{vault: v, pg: pg, pluginDir: dir}
 }
 
@@ -367,8 +373,49 @@ END $$`, quoteLiteral(verifier), n))
 		b.Fatalf("roles listed %d, created %d", listed, created.Load())
 	}
 
+	// Inventory at this size, through Vault: each request 20 times, p50 (docs/benchmarks.md §5).
+	s.pg.Exec(b, `CREATE ROLE inv_admin LOGIN CREATEROLE PASSWORD 'inv-admin-pw'; CREATE ROLE inv_app LOGIN PASSWORD 'inv-app-pw'`)
+	s.write(b, mount+"/roles/inv-admin", map[string]interface{}{"type": "postgres", "connection_url": url, "username": "inv_admin",
+		"password": "inv-admin-pw", "rotation_period": "2160h", "allowed_usernames": "inv_app"})
+	s.write(b, mount+"/roles/inv-app", map[string]interface{}{"type": "postgres", "admin_role": "inv-admin", "username": "inv_app",
+		"password": "inv-app-pw", "rotation_period": "2160h"})
+	s.write(b, mount+"/rotate/rss-1", nil)
+	vc := s.vault.Client.Logical()
+	inventory := []struct {
+		what string
+		call func(i int) error
+	}{
+		{"LIST rotation/roles (with key_info)", func(int) error { _, err := vc.ListWithContext(ctx, mount+"/roles"); return err }},
+		{"read rotation/status", func(int) error { _, err := vc.ReadWithContext(ctx, mount+"/status"); return err }},
+		{"write a dependent role (tags)", func(i int) error {
+			_, err := vc.WriteWithContext(ctx, mount+"/roles/inv-app", map[string]interface{}{"tags": fmt.Sprintf("n:%d", i)})
+			return err
+		}},
+		{"write its admin role (rotation_period)", func(i int) error {
+			_, err := vc.WriteWithContext(ctx, mount+"/roles/inv-admin", map[string]interface{}{"rotation_period": fmt.Sprintf("%dh", 2000+i)})
+			return err
+		}},
+		{"read rotation/history/rss-1", func(int) error { _, err := vc.ReadWithContext(ctx, mount+"/history/rss-1"); return err }},
+	}
+	fmt.Printf("\ninventory at %d roles, through Vault (ms, 20 each after one warm-up)\n", created.Load()+2)
+	fmt.Printf("  %-42s %8s %8s %8s\n", "", "p50", "max", "first")
+	for _, inv := range inventory {
+		var ms []float64
+		for i := 0; i <= 20; i++ {
+			t0 := time.Now()
+			if err := inv.call(i); err != nil {
+				b.Fatalf("%s: %v", inv.what, err)
+			}
+			ms = append(ms, msSince(t0))
+		}
+		sum := summarize(ms[1:])
+		fmt.Printf("  %-42s %8.2f %8.2f %8.2f\n", inv.what, sum.p50, sum.max, ms[0])
+	}
+	inventoried := procStatus(b, pid)
+
 	c := created.Load()
 	mb := func(kb float64) float64 { return kb / 1024 }
+	b.ReportMetric(mb(inventoried["VmRSS"]), "plugin-rss-inventory-MB")
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(c), "roles")
 	b.ReportMetric(mb(before["VmRSS"]), "plugin-rss-before-MB")
@@ -387,6 +434,8 @@ END $$`, quoteLiteral(verifier), n))
 		c, importDur.Seconds(), float64(c)/importDur.Seconds(), importDur.Seconds()*1000*float64(workers)/float64(c))
 	fmt.Printf("  plugin VmRSS before %.1f MB, right after %.1f MB, after 5 s %.1f MB, peak (VmHWM) %.1f MB\n",
 		mb(before["VmRSS"]), mb(after["VmRSS"]), mb(settled["VmRSS"]), mb(settled["VmHWM"]))
+	fmt.Printf("  after the inventory requests above (index and record cache filled): VmRSS %.1f MB, peak %.1f MB\n",
+		mb(inventoried["VmRSS"]), mb(inventoried["VmHWM"]))
 	fmt.Printf("  growth after 5 s: %.1f MB (%.2f KB per role)\n",
 		mb(settled["VmRSS"]-before["VmRSS"]), (settled["VmRSS"]-before["VmRSS"])/float64(c))
 	fmt.Printf("  vault server (pid %d, in-memory storage) VmRSS %.1f MB -> %.1f MB\n\n", vaultPID, mb(vaultBefore["VmRSS"]), mb(vaultAfter["VmRSS"]))
