@@ -63,6 +63,8 @@ type Engine struct {
 	jobsMu     sync.Mutex // orders a job's start against Close's wait
 	jobsClosed bool       // Close began: no job may start
 	jobRunning atomic.Bool
+	// interrupted are the roles an interrupted job left mid-rotation, reported once recovered.
+	interrupted interruptedRoles
 	workers    *workerPool
 	// windows are the roles between apply and promote, which creds waits for, at most credsWait.
 	windows   applyWindows
@@ -152,7 +154,7 @@ func (e *Engine) Initialize(ctx context.Context) error {
 		return fmt.Errorf("list pending: %w", err)
 	}
 	if e.writeSafe() {
-		if err := e.interruptJobs(ctx); err != nil {
+		if err := e.interruptJobs(ctx, pendings); err != nil {
 			return err
 		}
 	}

@@ -51,6 +51,8 @@ type ManyOutcome struct {
 	Version    int    `json:"version,omitempty"`
 	FailedStep string `json:"failed_step,omitempty"`
 	Error      string `json:"error,omitempty"`
+	// Detail says, for a role of an interrupted job, where the role stands (no value).
+	Detail string `json:"detail,omitempty"`
 }
 
 // Job is the record of a rotate-many that runs past the request.
@@ -298,12 +300,18 @@ func (e *Engine) trimJobs(ctx context.Context) {
 	}
 }
 
-// interruptJobs marks the jobs a previous process left running: their roles not yet rotated
-// are reported as interrupted (each role's own pending record, if any, is recovered as usual).
-func (e *Engine) interruptJobs(ctx context.Context) error {
+// interruptJobs marks the jobs a previous process left running. Each role the job had not yet
+// reported is resolved in the record: one that had no rotation in flight keeps its current
+// version; one that was mid-rotation (its pending record is among pendings) is reported when
+// recovery has resolved that record (jobRoleResolved), with the version then current.
+func (e *Engine) interruptJobs(ctx context.Context, pendings []string) error {
 	ids, err := e.storage.List(ctx, jobPrefix)
 	if err != nil {
 		return fmt.Errorf("list jobs: %w", err)
+	}
+	inFlight := map[string]bool{}
+	for _, n := range pendings {
+		inFlight[n] = true
 	}
 	for _, id := range ids {
 		var j Job
@@ -315,9 +323,18 @@ func (e *Engine) interruptJobs(ctx context.Context) error {
 			continue
 		}
 		for i := range j.Outcomes {
-			if j.Outcomes[i].Result == "pending" {
-				j.Outcomes[i].Result = JobInterrupted
+			o := &j.Outcomes[i]
+			if o.Result != "pending" {
+				continue
 			}
+			o.Result = JobInterrupted
+			if inFlight[o.Role] {
+				o.Detail = "a rotation was in flight when the plugin stopped; recovery is resolving its pending record"
+				e.interrupted.watch(o.Role, id)
+				continue
+			}
+			o.Version = e.currentVersion(ctx, o.Role)
+			o.Detail = "not rotated by this job: the plugin stopped before its turn"
 		}
 		j.State, j.Finished = JobInterrupted, e.now()
 		if err := e.putJob(ctx, &j); err != nil {
@@ -325,4 +342,63 @@ func (e *Engine) interruptJobs(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// currentVersion is the role's current version (0: none, or unreadable).
+func (e *Engine) currentVersion(ctx context.Context, name string) int {
+	st, err := e.loadState(ctx, name)
+	if err != nil {
+		return 0
+	}
+	if cur := st.Current(); cur != nil {
+		return cur.Number
+	}
+	return 0
+}
+
+// interruptedRoles maps a role that was mid-rotation in an interrupted job to that job.
+type interruptedRoles struct {
+	mu    sync.Mutex
+	byJob map[string]string // role name → job id
+}
+
+func (m *interruptedRoles) watch(role, job string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byJob == nil {
+		m.byJob = map[string]string{}
+	}
+	m.byJob[role] = job
+}
+
+func (m *interruptedRoles) take(role string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id, ok := m.byJob[role]
+	delete(m.byJob, role)
+	return id, ok
+}
+
+// jobRoleResolved writes into the interrupted job the state of a role whose in-flight rotation
+// recovery has just resolved. The caller holds the role's lock.
+func (e *Engine) jobRoleResolved(ctx context.Context, role string) {
+	id, ok := e.interrupted.take(role)
+	if !ok {
+		return
+	}
+	e.jobsMu.Lock()
+	defer e.jobsMu.Unlock()
+	j, err := e.ReadJob(ctx, id)
+	if err != nil || j == nil {
+		return
+	}
+	for i := range j.Outcomes {
+		if o := &j.Outcomes[i]; o.Role == role && o.Result == JobInterrupted {
+			o.Version = e.currentVersion(ctx, role)
+			o.Detail = fmt.Sprintf("a rotation was in flight when the plugin stopped; recovery resolved it: version %d is current (rotation/history/%s)", o.Version, role)
+		}
+	}
+	if err := e.putJob(ctx, j); err != nil {
+		e.logger.Warn("rotate-many: record a resolved role of an interrupted job", "job", id, "role", role, "error", err)
+	}
 }

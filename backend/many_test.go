@@ -192,3 +192,58 @@ func TestOneJobAtATime(t *testing.T) {
 		return err == nil && j.State == JobDone
 	})
 }
+
+// TestInterruptedJobResolvesEveryRole: a job left running by a process that stopped reports every
+// role it had not reported: one never started keeps its version; one that was mid-rotation is
+// reported once recovery has resolved its pending record, with the version then current.
+func TestInterruptedJobResolvesEveryRole(t *testing.T) {
+	storage := &logical.InmemStorage{}
+	clock := newClock(t0)
+	te := newEnvOn(t, storage, clock)
+	ctx := context.Background()
+	te.importRole(t, "k0", "pw-k0")
+	crashed(t, te, "k1", "pw-crash-new") // the new value reached the target before the stop
+	left := &Job{ID: "5d0c7f3e-8a41-4b6e-9c7d-2f3e4a5b6c7d", State: JobRunning, Created: clock.Now(),
+		Outcomes: []ManyOutcome{{Role: "k0", Result: "pending"}, {Role: "k1", Result: "pending"}, {Role: "k2", Result: OutcomeSuccess, Version: 4}}}
+	if err := te.e.putJob(ctx, left); err != nil {
+		t.Fatal(err)
+	}
+
+	again := newEnvOn(t, storage, clock)
+	var got *Job
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if got, err = again.e.ReadJob(ctx, left.ID); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(got.Outcomes[1].Detail, "resolved") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got.State != JobInterrupted {
+		t.Fatalf("job state %q", got.State)
+	}
+	k0, k1, k2 := got.Outcomes[0], got.Outcomes[1], got.Outcomes[2]
+	if k0.Result != JobInterrupted || k0.Version != 1 || !strings.Contains(k0.Detail, "not rotated") {
+		t.Fatalf("the role never started: %+v", k0)
+	}
+	if k1.Result != JobInterrupted || k1.Version != 2 || !strings.Contains(k1.Detail, "resolved it: version 2 is current") {
+		t.Fatalf("the role in flight: %+v", k1)
+	}
+	if k2.Result != OutcomeSuccess || k2.Version != 4 || k2.Detail != "" {
+		t.Fatalf("a reported role changed: %+v", k2)
+	}
+	if again.pendingRec(t, "k1") != nil {
+		t.Fatal("the in-flight role's pending record is still there")
+	}
+	if cur := again.state(t, "k1").Current(); cur == nil || cur.Number != 2 || cur.Secret["password"] != "pw-crash-new" {
+		t.Fatalf("k1 current: %+v", cur)
+	}
+	for _, o := range got.Outcomes {
+		if strings.Contains(o.Detail, "pw-") {
+			t.Fatalf("a value in the job record: %+v", o)
+		}
+	}
+}

@@ -534,6 +534,7 @@ func (e *Engine) dropRecord(ctx context.Context, name string) error {
 		return err
 	}
 	e.pending.remove(name)
+	e.jobRoleResolved(ctx, name) // an interrupted rotate-many job reports where the role ended
 	return nil
 }
 

@@ -40,6 +40,7 @@ func (e *Engine) recoverRole(ctx context.Context, name string) {
 	}
 	if p == nil {
 		e.pending.remove(name)
+		e.jobRoleResolved(ctx, name)
 		return
 	}
 	role, err := e.loadRole(ctx, name)

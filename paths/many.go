@@ -109,6 +109,9 @@ func manyData(outs []backend.ManyOutcome) []map[string]interface{} {
 		if o.FailedStep != "" || o.Error != "" {
 			m["failed_step"], m["error"] = o.FailedStep, o.Error
 		}
+		if o.Detail != "" {
+			m["detail"] = o.Detail
+		}
 		list = append(list, m)
 	}
 	return list
