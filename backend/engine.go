@@ -65,7 +65,7 @@ type Engine struct {
 	jobRunning atomic.Bool
 	// interrupted are the roles an interrupted job left mid-rotation, reported once recovered.
 	interrupted interruptedRoles
-	workers    *workerPool
+	workers     *workerPool
 	// windows are the roles between apply and promote, which creds waits for, at most credsWait.
 	windows   applyWindows
 	credsWait time.Duration
