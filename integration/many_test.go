@@ -1,10 +1,16 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
 )
 
 // TestRotateMany: the guide's "employee departure": every role tagged owner:alice rotates at
@@ -97,4 +103,78 @@ path "rotation/jobs/*" { capabilities = ["read"] }`); err != nil {
 	}
 	_, re := s.writeErr("rotate-many", map[string]interface{}{"tag": "x", "glob": "*"})
 	expectStatus(t, re, http.StatusBadRequest, "give exactly one")
+}
+
+// TestRotateManyJobInterrupted kills Vault (and with it the plugin) while a rotate-many job has
+// one role between ALTER ROLE and promotion and the others waiting. After the restart the job
+// reads "interrupted" and every role is resolved: the one in flight rolled forward by recovery
+// (its new password is live), the others untouched at version 1; every creds logs in.
+func TestRotateManyJobInterrupted(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	dir, sha := testenv.PluginBinaryTags(t, "failpoints")
+	marker := filepath.Join(t.TempDir(), "failpoint-reached")
+	v := testenv.StartFileVault(t, dir)
+	v.MountPluginEnv(t, dir, sha, mount, []string{"ROTATION_FAILPOINT=after-apply=5m", "ROTATION_FAILPOINT_MARKER=" + marker})
+	s := &stack{vault: v, pg: pg}
+	s.write(t, "config", map[string]interface{}{"max_parallel": 1}) // one role at a time, in name order
+	s.importAdmin(t, "pg-admin", "mj_admin", "mj-admin-pw")
+	const n = 20 // more than answer inline
+	for i := 0; i < n; i++ {
+		user := fmt.Sprintf("mj_%02d", i)
+		s.createLogin(t, user, "pw-"+user, "")
+		s.write(t, fmt.Sprintf("roles/mj-%02d", i), map[string]interface{}{
+			"type": "postgres", "admin_role": "pg-admin", "username": user, "password": "pw-" + user,
+			"rotation_period": "2160h", "tags": "team:mj",
+		})
+	}
+	sec := s.write(t, "rotate-many", map[string]interface{}{"tag": "team:mj"})
+	id, _ := sec.Data["job_id"].(string)
+	if id == "" {
+		t.Fatalf("no job: %v", sec.Data)
+	}
+	eventually(t, "the first role of the job stops after ALTER ROLE", time.Minute, func() error {
+		_, err := os.Stat(marker)
+		return err
+	})
+	s.assertLogin(t, "mj_00", "pw-mj_00", false) // PostgreSQL already holds its new password
+	v.Kill(t)
+	v.Restart(t)
+
+	var job map[string]interface{}
+	eventually(t, "the interrupted job reports every role resolved", 2*time.Minute, func() error {
+		sec, err := v.Client.Logical().ReadWithContext(context.Background(), mount+"/jobs/"+id)
+		if err != nil || sec == nil {
+			return fmt.Errorf("read job: %v", err)
+		}
+		job = sec.Data
+		outs, _ := job["outcomes"].([]interface{})
+		if job["state"] != "interrupted" || len(outs) != n {
+			return fmt.Errorf("state %v, %d outcomes", job["state"], len(outs))
+		}
+		if d, _ := outs[0].(map[string]interface{})["detail"].(string); !strings.Contains(d, "resolved it") {
+			return fmt.Errorf("the role in flight: %q", d)
+		}
+		return nil
+	})
+	for i, o := range job["outcomes"].([]interface{}) {
+		m := o.(map[string]interface{})
+		role := fmt.Sprintf("mj-%02d", i)
+		want, detail := 1, "not rotated"
+		if i == 0 {
+			want, detail = 2, "resolved it: version 2 is current"
+		}
+		if m["role"] != role || m["outcome"] != "interrupted" || intOf(t, m["version"]) != want || !strings.Contains(fmt.Sprint(m["detail"]), detail) {
+			t.Fatalf("job outcome %d: %v, want %s interrupted at version %d (%s)", i, m, role, want, detail)
+		}
+		user, pw, version := s.creds(t, role)
+		if version != want {
+			t.Fatalf("%s at version %d, want %d", role, version, want)
+		}
+		s.assertLogin(t, user, pw, true)
+		if s.read(t, "roles/"+role).Data["pending"] != false {
+			t.Fatalf("%s keeps a pending record", role)
+		}
+	}
+	s.assertNoSecretIn(t, "interrupted job", jsonOf(t, job))
 }

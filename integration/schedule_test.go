@@ -93,3 +93,81 @@ func TestScheduledRotation(t *testing.T) {
 		return s.pg.CanLogin("parked", pw)
 	})
 }
+
+// TestSchedulePrecision: a role starts rotating within 5 s of its due time (issue 11: the
+// periodic function, about once a minute, is only the heartbeat; a timer is armed for the
+// earliest due time), exactly once per due time. Two roles: a cron schedule that fires every
+// minute, and a 5 s rotation_period whose next due time counts from the last rotation.
+func TestSchedulePrecision(t *testing.T) {
+	t.Parallel()
+	s := newDevStack(t)
+	s.importAdmin(t, "pg-admin", "sp_admin", "sp-admin-pw")
+	for _, u := range []string{"sp_cron", "sp_period"} {
+		s.createLogin(t, u, "pw-"+u, "")
+	}
+	created := time.Now().UTC()
+	s.write(t, "roles/cron", map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": "sp_cron",
+		"password": "pw-sp_cron", "rotation_schedule": "* * * * *"})
+	s.write(t, "roles/period", map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": "sp_period",
+		"password": "pw-sp_period", "rotation_period": "5s"})
+
+	scheduled := func(role string) []time.Time {
+		var at []time.Time
+		for _, h := range s.read(t, "history/"+role).Data["history"].([]interface{}) {
+			m := h.(map[string]interface{})
+			if m["trigger"] != "schedule" {
+				continue
+			}
+			if m["outcome"] != "success" {
+				t.Fatalf("%s: scheduled rotation failed: %s", role, jsonOf(t, m))
+			}
+			ts, err := time.Parse(time.RFC3339Nano, m["time"].(string))
+			if err != nil {
+				t.Fatalf("%s: history time %v: %v", role, m["time"], err)
+			}
+			at = append([]time.Time{ts}, at...) // oldest first
+		}
+		return at
+	}
+	const precision = 5 * time.Second
+
+	// The cron role: due at the first minute boundary after it was written.
+	due := created.Truncate(time.Minute).Add(time.Minute)
+	eventually(t, "the cron role rotates at its minute", time.Until(due)+30*time.Second, func() error {
+		if len(scheduled("cron")) == 0 {
+			return fmt.Errorf("no scheduled rotation yet (due %s)", due.Format(time.TimeOnly))
+		}
+		return nil
+	})
+	time.Sleep(precision) // a second run for the same due time would show up by now
+	runs := scheduled("cron")
+	if len(runs) != 1 {
+		t.Fatalf("cron role: %d scheduled rotations for the due time %s: %v", len(runs), due, runs)
+	}
+	if late := runs[0].Sub(due); late < 0 || late > precision {
+		t.Fatalf("cron role due %s rotated at %s (%s late), want within %s", due.Format(time.TimeOnly), runs[0].Format(time.TimeOnly), late, precision)
+	}
+	_, pw, version := s.creds(t, "cron")
+	s.assertLogin(t, "sp_cron", pw, true)
+	if version != 2 {
+		t.Fatalf("cron role at version %d after one scheduled rotation", version)
+	}
+
+	// The period role has been rotating every 5 s meanwhile: each run within 5 s of the last
+	// one's due time (last run + period).
+	period := scheduled("period")
+	if len(period) < 3 {
+		t.Fatalf("period role: %d scheduled rotations in %s with a 5 s period", len(period), time.Since(created).Round(time.Second))
+	}
+	// History times are taken as each run ends, the due time counts from its promotion: a gap
+	// may fall short of 5 s by the difference of two runs' last steps.
+	const jitter = time.Second
+	for i := 1; i < len(period); i++ {
+		gap := period[i].Sub(period[i-1])
+		if gap < 5*time.Second-jitter || gap > 5*time.Second+precision {
+			t.Fatalf("period role: rotation %d came %s after the previous one, want 5 s to %s; all: %v", i, gap, 5*time.Second+precision, period)
+		}
+	}
+	_, pw, _ = s.creds(t, "period")
+	s.assertLogin(t, "sp_period", pw, true)
+}
