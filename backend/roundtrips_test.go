@@ -54,8 +54,8 @@ func (s *tripStorage) take() []string {
 }
 
 // A steady-state rotation of a role linked to an admin makes five storage round trips, all
-// writes: the pending record, its applied phase, the promoted state, the record's removal and
-// one history entry. Role, state and the admin's are read from memory (recordCache), the history
+// writes: the pending record, its applied phase (while the new value is verified, so four wait
+// in line), the promoted state, the record's removal and one history entry. Role, state and the admin's are read from memory (recordCache), the history
 // is never read, and an entry that falls out of history_limit is deleted after the answer.
 func TestRotationStorageRoundTrips(t *testing.T) {
 	storage := &tripStorage{InmemStorage: &logical.InmemStorage{}}

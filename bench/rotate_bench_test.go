@@ -47,11 +47,11 @@ type stack struct {
 func newStack(b *testing.B) *stack {
 	b.Helper()
 	pg := testenv.StartPostgres(b)
-	// BENCH_CPUPROFILE=FILE: the plugin built with -tags pprof writes a CPU profile of its first
-	// 12 s to FILE.PID (docs/benchmarks.md "Profiling").
+	// BENCH_PROFILE_DIR=DIR: the plugin built with -tags pprof writes CPU and heap profiles
+	// there (docs/benchmarks.md "Profiling").
 	tags, env := "", []string(nil)
-	if p := os.Getenv("BENCH_CPUPROFILE"); p != "" {
-		tags, env = "pprof", []string{"ROTATION_CPUPROFILE=" + p}
+	if p := os.Getenv("BENCH_PROFILE_DIR"); p != "" {
+		tags, env = "pprof", []string{"ROTATION_PROFILE_DIR=" + p}
 	}
 	dir, sha := testenv.PluginBinaryTags(b, tags)
 	v := testenv.StartDevVault(b, dir)
