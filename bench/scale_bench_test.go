@@ -245,4 +245,3 @@ func minDur(a, b time.Duration) time.Duration {
 	}
 	return a
 }
-
