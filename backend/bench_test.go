@@ -252,7 +252,7 @@ func BenchmarkInventory10k(b *testing.B) {
 	}
 	created := time.Since(start)
 
-	var statusNs, listNs, writeNs time.Duration
+	var statusNs, listNs, writeNs, depNs time.Duration
 	n := 0
 	for b.Loop() {
 		t := time.Now()
@@ -274,8 +274,16 @@ func BenchmarkInventory10k(b *testing.B) {
 			b.Fatalf("role write: %v", err)
 		}
 		writeNs += time.Since(t)
+
+		t = time.Now()
+		// A dependent (its grant and its claim checked against every other role's).
+		if _, err := e.WriteRole(ctx, "r05007", RoleInput{Tags: &[]string{fmt.Sprintf("n:%d", n)}}); err != nil {
+			b.Fatalf("dependent write: %v", err)
+		}
+		depNs += time.Since(t)
 		n++
 	}
+	b.ReportMetric(float64(depNs.Microseconds())/float64(n)/1000, "dependent-write-ms")
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(statusNs.Microseconds())/float64(n)/1000, "status-ms")
 	b.ReportMetric(float64(listNs.Microseconds())/float64(n)/1000, "list-ms")

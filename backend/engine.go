@@ -43,7 +43,7 @@ type Engine struct {
 
 	locks       roleLocks
 	claims      claimSet    // accounts claimed by role writes in progress
-	claimsCache claimsCache // each stored role's claims, while the role index holds it unchanged
+	relations   relations   // dependents and claimed accounts of the stored roles, kept with the role index
 	docker      dockerClients
 	// resources are the clients kinds keep open (database session pools), closed in Close.
 	resources *rotators.Resources
@@ -125,6 +125,7 @@ func (e *Engine) storageWritten(key string) {
 	}
 	if name := indexRole(key); name != "" {
 		e.index.stale(name)
+		e.relations.stale(name)
 	}
 }
 

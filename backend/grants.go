@@ -80,36 +80,12 @@ func (e *Engine) claim(ctx context.Context, role *Role, c rotators.Claimer, link
 		release()
 		return func() {}, err
 	}
-	indexed, err := e.indexedRoles(ctx)
-	if err != nil {
+	if err := e.refreshRelations(ctx); err != nil {
 		return fail(err)
 	}
-	roles := make(map[string]*Role, len(indexed))
-	for _, r := range indexed {
-		roles[r.Role.Name] = r.Role
-	}
-	load := func(name string) (*Role, error) { return roles[name], nil }
-	for _, r := range indexed {
-		other := r.Role
-		if other.Name == role.Name || other.Type != role.Type {
-			continue
-		}
-		theirs, err := e.claimsCache.of(other, roles, func() ([]rotators.Claim, error) {
-			links, err := e.linkedSettings(other, load)
-			if err != nil {
-				return nil, err
-			}
-			return c.Claims(other.Settings, links), nil
-		})
-		if err != nil {
-			return fail(err)
-		}
-		for _, theirs := range theirs {
-			for _, mine := range claims {
-				if mine.Account == theirs.Account {
-					return fail(userError(fmt.Errorf("%s: %s is already managed by role %q; one login, one role", mine.Field, mine.Account, other.Name)))
-				}
-			}
+	for _, mine := range claims {
+		if other := e.relations.claimHolder(role.Type, mine.Account, role.Name); other != "" {
+			return fail(userError(fmt.Errorf("%s: %s is already managed by role %q; one login, one role", mine.Field, mine.Account, other)))
 		}
 	}
 	return release, nil
@@ -241,59 +217,3 @@ func (c *claimSet) reserve(role string, claims []rotators.Claim) (release func()
 	}, "", rotators.Claim{}
 }
 
-// claimsCache keeps each stored role's claims, computed from the role and the roles it links to
-// as the index held them: a role write compares its claims with every other role's without
-// parsing every role's settings again (docs/benchmarks.md, "Inventory at scale"). An entry is
-// good while the index still holds the same role and linked roles (the index replaces a role's
-// value whenever it is written, here or on another node).
-type claimsCache struct {
-	mu sync.Mutex
-	m  map[string]cachedClaims
-}
-
-type cachedClaims struct {
-	role   *Role
-	links  map[string]*Role
-	claims []rotators.Claim
-}
-
-// of returns r's claims, computing them when r or a role it links to changed since.
-func (c *claimsCache) of(r *Role, roles map[string]*Role, compute func() ([]rotators.Claim, error)) ([]rotators.Claim, error) {
-	c.mu.Lock()
-	cached, ok := c.m[r.Name]
-	c.mu.Unlock()
-	if ok && cached.role == r {
-		fresh := true
-		for name, linked := range cached.links {
-			if roles[name] != linked {
-				fresh = false
-				break
-			}
-		}
-		if fresh {
-			return cached.claims, nil
-		}
-	}
-	claims, err := compute()
-	if err != nil {
-		return nil, err
-	}
-	links := map[string]*Role{}
-	for _, name := range linkedNames(r) {
-		links[name] = roles[name]
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]cachedClaims{}
-	}
-	c.m[r.Name] = cachedClaims{role: r, links: links, claims: claims}
-	return claims, nil
-}
-
-// forget drops a deleted role's claims.
-func (c *claimsCache) forget(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, name)
-}

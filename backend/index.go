@@ -196,3 +196,29 @@ func (e *Engine) refreshIndex(ctx context.Context, name string) (fresh bool, got
 	x.entries[name] = &indexEntry{fresh: true, role: role, sum: sum}
 	return true, got, nil
 }
+
+// indexedRole returns one role as the index holds it (nil: no such role), reading storage only
+// when its entry is stale. As in indexedRoles, a role that writes keep marking stale is answered
+// as last read but not kept.
+func (e *Engine) indexedRole(ctx context.Context, name string) (*Role, error) {
+	x := e.index
+	x.mu.Lock()
+	if ent, ok := x.entries[name]; ok && ent.fresh {
+		r := ent.role
+		x.mu.Unlock()
+		return r, nil
+	}
+	x.mu.Unlock()
+	var got indexedRole
+	for try := 0; try < 3; try++ {
+		fresh, g, err := e.refreshIndex(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		got = g
+		if fresh {
+			break
+		}
+	}
+	return got.Role, nil
+}

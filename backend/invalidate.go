@@ -22,6 +22,7 @@ func (e *Engine) Invalidate(ctx context.Context, key string) {
 	}
 	if name := indexRole(key); name != "" {
 		e.index.stale(name)
+		e.relations.stale(name)
 	}
 	switch {
 	case key == configPath:
@@ -51,7 +52,6 @@ func (e *Engine) Invalidate(ctx context.Context, key string) {
 		}
 		if role == nil {
 			e.queue.set(name, time.Time{})
-			e.claimsCache.forget(name)
 			return
 		}
 		st, err := e.loadState(ctx, name)

@@ -673,25 +673,18 @@ func (e *Engine) forgetLocked(ctx context.Context, name string) error {
 		return err
 	}
 	e.histSeq.forget(name)
-	e.claimsCache.forget(name)
 	e.queue.set(name, time.Time{})
 	e.logger.Info("role deleted", "role", name)
 	return nil
 }
 
-// dependents returns the roles that link to name (from the role index: no scan of storage).
+// dependents returns the roles that link to name (from the relations kept with the role index:
+// no scan of the roles).
 func (e *Engine) dependents(ctx context.Context, name string) ([]string, error) {
-	roles, err := e.indexedRoles(ctx)
-	if err != nil {
+	if err := e.refreshRelations(ctx); err != nil {
 		return nil, err
 	}
-	var deps []string
-	for _, r := range roles {
-		if contains(linkedNames(r.Role), name) {
-			deps = append(deps, r.Role.Name)
-		}
-	}
-	return deps, nil
+	return e.relations.linking(name), nil
 }
 
 // linkedNames returns the roles a role links to through its role-reference fields.
