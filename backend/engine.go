@@ -41,10 +41,10 @@ type Engine struct {
 	cfgMu sync.RWMutex
 	cfg   Config
 
-	locks       roleLocks
-	claims      claimSet    // accounts claimed by role writes in progress
-	relations   relations   // dependents and claimed accounts of the stored roles, kept with the role index
-	docker      dockerClients
+	locks     roleLocks
+	claims    claimSet  // accounts claimed by role writes in progress
+	relations relations // dependents and claimed accounts of the stored roles, kept with the role index
+	docker    dockerClients
 	// resources are the clients kinds keep open (database session pools), closed in Close.
 	resources *rotators.Resources
 	histSeq   historySeqs

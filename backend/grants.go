@@ -216,4 +216,3 @@ func (c *claimSet) reserve(role string, claims []rotators.Claim) (release func()
 		}
 	}, "", rotators.Claim{}
 }
-
