@@ -1,0 +1,392 @@
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5"
+)
+
+// Storage is the kind of Vault a Stack runs on.
+type Storage string
+
+const (
+	// StorageDev is `vault server -dev`: in-memory storage, the quickest to start; it cannot be restarted.
+	StorageDev Storage = "dev"
+	// StorageFile is file storage, initialized and unsealed: Kill/Stop + Restart keep its data.
+	StorageFile Storage = "file"
+	// StorageRaft is a raft cluster of StackOptions.Nodes nodes (default 3) on 127.0.0.1.
+	StorageRaft Storage = "raft"
+)
+
+// DefaultMount is where NewStack mounts the plugin unless StackOptions.Mount says otherwise.
+const DefaultMount = "rotation"
+
+// StackOptions says what NewStack starts. The zero value is a dev Vault with the release build of the plugin at
+// rotation/ and no PostgreSQL.
+type StackOptions struct {
+	Storage Storage // "" = StorageDev
+	Nodes   int     // StorageRaft: the number of nodes (0 = 3)
+
+	Postgres       bool      // start a PostgreSQL cluster for the stack
+	PostgresOpts   []string  // its `name=value` server settings (e.g. "log_statement=all")
+	SharedPostgres *Postgres // use this already started cluster instead (tests that share one; implies Postgres)
+
+	PluginTags string   // build tags of the plugin build ("failpoints"); "" = the release build (or $ROTATION_PLUGIN_DIR)
+	PluginName string   // catalog name ("" = PluginName); another name is another catalog entry with its own PluginEnv
+	PluginEnv  []string // KEY=VALUE on the catalog entry, given to the plugin process (e.g. ROTATION_FAILPOINT=...)
+	Mount      string   // mount path ("" = DefaultMount)
+
+	// Docker writes the mount's config: docker_host=DockerHost() and allowed_consumers=AllowedConsumers, so that roles
+	// may restart the demo consumers of the default engine (RunDemo). Docker fails the test when no engine answers.
+	Docker           bool
+	AllowedConsumers string // "" = "docker:testenv-demo-*"
+
+	SSHHosts int // start this many sshd hosts for one new login (Stack.SSHUser, Stack.SSH)
+}
+
+// Stack is a Vault (one node or a raft cluster) with the plugin mounted, the PostgreSQL server and the sshd hosts
+// its roles rotate, and the request helpers of a test against them. Every request goes to Vault's node at Mount; On
+// gives the same stack through another node or mount. Every secret value the helpers see (and Remember's) is kept,
+// so that AssertNoSecretIn can prove a log or a response holds none of them.
+type Stack struct {
+	Vault    *Vault   // the node requests go to (with StorageRaft: the active node at start)
+	Cluster  *Cluster // StorageRaft only
+	Postgres *Postgres
+	Mount    string
+
+	PluginDir, PluginSHA string // the plugin build registered in the catalog
+
+	SSHUser string     // with SSHHosts: the login on every host
+	SSH     []*SSHHost // with SSHHosts
+
+	leaks *leakTracker
+}
+
+// NewStack starts what o asks for, registers and mounts the plugin, and waits until the mount answers. Cleanup stops
+// everything.
+func NewStack(t testing.TB, o StackOptions) *Stack {
+	t.Helper()
+	s := &Stack{Mount: o.Mount, leaks: &leakTracker{}}
+	if s.Mount == "" {
+		s.Mount = DefaultMount
+	}
+	switch {
+	case o.SharedPostgres != nil:
+		s.Postgres = o.SharedPostgres
+	case o.Postgres:
+		s.Postgres = StartPostgres(t, o.PostgresOpts...)
+	}
+	if o.PluginTags == "" {
+		s.PluginDir, s.PluginSHA = PluginBinary(t)
+	} else {
+		s.PluginDir, s.PluginSHA = PluginBinaryTags(t, o.PluginTags)
+	}
+	switch o.Storage {
+	case StorageDev, "":
+		s.Vault = StartDevVault(t, s.PluginDir)
+	case StorageFile:
+		s.Vault = StartFileVault(t, s.PluginDir)
+	case StorageRaft:
+		n := o.Nodes
+		if n == 0 {
+			n = 3
+		}
+		s.Cluster = StartRaftCluster(t, n, s.PluginDir)
+		s.Vault, _ = s.Cluster.Active(t, time.Minute)
+	default:
+		t.Fatalf("testenv: NewStack: unknown storage %q", o.Storage)
+	}
+	name := o.PluginName
+	if name == "" {
+		name = PluginName
+	}
+	s.Vault.MountPluginAs(t, name, s.PluginDir, s.PluginSHA, s.Mount, o.PluginEnv)
+	if o.Docker {
+		allowed := o.AllowedConsumers
+		if allowed == "" {
+			allowed = "docker:testenv-demo-*"
+		}
+		Docker(t) // fail now, named, when no engine answers
+		s.Write(t, "config", map[string]interface{}{"docker_host": DockerHost(), "allowed_consumers": allowed})
+	}
+	if o.SSHHosts > 0 {
+		s.SSHUser = NewSSHUser(t)
+		for i := 0; i < o.SSHHosts; i++ {
+			s.SSH = append(s.SSH, StartSSHHost(t, s.SSHUser))
+		}
+	}
+	return s
+}
+
+// MountPlugin mounts the stack's plugin build again at path under catalog name (its own environment env, its own
+// plugin processes) and returns the stack on that mount.
+func (s *Stack) MountPlugin(t testing.TB, name, path string, env []string) *Stack {
+	t.Helper()
+	s.Vault.MountPluginAs(t, name, s.PluginDir, s.PluginSHA, path, env)
+	return s.On(s.Vault, path)
+}
+
+// On is the stack whose requests go to node v at mount ("" = the stack's mount). It shares the leak tracker.
+func (s *Stack) On(v *Vault, mount string) *Stack {
+	c := *s
+	c.Vault = v
+	if mount != "" {
+		c.Mount = strings.Trim(mount, "/")
+	}
+	return &c
+}
+
+// Client is the root-token client of the node requests go to.
+func (s *Stack) Client() *api.Client { return s.Vault.Client }
+
+// PolicyClient is a client on the stack's node whose token has only the named policy (no default policy).
+func (s *Stack) PolicyClient(t testing.TB, policy string) *api.Client {
+	t.Helper()
+	tok, err := s.Vault.Client.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{policy}, NoDefaultPolicy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Vault.Client.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(tok.Auth.ClientToken)
+	return c
+}
+
+// Write writes to MOUNT/path and fails the test on error.
+func (s *Stack) Write(t testing.TB, path string, data map[string]interface{}) *api.Secret {
+	t.Helper()
+	sec, err := s.Vault.Client.Logical().WriteWithContext(context.Background(), s.Mount+"/"+path, data)
+	if err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+	return sec
+}
+
+// WriteErr writes to MOUNT/path and returns the API error with its status code (status 0: not an API error).
+func (s *Stack) WriteErr(path string, data map[string]interface{}) (*api.Secret, *api.ResponseError) {
+	sec, err := s.Vault.Client.Logical().WriteWithContext(context.Background(), s.Mount+"/"+path, data)
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return sec, re
+	}
+	if err != nil {
+		return sec, &api.ResponseError{StatusCode: 0, Errors: []string{err.Error()}}
+	}
+	return sec, nil
+}
+
+// Read reads MOUNT/path with query parameters given as name, value pairs (nil when Vault answers 404) and fails the
+// test on another error.
+func (s *Stack) Read(t testing.TB, path string, params ...string) *api.Secret {
+	t.Helper()
+	q := map[string][]string{}
+	for i := 0; i+1 < len(params); i += 2 {
+		q[params[i]] = []string{params[i+1]}
+	}
+	sec, err := s.Vault.Client.Logical().ReadWithDataWithContext(context.Background(), s.Mount+"/"+path, q)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return sec
+}
+
+// List lists MOUNT/path (nil when empty) and fails the test on error.
+func (s *Stack) List(t testing.TB, path string) []string {
+	t.Helper()
+	sec, err := s.Vault.Client.Logical().ListWithContext(context.Background(), s.Mount+"/"+path)
+	if err != nil {
+		t.Fatalf("list %s: %v", path, err)
+	}
+	if sec == nil {
+		return nil
+	}
+	keys, _ := sec.Data["keys"].([]interface{})
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, fmt.Sprint(k))
+	}
+	return out
+}
+
+// Creds reads creds/ROLE (params as for Read) and remembers its password.
+func (s *Stack) Creds(t testing.TB, role string, params ...string) (user, password string, version int) {
+	t.Helper()
+	sec := s.Read(t, "creds/"+role, params...)
+	if sec == nil {
+		t.Fatalf("creds/%s: not found", role)
+	}
+	user, _ = sec.Data["username"].(string)
+	password, _ = sec.Data["password"].(string)
+	s.Remember(password)
+	return user, password, IntOf(t, sec.Data["version"])
+}
+
+// CreateLogin creates a PostgreSQL login with a password (extra: more role options, e.g. "CREATEROLE") and remembers it.
+func (s *Stack) CreateLogin(t testing.TB, user, password string, extra string) {
+	t.Helper()
+	s.Postgres.Exec(t, fmt.Sprintf("CREATE ROLE %s LOGIN %s PASSWORD '%s'", QuoteIdent(user), extra, password))
+	s.Remember(password)
+}
+
+// ImportAdmin creates a CREATEROLE login and imports it as a self-managed role that grants any unprivileged login
+// (allowed_usernames=*).
+func (s *Stack) ImportAdmin(t testing.TB, role, user, password string) {
+	t.Helper()
+	s.CreateLogin(t, user, password, "CREATEROLE")
+	s.Write(t, "roles/"+role, map[string]interface{}{
+		"type": "postgres", "connection_url": s.Postgres.URLTemplate(), "username": user, "password": password,
+		"rotation_period": "2160h", "allowed_usernames": "*",
+	})
+}
+
+// AssertLogin asserts that user/password logs in to PostgreSQL (want true) or is refused (want false).
+func (s *Stack) AssertLogin(t testing.TB, user, password string, want bool) {
+	t.Helper()
+	err := s.Postgres.CanLogin(user, password)
+	if want && err != nil {
+		t.Fatalf("login %s with the expected password failed: %v", user, err)
+	}
+	if !want && err == nil {
+		t.Fatalf("login %s with a password that should be dead succeeded", user)
+	}
+}
+
+// RunDemo runs a demo consumer (RunDemoConsumer) that reads MOUNT/creds/ROLE from the stack's node at start.
+func (s *Stack) RunDemo(t testing.TB, role string, opts DemoOptions) *Container {
+	t.Helper()
+	opts.VaultAddr, opts.VaultToken, opts.Role = s.Vault.Addr, s.Vault.Token, role
+	if opts.Mount == "" && s.Mount != DefaultMount {
+		opts.Mount = s.Mount
+	}
+	return RunDemoConsumer(t, opts)
+}
+
+// RotateUnretried starts rotate/ROLE on a client that does not retry (a retry that reached a restarted or new active
+// node would be a second rotation); the channel gets the request's error, bounded by 3 minutes.
+func (s *Stack) RotateUnretried(role string) <-chan error {
+	done := make(chan error, 1)
+	client, err := s.Vault.Client.Clone()
+	if err != nil {
+		done <- err
+		return done
+	}
+	client.SetToken(s.Vault.Token)
+	client.SetMaxRetries(0)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		_, err := client.Logical().WriteWithContext(ctx, s.Mount+"/rotate/"+role, nil)
+		done <- err
+	}()
+	return done
+}
+
+// leakTracker holds every secret value a test saw.
+type leakTracker struct {
+	mu      sync.Mutex
+	secrets []string
+}
+
+// Remember adds secret values to those AssertNoSecretIn looks for ("" is ignored).
+func (s *Stack) Remember(values ...string) {
+	s.leaks.mu.Lock()
+	defer s.leaks.mu.Unlock()
+	for _, v := range values {
+		if v != "" {
+			s.leaks.secrets = append(s.leaks.secrets, v)
+		}
+	}
+}
+
+// AssertNoSecretIn fails the test (without showing the value) when any remembered secret appears in text.
+func (s *Stack) AssertNoSecretIn(t testing.TB, what, text string) {
+	t.Helper()
+	s.leaks.mu.Lock()
+	defer s.leaks.mu.Unlock()
+	for _, v := range s.leaks.secrets {
+		if strings.Contains(text, v) {
+			t.Errorf("a secret value appears in %s", what)
+		}
+	}
+}
+
+// QuoteIdent quotes a PostgreSQL identifier.
+func QuoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// IntOf is a number of a Vault response (json.Number, float64 or int) as an int; anything else fails the test.
+func IntOf(t testing.TB, v interface{}) int {
+	t.Helper()
+	switch n := v.(type) {
+	case int:
+		return n
+	case float64:
+		return int(n)
+	case interface{ Int64() (int64, error) }:
+		i, err := n.Int64()
+		if err != nil {
+			t.Fatalf("not an int: %v", v)
+		}
+		return int(i)
+	}
+	t.Fatalf("not a number: %#v", v)
+	return 0
+}
+
+// JSONOf is v as JSON (for failure messages).
+func JSONOf(t testing.TB, v interface{}) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Eventually polls cond every half second until it returns nil, failing the test with the last error once timeout
+// has passed.
+func Eventually(t testing.TB, what string, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+}
+
+// ExpectStatus asserts an API error with the given status whose message contains want.
+func ExpectStatus(t testing.TB, re *api.ResponseError, status int, want string) {
+	t.Helper()
+	if re == nil {
+		t.Fatalf("expected a %d error containing %q, got success", status, want)
+	}
+	if re.StatusCode != status || !strings.Contains(strings.Join(re.Errors, " "), want) {
+		t.Fatalf("expected %d containing %q, got %d: %v", status, want, re.StatusCode, re.Errors)
+	}
+}
+
+// CanLoginURL opens a fresh connection with a full PostgreSQL URL and runs SELECT 1; nil means it logs in.
+func CanLoginURL(connURL string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, connURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var one int
+	return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+}
