@@ -39,6 +39,7 @@ const (
 )
 
 type haEnv struct {
+	st         *testenv.Stack // the raft stack, requests to the node active at start, at rotation/
 	c          *testenv.Cluster
 	pg         *testenv.Postgres
 	killMarker string
@@ -50,7 +51,7 @@ type haEnv struct {
 
 // on is a stack whose requests go to node, at mount path.
 func (h *haEnv) on(node *testenv.Vault, path string) *stack {
-	return &stack{vault: node, pg: h.pg, path: path}
+	return &stack{h.st.On(node, path)}
 }
 
 func (h *haEnv) pw(t *testing.T) string {
@@ -110,8 +111,8 @@ func rotateOn(client *api.Client, path, role string) <-chan error {
 func waitResolved(t *testing.T, s *stack, role string, bound time.Duration) map[string]interface{} {
 	t.Helper()
 	var data map[string]interface{}
-	eventually(t, "the pending record of "+s.mnt()+"/"+role+" is resolved", bound, func() error {
-		sec, err := s.vault.Client.Logical().Read(s.mnt() + "/roles/" + role)
+	testenv.Eventually(t, "the pending record of "+s.Mount+"/"+role+" is resolved", bound, func() error {
+		sec, err := s.Vault.Client.Logical().Read(s.Mount + "/roles/" + role)
 		if err != nil || sec == nil {
 			return fmt.Errorf("read role: %v", err)
 		}
@@ -136,7 +137,7 @@ func (h *haEnv) assertCredsLogIn(t *testing.T, path, role string, min int) int {
 		if hl, err := v.Health(); err != nil || hl.Sealed {
 			continue
 		}
-		u, pw, ver := h.on(v, path).creds(t, role)
+		u, pw, ver := h.on(v, path).Creds(t, role)
 		if err := h.pg.CanLogin(u, pw); err != nil {
 			t.Fatalf("creds/%s read through node%d (version %d) does not log in: %v", role, i, ver, err)
 		}
@@ -154,22 +155,21 @@ func (h *haEnv) assertCredsLogIn(t *testing.T, path, role string, min int) int {
 // pgRole creates a login and a role for it under the mount's admin.
 func (h *haEnv) pgRole(t *testing.T, s *stack, role, user string, extra map[string]interface{}) {
 	t.Helper()
-	s.createLogin(t, user, h.pw(t), "")
+	s.CreateLogin(t, user, h.pw(t), "")
 	data := map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": user,
 		"connection_url": h.pg.URLTemplate(), "rotation_period": "2160h"}
 	for k, v := range extra {
 		data[k] = v
 	}
-	s.write(t, "roles/"+role, data)
+	s.Write(t, "roles/"+role, data)
 }
 
 func TestHA(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	h := &haEnv{pg: testenv.StartPostgres(t)}
-	dir, sha := testenv.PluginBinaryTags(t, "failpoints")
-	h.c = testenv.StartRaftCluster(t, 3, dir)
-	t.Logf("raft cluster up in %s", time.Since(start).Round(time.Second))
+	st := testenv.NewStack(t, testenv.StackOptions{Storage: testenv.StorageRaft, Postgres: true, PluginTags: "failpoints"})
+	h := &haEnv{st: st, c: st.Cluster, pg: st.Postgres}
+	t.Logf("raft cluster up, plugin mounted, in %s", time.Since(start).Round(time.Second))
 	tmp := t.TempDir()
 	h.killMarker, h.freezeMark = filepath.Join(tmp, "kill-reached"), filepath.Join(tmp, "freeze-reached")
 	for _, m := range []string{h.killMarker, h.freezeMark} {
@@ -177,15 +177,14 @@ func TestHA(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	leader, _ := h.c.Active(t, time.Minute)
-	leader.MountPluginAs(t, testenv.PluginName, dir, sha, mount, nil)
-	leader.MountPluginAs(t, "rotation-ha-kill", dir, sha, haKillMount, []string{
+	leader := st.Vault
+	st.MountPlugin(t, "rotation-ha-kill", haKillMount, []string{
 		"ROTATION_FAILPOINT=" + failpoint.AfterApply + "=10m", "ROTATION_FAILPOINT_MARKER=" + h.killMarker})
-	leader.MountPluginAs(t, "rotation-ha-freeze", dir, sha, haFreezeMount, []string{
+	st.MountPlugin(t, "rotation-ha-freeze", haFreezeMount, []string{
 		"ROTATION_FAILPOINT=" + failpoint.AfterApply + "=" + haFreezePause.String(), "ROTATION_FAILPOINT_MARKER=" + h.freezeMark})
 	for i, m := range []string{mount, haKillMount, haFreezeMount} {
 		s := h.on(leader, m)
-		s.importAdmin(t, "pg-admin", fmt.Sprintf("ha_admin%d", i), h.pw(t))
+		s.ImportAdmin(t, "pg-admin", fmt.Sprintf("ha_admin%d", i), h.pw(t))
 	}
 	// The scheduled role: due at every tick, through every failover below.
 	h.pgRole(t, h.on(leader, mount), "sched", "ha_sched", map[string]interface{}{"rotation_period": haSchedPeriod.String()})
@@ -213,36 +212,36 @@ func (h *haEnv) standbyRequests(t *testing.T) {
 	sb := h.c.Standby(t, li)
 	s := h.on(sb, mount)
 	// roles writes
-	s.importAdmin(t, "sb-admin", "ha_sb_admin", h.pw(t))
-	s.createLogin(t, "ha_sb_app", h.pw(t), "")
-	s.write(t, "roles/sb-app", map[string]interface{}{"type": "postgres", "admin_role": "sb-admin", "username": "ha_sb_app",
+	s.ImportAdmin(t, "sb-admin", "ha_sb_admin", h.pw(t))
+	s.CreateLogin(t, "ha_sb_app", h.pw(t), "")
+	s.Write(t, "roles/sb-app", map[string]interface{}{"type": "postgres", "admin_role": "sb-admin", "username": "ha_sb_app",
 		"connection_url": h.pg.URLTemplate(), "rotation_period": "2160h"})
 	// rotate
-	rot := s.write(t, "rotate/sb-app", nil)
-	if rot == nil || rot.Data["outcome"] != "success" || intOf(t, rot.Data["version"]) != 2 {
-		t.Fatalf("rotate through a standby: %s", jsonOf(t, rot))
+	rot := s.Write(t, "rotate/sb-app", nil)
+	if rot == nil || rot.Data["outcome"] != "success" || testenv.IntOf(t, rot.Data["version"]) != 2 {
+		t.Fatalf("rotate through a standby: %s", testenv.JSONOf(t, rot))
 	}
 	// creds
-	u, pw, v := s.creds(t, "sb-app")
+	u, pw, v := s.Creds(t, "sb-app")
 	if v != 2 {
 		t.Fatalf("creds through a standby: version %d, want 2", v)
 	}
-	s.assertLogin(t, u, pw, true)
+	s.AssertLogin(t, u, pw, true)
 	// status
-	st := s.read(t, "status")
+	st := s.Read(t, "status")
 	found := false
 	for _, r := range st.Data["roles"].([]interface{}) {
 		row := r.(map[string]interface{})
 		if row["name"] == "sb-app" {
-			found = intOf(t, row["current_version"]) == 2 && row["last_outcome"] == "success"
+			found = testenv.IntOf(t, row["current_version"]) == 2 && row["last_outcome"] == "success"
 		}
 	}
 	if !found {
-		t.Fatalf("status through a standby lacks sb-app at version 2: %s", jsonOf(t, st.Data))
+		t.Fatalf("status through a standby lacks sb-app at version 2: %s", testenv.JSONOf(t, st.Data))
 	}
 	// jwks, unauthenticated
-	s.write(t, "roles/sb-jwt", map[string]interface{}{"type": "jwt", "algorithm": "ES256", "rotation_period": "2160h"})
-	kid, _ := s.read(t, "creds/sb-jwt").Data["kid"].(string)
+	s.Write(t, "roles/sb-jwt", map[string]interface{}{"type": "jwt", "algorithm": "ES256", "rotation_period": "2160h"})
+	kid, _ := s.Read(t, "creds/sb-jwt").Data["kid"].(string)
 	var set struct {
 		Keys []map[string]interface{} `json:"keys"`
 	}
@@ -263,7 +262,7 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 	leader, li := h.leader(t)
 	s := h.on(leader, haKillMount)
 	h.pgRole(t, s, "app", "ha_kill_app", nil)
-	before := intOf(t, s.read(t, "roles/app").Data["current_version"])
+	before := testenv.IntOf(t, s.Read(t, "roles/app").Data["current_version"])
 	if err := os.Remove(h.killMarker); err != nil {
 		t.Fatal(err)
 	}
@@ -282,14 +281,14 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 	nl, ni := h.newLeader(t, li)
 	t.Logf("node%d killed; node%d is the new leader", li, ni)
 	data := waitResolved(t, h.on(nl, haKillMount), "app", 2*time.Minute)
-	if got := intOf(t, data["current_version"]); got != before+1 {
+	if got := testenv.IntOf(t, data["current_version"]); got != before+1 {
 		t.Fatalf("current version %d after recovery, want %d (rolled forward)", got, before+1)
 	}
 	// The history entry is written just after the promotion that waitResolved saw.
-	eventually(t, "the recovery in the history", 15*time.Second, func() error {
-		hist := h.on(nl, haKillMount).read(t, "history/app").Data["history"].([]interface{})
+	testenv.Eventually(t, "the recovery in the history", 15*time.Second, func() error {
+		hist := h.on(nl, haKillMount).Read(t, "history/app").Data["history"].([]interface{})
 		if last := hist[0].(map[string]interface{}); last["trigger"] != "recovery" || last["outcome"] != "success" {
-			return fmt.Errorf("latest history entry is not the recovery: %s", jsonOf(t, last))
+			return fmt.Errorf("latest history entry is not the recovery: %s", testenv.JSONOf(t, last))
 		}
 		return nil
 	})
@@ -298,8 +297,8 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 	h.c.RestartNode(t, li)
 	h.assertCredsLogIn(t, haKillMount, "app", before+1)
 	// The next rotation works on the new leader.
-	if rot := h.on(nl, haKillMount).write(t, "rotate/app", nil); rot.Data["outcome"] != "success" {
-		t.Fatalf("rotation after the failover: %s", jsonOf(t, rot))
+	if rot := h.on(nl, haKillMount).Write(t, "rotate/app", nil); rot.Data["outcome"] != "success" {
+		t.Fatalf("rotation after the failover: %s", testenv.JSONOf(t, rot))
 	}
 	h.assertCredsLogIn(t, haKillMount, "app", before+2)
 }
@@ -312,7 +311,7 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 	leader, li := h.leader(t)
 	s := h.on(leader, haFreezeMount)
 	h.pgRole(t, s, "app", "ha_freeze_app", nil)
-	before := intOf(t, s.read(t, "roles/app").Data["current_version"])
+	before := testenv.IntOf(t, s.Read(t, "roles/app").Data["current_version"])
 	if err := os.Remove(h.freezeMark); err != nil {
 		t.Fatal(err)
 	}
@@ -325,17 +324,17 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 	t.Logf("node%d frozen; node%d is the new leader after %s", li, ni, time.Since(reached).Round(time.Millisecond))
 	sn := h.on(nl, haFreezeMount)
 	data := waitResolved(t, sn, "app", 2*time.Minute)
-	if got := intOf(t, data["current_version"]); got != before+1 {
+	if got := testenv.IntOf(t, data["current_version"]); got != before+1 {
 		t.Fatalf("current version %d after recovery, want %d", got, before+1)
 	}
-	if rot := sn.write(t, "rotate/app", nil); rot.Data["outcome"] != "success" || intOf(t, rot.Data["version"]) != before+2 {
-		t.Fatalf("rotation on the new leader: %s", jsonOf(t, rot))
+	if rot := sn.Write(t, "rotate/app", nil); rot.Data["outcome"] != "success" || testenv.IntOf(t, rot.Data["version"]) != before+2 {
+		t.Fatalf("rotation on the new leader: %s", testenv.JSONOf(t, rot))
 	}
 	if time.Since(reached) > haFreezePause-2*time.Second {
 		t.Fatalf("the new leader took %s to resolve and rotate: the old plugin may have woken too early", time.Since(reached))
 	}
-	u, pw, _ := sn.creds(t, "app")
-	s.assertLogin(t, u, pw, true)
+	u, pw, _ := sn.Creds(t, "app")
+	s.AssertLogin(t, u, pw, true)
 
 	// The old plugin wakes at reached+pause, its verify meets the new value, and its write of the
 	// restoring phase goes to a frozen server (30 s). A restore would have happened right after.
@@ -358,7 +357,7 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 	}
 	time.Sleep(10 * time.Second) // what the old plugin still sends after the thaw
 	data = waitResolved(t, sn, "app", time.Minute)
-	if got := intOf(t, data["current_version"]); got != before+2 {
+	if got := testenv.IntOf(t, data["current_version"]); got != before+2 {
 		t.Fatalf("current version %d after the thaw, want %d", got, before+2)
 	}
 	if err := h.pg.CanLogin(u, pw); err != nil {
@@ -368,7 +367,7 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 	// storage: a 503 (its writes fail) or a value that logs in, never a dead one.
 	old := h.on(leader, haFreezeMount)
 	for range 5 {
-		sec, err := old.vault.Client.Logical().Read(haFreezeMount + "/creds/app")
+		sec, err := old.Vault.Client.Logical().Read(haFreezeMount + "/creds/app")
 		var re *api.ResponseError
 		switch {
 		case errors.As(err, &re) && re.StatusCode == http.StatusServiceUnavailable:
@@ -384,9 +383,9 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	hist := sn.read(t, "history/app").Data["history"].([]interface{})
-	if last := hist[0].(map[string]interface{}); last["trigger"] != "manual" || intOf(t, last["version_after"]) != before+2 {
-		t.Fatalf("the latest history entry is not the new leader's rotation: %s", jsonOf(t, last))
+	hist := sn.Read(t, "history/app").Data["history"].([]interface{})
+	if last := hist[0].(map[string]interface{}); last["trigger"] != "manual" || testenv.IntOf(t, last["version_after"]) != before+2 {
+		t.Fatalf("the latest history entry is not the new leader's rotation: %s", testenv.JSONOf(t, last))
 	}
 	// A restart makes the old node a plain standby again (the cases after this one need one
 	// active node).
@@ -466,31 +465,31 @@ func (h *haEnv) rollingRestart(t *testing.T) {
 			t.Fatalf("versions answered by successive rotations do not increase: %v", successes)
 		}
 	}
-	cur := intOf(t, data["current_version"])
+	cur := testenv.IntOf(t, data["current_version"])
 	if cur < successes[len(successes)-1] {
 		t.Fatalf("current version %d below the last answered %d", cur, successes[len(successes)-1])
 	}
 	h.assertCredsLogIn(t, mount, "stream", cur)
 	// History: the successful rotations' versions strictly increase over time.
-	hist := s.read(t, "history/stream").Data["history"].([]interface{})
+	hist := s.Read(t, "history/stream").Data["history"].([]interface{})
 	last := 0
 	for i := len(hist) - 1; i >= 0; i-- {
 		e := hist[i].(map[string]interface{})
 		if e["outcome"] != "success" {
 			continue
 		}
-		v := intOf(t, e["version_after"])
+		v := testenv.IntOf(t, e["version_after"])
 		if v <= last {
-			t.Fatalf("history: success to version %d after one to %d: %s", v, last, jsonOf(t, hist))
+			t.Fatalf("history: success to version %d after one to %d: %s", v, last, testenv.JSONOf(t, hist))
 		}
 		last = v
 	}
 	// Kept versions: distinct numbers and values.
-	list := s.read(t, "versions/stream").Data["versions"].([]interface{})
+	list := s.Read(t, "versions/stream").Data["versions"].([]interface{})
 	seen := map[string]int{}
 	for _, e := range list {
-		n := intOf(t, e.(map[string]interface{})["version"])
-		_, pw, _ := s.creds(t, "stream", "version", fmt.Sprint(n))
+		n := testenv.IntOf(t, e.(map[string]interface{})["version"])
+		_, pw, _ := s.Creds(t, "stream", "version", fmt.Sprint(n))
 		if other, dup := seen[pw]; dup {
 			t.Fatalf("versions %d and %d hold the same value", other, n)
 		}
@@ -520,9 +519,9 @@ func (h *haEnv) scheduleSurvived(t *testing.T) {
 	s := h.on(nl, mount)
 	first := h.failovers[0]
 	var sched []map[string]interface{}
-	eventually(t, "a scheduled rotation after the first failover", 3*time.Minute, func() error {
+	testenv.Eventually(t, "a scheduled rotation after the first failover", 3*time.Minute, func() error {
 		sched = sched[:0]
-		hist := s.read(t, "history/sched").Data["history"].([]interface{})
+		hist := s.Read(t, "history/sched").Data["history"].([]interface{})
 		after := false
 		for _, e := range hist {
 			m := e.(map[string]interface{})
@@ -544,17 +543,17 @@ func (h *haEnv) scheduleSurvived(t *testing.T) {
 	var prev time.Time
 	prevAfter := 0
 	for _, m := range sched {
-		vb, va := intOf(t, m["version_before"]), intOf(t, m["version_after"])
+		vb, va := testenv.IntOf(t, m["version_before"]), testenv.IntOf(t, m["version_after"])
 		ts, _ := time.Parse(time.RFC3339Nano, m["time"].(string))
 		if byBefore[vb] {
-			t.Fatalf("two scheduled runs from version %d (one due time rotated twice): %s", vb, jsonOf(t, sched))
+			t.Fatalf("two scheduled runs from version %d (one due time rotated twice): %s", vb, testenv.JSONOf(t, sched))
 		}
 		byBefore[vb] = true
 		if m["outcome"] == "success" && va <= prevAfter {
-			t.Fatalf("scheduled versions do not increase: %s", jsonOf(t, sched))
+			t.Fatalf("scheduled versions do not increase: %s", testenv.JSONOf(t, sched))
 		}
 		if !prev.IsZero() && ts.Sub(prev) < haSchedPeriod-time.Second {
-			t.Fatalf("two scheduled runs %s apart, less than the period %s: %s", ts.Sub(prev), haSchedPeriod, jsonOf(t, sched))
+			t.Fatalf("two scheduled runs %s apart, less than the period %s: %s", ts.Sub(prev), haSchedPeriod, testenv.JSONOf(t, sched))
 		}
 		if m["outcome"] == "success" {
 			prevAfter = va

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
 )
 
 // TestRotateMany: the guide's "employee departure": every role tagged owner:alice rotates at
@@ -14,11 +16,11 @@ import (
 func TestRotateMany(t *testing.T) {
 	t.Parallel()
 	s := newDevStack(t)
-	s.importAdmin(t, "pg-admin", "many_admin", "many-admin-pw")
+	s.ImportAdmin(t, "pg-admin", "many_admin", "many-admin-pw")
 	const n = 20
 	for i := 0; i < n; i++ {
 		user := fmt.Sprintf("many_%02d", i)
-		s.createLogin(t, user, "pw-"+user, "")
+		s.CreateLogin(t, user, "pw-"+user, "")
 		role := map[string]interface{}{
 			"type": "postgres", "admin_role": "pg-admin", "username": user, "password": "pw-" + user,
 			"rotation_period": "2160h", "tags": "owner:alice",
@@ -30,28 +32,28 @@ func TestRotateMany(t *testing.T) {
 		if i >= n-2 {
 			role["tags"] = "owner:bob"
 		}
-		s.write(t, fmt.Sprintf("roles/many-%02d", i), role)
+		s.Write(t, fmt.Sprintf("roles/many-%02d", i), role)
 	}
 
-	dry := s.write(t, "rotate-many", map[string]interface{}{"tag": "owner:alice", "dry_run": true})
+	dry := s.Write(t, "rotate-many", map[string]interface{}{"tag": "owner:alice", "dry_run": true})
 	if roles, _ := dry.Data["roles"].([]interface{}); len(roles) != n-2 || dry.Data["job_id"] != nil {
 		t.Fatalf("dry run: %v", dry.Data)
 	}
-	s.assertLogin(t, "many_00", "pw-many_00", true)
+	s.AssertLogin(t, "many_00", "pw-many_00", true)
 
-	small := s.write(t, "rotate-many", map[string]interface{}{"glob": "many-1*", "dry_run": false, "roles": nil})
+	small := s.Write(t, "rotate-many", map[string]interface{}{"glob": "many-1*", "dry_run": false, "roles": nil})
 	if outs, _ := small.Data["outcomes"].([]interface{}); len(outs) != 10 {
 		t.Fatalf("inline rotate-many of many-1*: %v", small.Data)
 	}
 
-	sec := s.write(t, "rotate-many", map[string]interface{}{"tag": "owner:alice"})
+	sec := s.Write(t, "rotate-many", map[string]interface{}{"tag": "owner:alice"})
 	id, _ := sec.Data["job_id"].(string)
 	if id == "" {
 		t.Fatalf("%d roles answered inline: %v", n-2, sec.Data)
 	}
 	var job map[string]interface{}
-	eventually(t, "the job is done", 60*time.Second, func() error {
-		job = s.read(t, "jobs/"+id).Data
+	testenv.Eventually(t, "the job is done", 60*time.Second, func() error {
+		job = s.Read(t, "jobs/"+id).Data
 		if job["state"] != "done" {
 			return fmt.Errorf("state %v", job["state"])
 		}
@@ -71,30 +73,30 @@ func TestRotateMany(t *testing.T) {
 		if m["outcome"] != want {
 			t.Fatalf("%s: %v, want %s", role, m, want)
 		}
-		user, pw, _ := s.creds(t, role)
-		s.assertLogin(t, user, pw, true)
+		user, pw, _ := s.Creds(t, role)
+		s.AssertLogin(t, user, pw, true)
 	}
-	s.assertLogin(t, "many_07", "pw-many_07", true) // rolled back alone
+	s.AssertLogin(t, "many_07", "pw-many_07", true) // rolled back alone
 	// owner:bob: rotated once by the glob many-1*, not by the tag.
-	if user, pw, v := s.creds(t, "many-19"); v != 2 {
+	if user, pw, v := s.Creds(t, "many-19"); v != 2 {
 		t.Fatalf("many-19 at version %d, want 2", v)
 	} else {
-		s.assertLogin(t, user, pw, true)
+		s.AssertLogin(t, user, pw, true)
 	}
-	s.assertNoSecretIn(t, "job", jsonOf(t, job))
+	s.AssertNoSecretIn(t, "job", testenv.JSONOf(t, job))
 
 	// rotate-many acts across roles whatever per-role policies say: sudo only.
-	if err := s.vault.Client.Sys().PutPolicy("many-no-sudo", `path "rotation/rotate-many" { capabilities = ["update"] }
+	if err := s.Vault.Client.Sys().PutPolicy("many-no-sudo", `path "rotation/rotate-many" { capabilities = ["update"] }
 path "rotation/jobs/*" { capabilities = ["read"] }`); err != nil {
 		t.Fatal(err)
 	}
-	c := policyClient(t, s, "many-no-sudo")
+	c := s.PolicyClient(t, "many-no-sudo")
 	if _, err := c.Logical().Write(mount+"/rotate-many", map[string]interface{}{"glob": "*", "dry_run": true}); !isForbidden(err) {
 		t.Fatalf("rotate-many without sudo: %v, want 403", err)
 	}
 	if _, err := c.Logical().Read(mount + "/jobs/" + id); !isForbidden(err) {
 		t.Fatalf("a job read without sudo: %v, want 403", err)
 	}
-	_, re := s.writeErr("rotate-many", map[string]interface{}{"tag": "x", "glob": "*"})
-	expectStatus(t, re, http.StatusBadRequest, "give exactly one")
+	_, re := s.WriteErr("rotate-many", map[string]interface{}{"tag": "x", "glob": "*"})
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, "give exactly one")
 }
