@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -36,7 +34,7 @@ const (
 	crashRole = "app"
 	// crashPause is how long the plugin waits at the failpoint: far longer than the test needs to
 	// kill it there.
-	crashPause = "10m"
+	crashPause = 10 * time.Minute
 	// crashReachBound bounds the rotation's way to its failpoint (an inside-restore case first
 	// waits out a failing health check).
 	crashReachBound = 2 * time.Minute
@@ -173,12 +171,9 @@ func TestCrashMatrix(t *testing.T) {
 func runCrashCase(t *testing.T, sh *crashShared, k crashKind, point string) {
 	// The marker disarms the failpoint while it exists: during setup (creating a role rotates),
 	// and after the crash, so that recovery and the next rotation run through.
-	marker := filepath.Join(t.TempDir(), "failpoint-reached")
-	if err := os.WriteFile(marker, []byte("setup"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	fp := testenv.NewFailpoint(t, point, crashPause)
 	st := testenv.NewStack(t, testenv.StackOptions{Storage: testenv.StorageFile, SharedPostgres: sh.pg, PluginTags: "failpoints",
-		PluginEnv: []string{"ROTATION_FAILPOINT=" + point + "=" + crashPause, "ROTATION_FAILPOINT_MARKER=" + marker}})
+		PluginEnv: fp.Env()})
 	v := st.Vault
 	c := &crashCase{s: &stack{st}, id: fmt.Sprintf("cm%d", sh.seq.Add(1)), point: point}
 	s := c.s
@@ -192,11 +187,9 @@ func runCrashCase(t *testing.T, sh *crashShared, k crashKind, point string) {
 	if c.gate != nil {
 		c.gate.open.Store(false)
 	}
-	if err := os.Remove(marker); err != nil {
-		t.Fatal(err)
-	}
+	fp.Arm(t)
 	rotateDone := s.RotateUnretried(crashRole)
-	waitFailpoint(t, marker, point, rotateDone)
+	fp.Wait(t, rotateDone, crashReachBound)
 	v.Kill(t)
 	select {
 	case err := <-rotateDone:
@@ -208,16 +201,7 @@ func runCrashCase(t *testing.T, sh *crashShared, k crashKind, point string) {
 	}
 	v.Restart(t)
 
-	testenv.Eventually(t, "recovery resolves the pending record", crashRecoveryBound, func() error {
-		sec, err := v.Client.Logical().Read(mount + "/roles/" + crashRole)
-		if err != nil || sec == nil {
-			return fmt.Errorf("read role: %v", err)
-		}
-		if sec.Data["pending"] != false {
-			return fmt.Errorf("pending=%v (last_outcome %v)", sec.Data["pending"], sec.Data["last_outcome"])
-		}
-		return nil
-	})
+	s.WaitResolved(t, crashRole, crashRecoveryBound)
 	want := k.expect(point)
 	wantVersion := before
 	if want == rolledForward {
@@ -256,26 +240,6 @@ func runCrashCase(t *testing.T, sh *crashShared, k crashKind, point string) {
 	}
 	t.Run("after-next-rotation", checkAll)
 	s.AssertNoSecretIn(t, "the Vault server log", v.ServerLog(t))
-}
-
-// waitFailpoint waits until the plugin pauses at its failpoint (it writes the marker then). A
-// rotation that ends first never passed the failpoint.
-func waitFailpoint(t *testing.T, marker, point string, rotateDone <-chan error) {
-	t.Helper()
-	deadline := time.Now().Add(crashReachBound)
-	for {
-		if _, err := os.Stat(marker); err == nil {
-			return
-		}
-		select {
-		case err := <-rotateDone:
-			t.Fatalf("the rotation ended without reaching failpoint %s: %v", point, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the rotation did not reach failpoint %s within %s", point, crashReachBound)
-		}
-	}
 }
 
 // healthGate is an HTTP health check that the test opens and closes.

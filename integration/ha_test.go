@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -42,8 +40,8 @@ type haEnv struct {
 	st         *testenv.Stack // the raft stack, requests to the node active at start, at rotation/
 	c          *testenv.Cluster
 	pg         *testenv.Postgres
-	killMarker string
-	freezeMark string
+	kill       *testenv.Failpoint // ha-kill/'s
+	freeze     *testenv.Failpoint // ha-freeze/'s
 	seq        int
 	// failovers are the times a leader was taken away (killed, frozen, stopped).
 	failovers []time.Time
@@ -107,24 +105,6 @@ func rotateOn(client *api.Client, path, role string) <-chan error {
 	return done
 }
 
-// waitResolved waits until the role has no pending record (read through s's node).
-func waitResolved(t *testing.T, s *stack, role string, bound time.Duration) map[string]interface{} {
-	t.Helper()
-	var data map[string]interface{}
-	testenv.Eventually(t, "the pending record of "+s.Mount+"/"+role+" is resolved", bound, func() error {
-		sec, err := s.Vault.Client.Logical().Read(s.Mount + "/roles/" + role)
-		if err != nil || sec == nil {
-			return fmt.Errorf("read role: %v", err)
-		}
-		if sec.Data["pending"] != false {
-			return fmt.Errorf("pending=%v (last_outcome %v)", sec.Data["pending"], sec.Data["last_outcome"])
-		}
-		data = sec.Data
-		return nil
-	})
-	return data
-}
-
 // assertCredsLogIn reads creds/ROLE through every running node and logs in with each answer; all
 // answers are the same version, at least min.
 func (h *haEnv) assertCredsLogIn(t *testing.T, path, role string, min int) int {
@@ -170,18 +150,11 @@ func TestHA(t *testing.T) {
 	st := testenv.NewStack(t, testenv.StackOptions{Storage: testenv.StorageRaft, Postgres: true, PluginTags: "failpoints"})
 	h := &haEnv{st: st, c: st.Cluster, pg: st.Postgres}
 	t.Logf("raft cluster up, plugin mounted, in %s", time.Since(start).Round(time.Second))
-	tmp := t.TempDir()
-	h.killMarker, h.freezeMark = filepath.Join(tmp, "kill-reached"), filepath.Join(tmp, "freeze-reached")
-	for _, m := range []string{h.killMarker, h.freezeMark} {
-		if err := os.WriteFile(m, []byte("setup"), 0o600); err != nil { // disarmed until a case removes it
-			t.Fatal(err)
-		}
-	}
+	h.kill = testenv.NewFailpoint(t, failpoint.AfterApply, 10*time.Minute)
+	h.freeze = testenv.NewFailpoint(t, failpoint.AfterApply, haFreezePause)
 	leader := st.Vault
-	st.MountPlugin(t, "rotation-ha-kill", haKillMount, []string{
-		"ROTATION_FAILPOINT=" + failpoint.AfterApply + "=10m", "ROTATION_FAILPOINT_MARKER=" + h.killMarker})
-	st.MountPlugin(t, "rotation-ha-freeze", haFreezeMount, []string{
-		"ROTATION_FAILPOINT=" + failpoint.AfterApply + "=" + haFreezePause.String(), "ROTATION_FAILPOINT_MARKER=" + h.freezeMark})
+	st.MountPlugin(t, "rotation-ha-kill", haKillMount, h.kill.Env())
+	st.MountPlugin(t, "rotation-ha-freeze", haFreezeMount, h.freeze.Env())
 	for i, m := range []string{mount, haKillMount, haFreezeMount} {
 		s := h.on(leader, m)
 		s.ImportAdmin(t, "pg-admin", fmt.Sprintf("ha_admin%d", i), h.pw(t))
@@ -263,11 +236,9 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 	s := h.on(leader, haKillMount)
 	h.pgRole(t, s, "app", "ha_kill_app", nil)
 	before := testenv.IntOf(t, s.Read(t, "roles/app").Data["current_version"])
-	if err := os.Remove(h.killMarker); err != nil {
-		t.Fatal(err)
-	}
+	h.kill.Arm(t)
 	done := rotateOn(h.c.Client(t, li), haKillMount, "app")
-	waitFailpoint(t, h.killMarker, failpoint.AfterApply, done)
+	h.kill.Wait(t, done, crashReachBound)
 	h.failovers = append(h.failovers, time.Now())
 	leader.Kill(t)
 	select {
@@ -280,7 +251,7 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 	}
 	nl, ni := h.newLeader(t, li)
 	t.Logf("node%d killed; node%d is the new leader", li, ni)
-	data := waitResolved(t, h.on(nl, haKillMount), "app", 2*time.Minute)
+	data := h.on(nl, haKillMount).WaitResolved(t, "app", 2*time.Minute)
 	if got := testenv.IntOf(t, data["current_version"]); got != before+1 {
 		t.Fatalf("current version %d after recovery, want %d (rolled forward)", got, before+1)
 	}
@@ -312,18 +283,16 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 	s := h.on(leader, haFreezeMount)
 	h.pgRole(t, s, "app", "ha_freeze_app", nil)
 	before := testenv.IntOf(t, s.Read(t, "roles/app").Data["current_version"])
-	if err := os.Remove(h.freezeMark); err != nil {
-		t.Fatal(err)
-	}
+	h.freeze.Arm(t)
 	done := rotateOn(h.c.Client(t, li), haFreezeMount, "app")
-	waitFailpoint(t, h.freezeMark, failpoint.AfterApply, done)
+	h.freeze.Wait(t, done, crashReachBound)
 	reached := time.Now()
 	h.failovers = append(h.failovers, reached)
 	leader.Freeze(t)
 	nl, ni := h.newLeader(t, li)
 	t.Logf("node%d frozen; node%d is the new leader after %s", li, ni, time.Since(reached).Round(time.Millisecond))
 	sn := h.on(nl, haFreezeMount)
-	data := waitResolved(t, sn, "app", 2*time.Minute)
+	data := sn.WaitResolved(t, "app", 2*time.Minute)
 	if got := testenv.IntOf(t, data["current_version"]); got != before+1 {
 		t.Fatalf("current version %d after recovery, want %d", got, before+1)
 	}
@@ -356,7 +325,7 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 		t.Log("the frozen leader's rotate request has not ended 20 s after the thaw")
 	}
 	time.Sleep(10 * time.Second) // what the old plugin still sends after the thaw
-	data = waitResolved(t, sn, "app", time.Minute)
+	data = sn.WaitResolved(t, "app", time.Minute)
 	if got := testenv.IntOf(t, data["current_version"]); got != before+2 {
 		t.Fatalf("current version %d after the thaw, want %d", got, before+2)
 	}
@@ -453,7 +422,7 @@ func (h *haEnv) rollingRestart(t *testing.T) {
 	wg.Wait()
 	nl, _ := h.leader(t)
 	s := h.on(nl, mount)
-	data := waitResolved(t, s, "stream", 2*time.Minute)
+	data := s.WaitResolved(t, "stream", 2*time.Minute)
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("%d rotations succeeded, %d failed or were cut short by a restart", len(successes), failures)

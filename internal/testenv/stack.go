@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -308,6 +310,14 @@ func (s *Stack) Remember(values ...string) {
 	}
 }
 
+// Remembered is how many secret values AssertNoSecretIn looks for (a test that proves nothing leaks first proves it
+// looked for something).
+func (s *Stack) Remembered() int {
+	s.leaks.mu.Lock()
+	defer s.leaks.mu.Unlock()
+	return len(s.leaks.secrets)
+}
+
 // AssertNoSecretIn fails the test (without showing the value) when any remembered secret appears in text.
 func (s *Stack) AssertNoSecretIn(t testing.TB, what, text string) {
 	t.Helper()
@@ -389,4 +399,84 @@ func CanLoginURL(connURL string) error {
 	defer conn.Close(context.Background())
 	var one int
 	return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+}
+
+// Failpoint is a pause of the failpoints build of the plugin (PluginTags "failpoints") at a named point of the
+// rotation protocol (internal/failpoint): give Env to the catalog entry (StackOptions.PluginEnv), Arm it before the
+// rotation that must stop there, and Wait until the plugin pauses. The point is disarmed while Marker exists: it
+// exists from the start (so that setup rotations run through), Arm removes it, and the plugin writes it again when it
+// pauses, so that it pauses once (not again after a restart, nor in recovery).
+type Failpoint struct {
+	Point  string
+	Pause  time.Duration
+	Marker string
+}
+
+// NewFailpoint is a disarmed failpoint at point that pauses for pause once armed.
+func NewFailpoint(t testing.TB, point string, pause time.Duration) *Failpoint {
+	t.Helper()
+	f := &Failpoint{Point: point, Pause: pause, Marker: filepath.Join(t.TempDir(), "failpoint-"+point)}
+	if err := os.WriteFile(f.Marker, []byte("setup"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// Env is the plugin environment that sets the failpoint.
+func (f *Failpoint) Env() []string {
+	return []string{"ROTATION_FAILPOINT=" + f.Point + "=" + f.Pause.String(), "ROTATION_FAILPOINT_MARKER=" + f.Marker}
+}
+
+// Arm makes the next rotation that passes the point pause there.
+func (f *Failpoint) Arm(t testing.TB) {
+	t.Helper()
+	if err := os.Remove(f.Marker); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Wait waits (at most bound) until the plugin pauses at the point; a rotation that ends first (rotateDone) never
+// passed it.
+func (f *Failpoint) Wait(t testing.TB, rotateDone <-chan error, bound time.Duration) {
+	t.Helper()
+	WaitFailpoint(t, f.Marker, f.Point, rotateDone, bound)
+}
+
+// WaitFailpoint waits (at most bound) until the plugin pauses at its failpoint, which it says by writing marker; a
+// rotation that ends first (rotateDone) never passed the failpoint.
+func WaitFailpoint(t testing.TB, marker, point string, rotateDone <-chan error, bound time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for {
+		if _, err := os.Stat(marker); err == nil {
+			return
+		}
+		select {
+		case err := <-rotateDone:
+			t.Fatalf("the rotation ended without reaching failpoint %s: %v", point, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rotation did not reach failpoint %s within %s", point, bound)
+		}
+	}
+}
+
+// WaitResolved waits (at most bound) until ROLE has no pending record, read through the stack's node, and returns the
+// role as read then.
+func (s *Stack) WaitResolved(t testing.TB, role string, bound time.Duration) map[string]interface{} {
+	t.Helper()
+	var data map[string]interface{}
+	Eventually(t, "the pending record of "+s.Mount+"/"+role+" is resolved", bound, func() error {
+		sec, err := s.Vault.Client.Logical().Read(s.Mount + "/roles/" + role)
+		if err != nil || sec == nil {
+			return fmt.Errorf("read role: %v", err)
+		}
+		if sec.Data["pending"] != false {
+			return fmt.Errorf("pending=%v (last_outcome %v)", sec.Data["pending"], sec.Data["last_outcome"])
+		}
+		data = sec.Data
+		return nil
+	})
+	return data
 }
