@@ -37,12 +37,12 @@ const (
 )
 
 type haEnv struct {
-	st         *testenv.Stack // the raft stack, requests to the node active at start, at rotation/
-	c          *testenv.Cluster
-	pg         *testenv.Postgres
-	kill       *testenv.Failpoint // ha-kill/'s
-	freeze     *testenv.Failpoint // ha-freeze/'s
-	seq        int
+	st     *testenv.Stack // the raft stack, requests to the node active at start, at rotation/
+	c      *testenv.Cluster
+	pg     *testenv.Postgres
+	kill   *testenv.Failpoint // ha-kill/'s
+	freeze *testenv.Failpoint // ha-freeze/'s
+	seq    int
 	// failovers are the times a leader was taken away (killed, frozen, stopped).
 	failovers []time.Time
 }
