@@ -27,6 +27,8 @@ import (
 const (
 	haKillMount   = "ha-kill"
 	haFreezeMount = "ha-freeze"
+	// haRestartMount's plugin pauses after a rotation restarted the first of its consumers.
+	haRestartMount = "ha-kill-restart"
 	// haFreezePause is how long the frozen leader's plugin waits after apply: long enough for the
 	// new leader to be elected, resolve the record and rotate again.
 	haFreezePause = 25 * time.Second
@@ -36,13 +38,18 @@ const (
 	haSchedPeriod = 15 * time.Second
 )
 
+// haMounts are the mounts of the cluster, each with its own admin role pg-admin.
+var haMounts = []string{mount, haKillMount, haFreezeMount, haRestartMount}
+
 type haEnv struct {
 	st     *testenv.Stack // the raft stack, requests to the node active at start, at rotation/
 	c      *testenv.Cluster
 	pg     *testenv.Postgres
 	kill   *testenv.Failpoint // ha-kill/'s
 	freeze *testenv.Failpoint // ha-freeze/'s
-	seq    int
+	// restart is ha-kill-restart/'s: after the first consumer restart, until killed.
+	restart *testenv.Failpoint
+	seq     int
 	// failovers are the times a leader was taken away (killed, frozen, stopped).
 	failovers []time.Time
 }
@@ -71,7 +78,7 @@ func randHexT(t *testing.T) string {
 func (h *haEnv) leader(t *testing.T) (*testenv.Vault, int) {
 	t.Helper()
 	v, i := h.c.Active(t, haFailoverBound)
-	for _, m := range []string{mount, haKillMount, haFreezeMount} {
+	for _, m := range haMounts {
 		v.WaitPlugin(t, m)
 	}
 	return v, i
@@ -152,10 +159,13 @@ func TestHA(t *testing.T) {
 	t.Logf("raft cluster up, plugin mounted, in %s", time.Since(start).Round(time.Second))
 	h.kill = testenv.NewFailpoint(t, failpoint.AfterApply, 10*time.Minute)
 	h.freeze = testenv.NewFailpoint(t, failpoint.AfterApply, haFreezePause)
+	h.restart = testenv.NewFailpoint(t, failpoint.AfterFirstRestart, 10*time.Minute)
 	leader := st.Vault
 	st.MountPlugin(t, "rotation-ha-kill", haKillMount, h.kill.Env())
 	st.MountPlugin(t, "rotation-ha-freeze", haFreezeMount, h.freeze.Env())
-	for i, m := range []string{mount, haKillMount, haFreezeMount} {
+	st.MountPlugin(t, "rotation-ha-kill-restart", haRestartMount, h.restart.Env()).
+		Write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_consumers": "docker:testenv-demo-*"})
+	for i, m := range haMounts {
 		s := h.on(leader, m)
 		s.ImportAdmin(t, "pg-admin", fmt.Sprintf("ha_admin%d", i), h.pw(t))
 	}
@@ -167,6 +177,10 @@ func TestHA(t *testing.T) {
 		return
 	}
 	t.Run("leader-killed-mid-rotation", h.leaderKilled)
+	if t.Failed() {
+		return
+	}
+	t.Run("leader-killed-after-first-consumer-restart", h.leaderKilledAfterRestart)
 	if t.Failed() {
 		return
 	}
@@ -272,6 +286,92 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 		t.Fatalf("rotation after the failover: %s", testenv.JSONOf(t, rot))
 	}
 	h.assertCredsLogIn(t, haKillMount, "app", before+2)
+}
+
+// leaderKilledAfterRestart (test 1, second variant): SIGKILL the leader (server and plugin)
+// while a rotation waits after restarting the first of its two Docker consumers on the new value.
+// The new leader recovers the record: the new value is live at PostgreSQL and the first consumer
+// runs it, so it rolls forward and deploys it; creds through the new leader and a standby logs
+// in, and both consumers end healthy on the version creds hands out.
+func (h *haEnv) leaderKilledAfterRestart(t *testing.T) {
+	leader, li := h.leader(t)
+	s := h.on(leader, haRestartMount)
+	h.pgRole(t, s, "app", "ha_restart_app", nil)
+	// The consumers read creds at start through a standby (which forwards to whichever node is
+	// active): the leader's address dies with it.
+	sb := h.on(h.c.Standby(t, li), haRestartMount)
+	ctrs := []*testenv.Container{sb.RunDemo(t, "app", testenv.DemoOptions{}), sb.RunDemo(t, "app", testenv.DemoOptions{})}
+	for _, c := range ctrs {
+		testenv.WaitHTTPStatus(t, c.URL("/health"), http.StatusOK, 30*time.Second)
+	}
+	s.Write(t, "roles/app", map[string]interface{}{
+		"consumers":     "docker:" + ctrs[0].Name + ",docker:" + ctrs[1].Name,
+		"health_checks": ctrs[0].URL("/health") + "," + ctrs[1].URL("/health"), "health_timeout": "20s",
+	})
+	before := testenv.IntOf(t, s.Read(t, "roles/app").Data["current_version"])
+	h.restart.Arm(t)
+	done := rotateOn(h.c.Client(t, li), haRestartMount, "app")
+	h.restart.Wait(t, done, crashReachBound)
+	// The first consumer was restarted on the staged value, the second not yet.
+	testenv.Eventually(t, "the first consumer runs the new version", 30*time.Second, func() error {
+		if code, body, err := testenv.HTTPGet(ctrs[0].URL("/version")); err != nil || code != http.StatusOK {
+			return fmt.Errorf("/version: %d %v", code, err)
+		} else if got := demoStartedWith(t, ctrs[0]).Version; got != before+1 {
+			return fmt.Errorf("runs version %d (%s)", got, body)
+		}
+		return nil
+	})
+	if got := demoStartedWith(t, ctrs[1]).Version; got != before {
+		t.Fatalf("the second consumer runs version %d before the kill, want the old %d", got, before)
+	}
+	h.failovers = append(h.failovers, time.Now())
+	leader.Kill(t)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the rotate request succeeded although its leader was killed inside it")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the rotate request did not end within a minute of the kill")
+	}
+	nl, ni := h.newLeader(t, li)
+	t.Logf("node%d killed after the first consumer restart; node%d is the new leader", li, ni)
+	sn := h.on(nl, haRestartMount)
+	data := sn.WaitResolved(t, "app", 2*time.Minute)
+	if got := testenv.IntOf(t, data["current_version"]); got != before+1 {
+		t.Fatalf("current version %d after recovery, want %d (rolled forward)", got, before+1)
+	}
+	testenv.Eventually(t, "the recovery in the history", 15*time.Second, func() error {
+		hist := sn.Read(t, "history/app").Data["history"].([]interface{})
+		if last := hist[0].(map[string]interface{}); last["trigger"] != "recovery" || last["outcome"] != "success" {
+			return fmt.Errorf("latest history entry is not the recovery: %s", testenv.JSONOf(t, last))
+		}
+		return nil
+	})
+	// Through the new leader and the standby still up.
+	h.assertCredsLogIn(t, haRestartMount, "app", before+1)
+	// Both consumers run the recovered version and are healthy with it (/health logs in).
+	for _, c := range ctrs {
+		testenv.WaitHTTPStatus(t, c.URL("/health"), http.StatusOK, 30*time.Second)
+		if got := demoStartedWith(t, c); got.Version != before+1 || got.Username != "ha_restart_app" {
+			t.Fatalf("%s runs %s version %d after recovery, want version %d", c.Name, got.Username, got.Version, before+1)
+		}
+	}
+	// The killed node comes back as a standby; the next rotation, through the new leader,
+	// restarts both consumers on its value.
+	h.c.RestartNode(t, li)
+	h.assertCredsLogIn(t, haRestartMount, "app", before+1)
+	if rot := sn.Write(t, "rotate/app", nil); rot.Data["outcome"] != "success" {
+		t.Fatalf("rotation after the failover: %s", testenv.JSONOf(t, rot))
+	}
+	h.assertCredsLogIn(t, haRestartMount, "app", before+2)
+	for _, c := range ctrs {
+		testenv.WaitHTTPStatus(t, c.URL("/health"), http.StatusOK, 30*time.Second)
+		if got := demoStartedWith(t, c); got.Version != before+2 {
+			t.Fatalf("%s runs version %d after the next rotation, want %d", c.Name, got.Version, before+2)
+		}
+	}
+	sn.AssertNoSecretIn(t, "the new leader's server log", nl.ServerLog(t))
 }
 
 // leaderFrozen (test 2): SIGSTOP the leader's server (its plugin keeps running) while a rotation
