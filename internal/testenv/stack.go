@@ -45,6 +45,9 @@ type StackOptions struct {
 	PluginName string   // catalog name ("" = PluginName); another name is another catalog entry with its own PluginEnv
 	PluginEnv  []string // KEY=VALUE on the catalog entry, given to the plugin process (e.g. ROTATION_FAILPOINT=...)
 	Mount      string   // mount path ("" = DefaultMount)
+	// OwnPluginDir gives the Vault a plugin directory of its own holding a copy of the build, so that the test may
+	// install more binaries there (InstallPlugin) without showing them to other tests' servers.
+	OwnPluginDir bool
 
 	// Docker writes the mount's config: docker_host=DockerHost() and allowed_consumers=AllowedConsumers, so that roles
 	// may restart the demo consumers of the default engine (RunDemo). Docker fails the test when no engine answers.
@@ -69,7 +72,8 @@ type Stack struct {
 	SSHUser string     // with SSHHosts: the login on every host
 	SSH     []*SSHHost // with SSHHosts
 
-	leaks *leakTracker
+	leaks      *leakTracker
+	ownPlugins bool // the plugin directory is the stack's own (StackOptions.OwnPluginDir)
 }
 
 // NewStack starts what o asks for, registers and mounts the plugin, and waits until the mount answers. Cleanup stops
@@ -90,6 +94,13 @@ func NewStack(t testing.TB, o StackOptions) *Stack {
 		s.PluginDir, s.PluginSHA = PluginBinary(t)
 	} else {
 		s.PluginDir, s.PluginSHA = PluginBinaryTags(t, o.PluginTags)
+	}
+	if o.OwnPluginDir {
+		own := sharedTempDir(t, "testenv-plugins-")
+		if _, err := copyExecutable(filepath.Join(s.PluginDir, PluginName), filepath.Join(own, PluginName)); err != nil {
+			t.Fatal(err)
+		}
+		s.PluginDir, s.ownPlugins = own, true
 	}
 	switch o.Storage {
 	case StorageDev, "":
@@ -134,6 +145,33 @@ func (s *Stack) MountPlugin(t testing.TB, name, path string, env []string) *Stac
 	t.Helper()
 	s.Vault.MountPluginAs(t, name, s.PluginDir, s.PluginSHA, path, env)
 	return s.On(s.Vault, path)
+}
+
+// InstallPlugin copies the plugin binary of build directory dir (PluginBinaryVersion's) into the server's plugin
+// directory under file name name (StackOptions.OwnPluginDir), as an operator installs a new version next to the one
+// registered, and returns its sha256.
+func (s *Stack) InstallPlugin(t testing.TB, dir, name string) (sha256hex string) {
+	t.Helper()
+	if !s.ownPlugins || filepath.Base(name) != name || name == PluginName {
+		t.Fatalf("testenv: InstallPlugin %q: needs StackOptions.OwnPluginDir and a file name other than %s", name, PluginName)
+	}
+	sum, err := copyExecutable(filepath.Join(dir, PluginName), filepath.Join(s.PluginDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum
+}
+
+// copyExecutable copies src to dst (mode 0755) and returns dst's sha256.
+func copyExecutable(src, dst string) (string, error) {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		return "", err
+	}
+	return FileSHA256(dst)
 }
 
 // On is the stack whose requests go to node v at mount ("" = the stack's mount). It shares the leak tracker.
