@@ -87,17 +87,8 @@ func (h *haEnv) leader(t *testing.T) (*testenv.Vault, int) {
 // newLeader waits until a node other than old is active and its mounts answer.
 func (h *haEnv) newLeader(t *testing.T, old int) (*testenv.Vault, int) {
 	t.Helper()
-	deadline := time.Now().Add(haFailoverBound)
-	for time.Now().Before(deadline) {
-		for i, v := range h.c.Nodes {
-			if i != old && v.IsActive() {
-				return h.leader(t)
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("no new leader within %s", haFailoverBound)
-	return nil, -1
+	h.c.NewActive(t, old, haFailoverBound)
+	return h.leader(t)
 }
 
 // rotateOn starts rotate/ROLE through client without retries (a retry could be a second rotation).
@@ -112,31 +103,11 @@ func rotateOn(client *api.Client, path, role string) <-chan error {
 	return done
 }
 
-// assertCredsLogIn reads creds/ROLE through every running node and logs in with each answer; all
-// answers are the same version, at least min.
+// assertCredsLogIn reads creds/ROLE at path through every running node and logs in with each
+// answer; all answers are the same version, at least min.
 func (h *haEnv) assertCredsLogIn(t *testing.T, path, role string, min int) int {
 	t.Helper()
-	version := -1
-	for i, v := range h.c.Nodes {
-		if !v.Running() {
-			continue
-		}
-		if hl, err := v.Health(); err != nil || hl.Sealed {
-			continue
-		}
-		u, pw, ver := h.on(v, path).Creds(t, role)
-		if err := h.pg.CanLogin(u, pw); err != nil {
-			t.Fatalf("creds/%s read through node%d (version %d) does not log in: %v", role, i, ver, err)
-		}
-		if version >= 0 && ver != version {
-			t.Fatalf("creds/%s: node%d answers version %d, another node %d", role, i, ver, version)
-		}
-		version = ver
-	}
-	if version < min {
-		t.Fatalf("creds/%s: version %d, want at least %d", role, version, min)
-	}
-	return version
+	return h.st.On(h.st.Vault, path).AssertCredsEverywhere(t, role, min)
 }
 
 // pgRole creates a login and a role for it under the mount's admin.

@@ -15,10 +15,8 @@ import (
 // its own authorized_keys.
 func TestSSHRotation(t *testing.T) {
 	t.Parallel()
-	s := newDevStack(t)
-	user := testenv.NewSSHUser(t)
-	a := testenv.StartSSHHost(t, user)
-	b := testenv.StartSSHHost(t, user)
+	s := &stack{testenv.NewStack(t, testenv.StackOptions{Postgres: true, PostgresOpts: []string{"log_statement=all"}, SSHHosts: 2})}
+	user, a, b := s.SSHUser, s.SSH[0], s.SSH[1]
 
 	key0, line0 := testenv.NewSSHKey(t, "operator@laptop")
 	s.Remember(key0)

@@ -518,3 +518,51 @@ func (s *Stack) WaitResolved(t testing.TB, role string, bound time.Duration) map
 	})
 	return data
 }
+
+// NewActive waits (at most timeout) until a node other than node old is the active one and returns it with its
+// index (a failover after old was killed, frozen or stopped).
+func (c *Cluster) NewActive(t testing.TB, old int, timeout time.Duration) (*Vault, int) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for i, v := range c.Nodes {
+			if i != old && v.IsActive() {
+				return v, i
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("testenv: no node other than node%d active within %s", old, timeout)
+	return nil, -1
+}
+
+// AssertCredsEverywhere reads creds/ROLE at the stack's mount through every running, unsealed node of its cluster
+// (standbys forward to the active node) and logs in to PostgreSQL with each answer: all must log in, with one version,
+// at least min. It returns that version.
+func (s *Stack) AssertCredsEverywhere(t testing.TB, role string, min int) int {
+	t.Helper()
+	if s.Cluster == nil {
+		t.Fatal("testenv: AssertCredsEverywhere needs a raft stack")
+	}
+	version := -1
+	for i, v := range s.Cluster.Nodes {
+		if !v.Running() {
+			continue
+		}
+		if hl, err := v.Health(); err != nil || hl.Sealed {
+			continue
+		}
+		u, pw, ver := s.On(v, "").Creds(t, role)
+		if err := s.Postgres.CanLogin(u, pw); err != nil {
+			t.Fatalf("creds/%s read through node%d (version %d) does not log in: %v", role, i, ver, err)
+		}
+		if version >= 0 && ver != version {
+			t.Fatalf("creds/%s: node%d answers version %d, another node %d", role, i, ver, version)
+		}
+		version = ver
+	}
+	if version < min {
+		t.Fatalf("creds/%s: version %d, want at least %d", role, version, min)
+	}
+	return version
+}
