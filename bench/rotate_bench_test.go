@@ -36,32 +36,26 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-const mount = "rotation"
+const mount = testenv.DefaultMount
 
-type stack struct {
-	vault     *testenv.Vault
-	pg        *testenv.Postgres
-	pluginDir string
-}
+// stack is testenv's stack: a dev Vault with the plugin at rotation/ and PostgreSQL.
+type stack struct{ *testenv.Stack }
 
 func newStack(b *testing.B) *stack {
 	b.Helper()
-	pg := testenv.StartPostgres(b)
 	// BENCH_PROFILE_DIR=DIR: the plugin built with -tags pprof writes CPU and heap profiles
 	// there (docs/benchmarks.md "Profiling").
-	tags, env := "", []string(nil)
+	opts := testenv.StackOptions{Postgres: true}
 	if p := os.Getenv("BENCH_PROFILE_DIR"); p != "" {
-		tags, env = "pprof", []string{"ROTATION_PROFILE_DIR=" + p}
+		opts.PluginTags, opts.PluginEnv = "pprof", []string{"ROTATION_PROFILE_DIR=" + p}
 	}
-	dir, sha := testenv.PluginBinaryTags(b, tags)
-	v := testenv.StartDevVault(b, dir)
-	v.MountPluginEnv(b, dir, sha, mount, env)
-	return &stack{vault: v, pg: pg, pluginDir: dir}
+	return &stack{testenv.NewStack(b, opts)}
 }
 
-func (s *stack) write(b *testing.B, path string, data map[string]interface{}) *api.Secret {
+// writeAt writes to a path outside the plugin's mount (Vault's database engine) and fails on error.
+func (s *stack) writeAt(b *testing.B, path string, data map[string]interface{}) *api.Secret {
 	b.Helper()
-	sec, err := s.vault.Client.Logical().WriteWithContext(context.Background(), path, data)
+	sec, err := s.Client().Logical().WriteWithContext(context.Background(), path, data)
 	if err != nil {
 		b.Fatalf("write %s: %v", path, err)
 	}
@@ -125,36 +119,36 @@ func BenchmarkRotateLatency(b *testing.B) {
 	rotations := envInt(b, "BENCH_ROTATIONS", 200)
 	s := newStack(b)
 	ctx := context.Background()
-	logical := s.vault.Client.Logical()
+	logical := s.Vault.Client.Logical()
 
-	s.pg.Exec(b, `CREATE ROLE bench_admin LOGIN CREATEROLE PASSWORD 'bench-admin-pw';
+	s.Postgres.Exec(b, `CREATE ROLE bench_admin LOGIN CREATEROLE PASSWORD 'bench-admin-pw';
 		CREATE ROLE db_admin LOGIN CREATEROLE PASSWORD 'db-admin-pw';
 		CREATE ROLE app LOGIN PASSWORD 'app-initial-pw';
 		CREATE ROLE app2 LOGIN PASSWORD 'app2-initial-pw'`)
 
 	// Ours: a self-managed admin (imported) and an app role rotated through it.
-	s.write(b, mount+"/roles/pg-admin", map[string]interface{}{
-		"type": "postgres", "connection_url": s.pg.URLTemplate(), "username": "bench_admin", "password": "bench-admin-pw",
+	s.Write(b, "roles/pg-admin", map[string]interface{}{
+		"type": "postgres", "connection_url": s.Postgres.URLTemplate(), "username": "bench_admin", "password": "bench-admin-pw",
 		"rotation_period": "2160h", "allowed_usernames": "app",
 	})
-	s.write(b, mount+"/roles/app", map[string]interface{}{
-		"type": "postgres", "admin_role": "pg-admin", "username": "app", "connection_url": s.pg.URLTemplate(),
+	s.Write(b, "roles/app", map[string]interface{}{
+		"type": "postgres", "admin_role": "pg-admin", "username": "app", "connection_url": s.Postgres.URLTemplate(),
 		"rotation_period": "2160h",
 	})
 
 	// Theirs: Vault's database engine with a static role.
-	if err := s.vault.Client.Sys().MountWithContext(ctx, "database", &api.MountInput{Type: "database"}); err != nil {
+	if err := s.Vault.Client.Sys().MountWithContext(ctx, "database", &api.MountInput{Type: "database"}); err != nil {
 		b.Fatalf("enable database engine: %v", err)
 	}
-	s.write(b, "database/config/pg", map[string]interface{}{
+	s.writeAt(b, "database/config/pg", map[string]interface{}{
 		"plugin_name":       "postgresql-database-plugin",
-		"connection_url":    fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", s.pg.Port),
+		"connection_url":    fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", s.Postgres.Port),
 		"username":          "db_admin",
 		"password":          "db-admin-pw",
 		"allowed_roles":     "*",
 		"verify_connection": true,
 	})
-	s.write(b, "database/static-roles/app2", map[string]interface{}{
+	s.writeAt(b, "database/static-roles/app2", map[string]interface{}{
 		"db_name": "pg", "username": "app2", "rotation_period": "24h",
 	})
 
@@ -241,14 +235,14 @@ func BenchmarkRotateLatency(b *testing.B) {
 	if err != nil || sec == nil {
 		b.Fatalf("creds/app: %v", err)
 	}
-	if err := s.pg.CanLogin("app", sec.Data["password"].(string)); err != nil {
+	if err := s.Postgres.CanLogin("app", sec.Data["password"].(string)); err != nil {
 		b.Fatalf("app cannot log in with its current password: %v", err)
 	}
 	sec, err = logical.ReadWithContext(ctx, "database/static-creds/app2")
 	if err != nil || sec == nil {
 		b.Fatalf("static-creds/app2: %v", err)
 	}
-	if err := s.pg.CanLogin("app2", sec.Data["password"].(string)); err != nil {
+	if err := s.Postgres.CanLogin("app2", sec.Data["password"].(string)); err != nil {
 		b.Fatalf("app2 cannot log in with its current password: %v", err)
 	}
 
@@ -308,7 +302,7 @@ func BenchmarkPluginRSS10kRoles(b *testing.B) {
 	const password = "rss-shared-password"
 	verifier := scramVerifier(b, password)
 	start := time.Now()
-	execLong(b, s.pg, fmt.Sprintf(`DO $$
+	execLong(b, s.Postgres, fmt.Sprintf(`DO $$
 DECLARE stmt text;
 BEGIN
   FOR stmt IN SELECT format('CREATE ROLE %%I LOGIN PASSWORD %%L', 'rss_' || i, %s) FROM generate_series(1, %d) AS i LOOP
@@ -320,7 +314,7 @@ END $$`, quoteLiteral(verifier), n))
 	pid := s.pluginPID(b)
 	vaultPID := ppid(b, pid)
 	// A first request so that the before figure is of a plugin that has served something.
-	if _, err := s.vault.Client.Logical().ListWithContext(ctx, mount+"/roles"); err != nil {
+	if _, err := s.Vault.Client.Logical().ListWithContext(ctx, mount+"/roles"); err != nil {
 		b.Fatal(err)
 	}
 	before := procStatus(b, pid)
@@ -329,7 +323,7 @@ END $$`, quoteLiteral(verifier), n))
 	var next, created, failed atomic.Int64
 	var firstErr atomic.Value
 	stop := time.Now().Add(deadline)
-	url := s.pg.URLTemplate()
+	url := s.Postgres.URLTemplate()
 	var wg sync.WaitGroup
 	start = time.Now()
 	for w := 0; w < workers; w++ {
@@ -341,7 +335,7 @@ END $$`, quoteLiteral(verifier), n))
 				if i > int64(n) || time.Now().After(stop) || failed.Load() > 0 {
 					return
 				}
-				_, err := s.vault.Client.Logical().WriteWithContext(ctx, fmt.Sprintf("%s/roles/rss-%d", mount, i), map[string]interface{}{
+				_, err := s.Vault.Client.Logical().WriteWithContext(ctx, fmt.Sprintf("%s/roles/rss-%d", mount, i), map[string]interface{}{
 					"type": "postgres", "connection_url": url, "username": fmt.Sprintf("rss_%d", i), "password": password,
 					"rotation_period": "2160h",
 				})
@@ -364,7 +358,7 @@ END $$`, quoteLiteral(verifier), n))
 	settled := procStatus(b, pid)
 	vaultAfter := procStatus(b, vaultPID)
 
-	list, err := s.vault.Client.Logical().ListWithContext(ctx, mount+"/roles")
+	list, err := s.Vault.Client.Logical().ListWithContext(ctx, mount+"/roles")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -374,13 +368,13 @@ END $$`, quoteLiteral(verifier), n))
 	}
 
 	// Inventory at this size, through Vault: each request 20 times, p50 (docs/benchmarks.md §5).
-	s.pg.Exec(b, `CREATE ROLE inv_admin LOGIN CREATEROLE PASSWORD 'inv-admin-pw'; CREATE ROLE inv_app LOGIN PASSWORD 'inv-app-pw'`)
-	s.write(b, mount+"/roles/inv-admin", map[string]interface{}{"type": "postgres", "connection_url": url, "username": "inv_admin",
+	s.Postgres.Exec(b, `CREATE ROLE inv_admin LOGIN CREATEROLE PASSWORD 'inv-admin-pw'; CREATE ROLE inv_app LOGIN PASSWORD 'inv-app-pw'`)
+	s.writeAt(b, mount+"/roles/inv-admin", map[string]interface{}{"type": "postgres", "connection_url": url, "username": "inv_admin",
 		"password": "inv-admin-pw", "rotation_period": "2160h", "allowed_usernames": "inv_app"})
-	s.write(b, mount+"/roles/inv-app", map[string]interface{}{"type": "postgres", "admin_role": "inv-admin", "username": "inv_app",
+	s.writeAt(b, mount+"/roles/inv-app", map[string]interface{}{"type": "postgres", "admin_role": "inv-admin", "username": "inv_app",
 		"password": "inv-app-pw", "rotation_period": "2160h"})
-	s.write(b, mount+"/rotate/rss-1", nil)
-	vc := s.vault.Client.Logical()
+	s.writeAt(b, mount+"/rotate/rss-1", nil)
+	vc := s.Vault.Client.Logical()
 	inventory := []struct {
 		what string
 		call func(i int) error
@@ -465,8 +459,8 @@ func execLong(b *testing.B, pg *testenv.Postgres, sql string) {
 // of this test binary and its parent is the Vault server listening on this stack's port.
 func (s *stack) pluginPID(b *testing.B) int {
 	b.Helper()
-	want := filepath.Join(s.pluginDir, testenv.PluginName)
-	port := s.vault.Addr[strings.LastIndex(s.vault.Addr, ":")+1:]
+	want := filepath.Join(s.PluginDir, testenv.PluginName)
+	port := s.Vault.Addr[strings.LastIndex(s.Vault.Addr, ":")+1:]
 	var found []int
 	deadline := time.Now().Add(30 * time.Second)
 	for len(found) == 0 {

@@ -27,7 +27,7 @@ func BenchmarkScaleSideBySide(b *testing.B) {
 	b.ReportMetric(0, "ns/op") // the setup would dominate it; the figures are the metrics below
 	s := newStack(b)
 	ctx := context.Background()
-	vc := s.vault.Client.Logical()
+	vc := s.Vault.Client.Logical()
 
 	ours := make([]string, n)
 	theirs := make([]string, n)
@@ -37,7 +37,7 @@ func BenchmarkScaleSideBySide(b *testing.B) {
 	const password = "scale-initial-password"
 	verifier := scramVerifier(b, password)
 	start := time.Now()
-	execLong(b, s.pg, fmt.Sprintf(`CREATE ROLE bench_admin LOGIN CREATEROLE PASSWORD 'bench-admin-pw';
+	execLong(b, s.Postgres, fmt.Sprintf(`CREATE ROLE bench_admin LOGIN CREATEROLE PASSWORD 'bench-admin-pw';
 CREATE ROLE db_admin LOGIN CREATEROLE PASSWORD 'db-admin-pw';
 DO $$
 DECLARE stmt text;
@@ -52,8 +52,8 @@ END $$`, quoteLiteral(verifier), n-1))
 	// Ours: one self-managed admin, n dependents imported with their current password. A yearly
 	// schedule keeps them from falling due until part 3 moves it.
 	const never = "0 0 1 1 *"
-	s.write(b, mount+"/roles/pg-admin", map[string]interface{}{
-		"type": "postgres", "connection_url": s.pg.URLTemplate(), "username": "bench_admin", "password": "bench-admin-pw",
+	s.writeAt(b, mount+"/roles/pg-admin", map[string]interface{}{
+		"type": "postgres", "connection_url": s.Postgres.URLTemplate(), "username": "bench_admin", "password": "bench-admin-pw",
 		"rotation_period": "2160h", "allowed_usernames": "o*",
 	})
 	start = time.Now()
@@ -67,12 +67,12 @@ END $$`, quoteLiteral(verifier), n-1))
 	fmt.Printf("ours:   %d roles imported (each login verified) in %.1f s, %d clients\n", n, time.Since(start).Seconds(), clients)
 
 	// Theirs: the database engine, one connection config, n static roles.
-	if err := s.vault.Client.Sys().MountWithContext(ctx, "database", &api.MountInput{Type: "database"}); err != nil {
+	if err := s.Vault.Client.Sys().MountWithContext(ctx, "database", &api.MountInput{Type: "database"}); err != nil {
 		b.Fatalf("enable database engine: %v", err)
 	}
-	s.write(b, "database/config/pg", map[string]interface{}{
+	s.writeAt(b, "database/config/pg", map[string]interface{}{
 		"plugin_name":       "postgresql-database-plugin",
-		"connection_url":    fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", s.pg.Port),
+		"connection_url":    fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", s.Postgres.Port),
 		"username":          "db_admin",
 		"password":          "db-admin-pw",
 		"allowed_roles":     "*",
@@ -112,9 +112,9 @@ END $$`, quoteLiteral(verifier), n-1))
 	// 2. Ours: one rotate-many job over the tag.
 	fmt.Printf("2. rotate-many tag=bench:scale, %d roles, one job (s)\n", n)
 	for _, width := range []int{4, 8} {
-		s.write(b, mount+"/config", map[string]interface{}{"max_parallel": width})
+		s.writeAt(b, mount+"/config", map[string]interface{}{"max_parallel": width})
 		start = time.Now()
-		sec := s.write(b, mount+"/rotate-many", map[string]interface{}{"tag": "bench:scale"})
+		sec := s.writeAt(b, mount+"/rotate-many", map[string]interface{}{"tag": "bench:scale"})
 		id, _ := sec.Data["job_id"].(string)
 		if id == "" {
 			b.Fatalf("rotate-many answered without a job: %v", sec.Data)
@@ -146,7 +146,7 @@ END $$`, quoteLiteral(verifier), n-1))
 		fmt.Printf("   max_parallel %d: %.2f (ratio to theirs on demand, best round: %.2f)\n", width, d.Seconds(), d.Seconds()/theirsBest.Seconds())
 		b.ReportMetric(d.Seconds(), fmt.Sprintf("ours-many%d-s", width))
 	}
-	s.write(b, mount+"/config", map[string]interface{}{"max_parallel": 4})
+	s.writeAt(b, mount+"/config", map[string]interface{}{"max_parallel": 4})
 
 	// 3. Everything due at one minute. Ours first; theirs at the minute after ours finished.
 	if os.Getenv("BENCH_SCALE_SCHEDULE") == "0" {
@@ -178,7 +178,7 @@ END $$`, quoteLiteral(verifier), n-1))
 func dueAll(b *testing.B, s *stack, names []string, pgPrefix string, schedule func(cron string)) time.Duration {
 	b.Helper()
 	ctx := context.Background()
-	execLong(b, s.pg, fmt.Sprintf(`DROP TABLE IF EXISTS bench_snap;
+	execLong(b, s.Postgres, fmt.Sprintf(`DROP TABLE IF EXISTS bench_snap;
 CREATE TABLE bench_snap AS SELECT rolname, rolpassword FROM pg_authid WHERE rolname LIKE '%s%%'`, pgPrefix))
 	now := time.Now().UTC()
 	due := now.Truncate(time.Minute).Add(time.Minute)
@@ -189,7 +189,7 @@ CREATE TABLE bench_snap AS SELECT rolname, rolpassword FROM pg_authid WHERE roln
 	if time.Now().After(due) {
 		b.Fatalf("writing the schedules took past the due minute %s", due)
 	}
-	conn, err := pgx.Connect(ctx, s.pg.AdminDSN())
+	conn, err := pgx.Connect(ctx, s.Postgres.AdminDSN())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -30,25 +30,25 @@ path "rotation/creds/team-a-*"  { capabilities = ["read"] }
 func TestLeastPrivilege(t *testing.T) {
 	t.Parallel()
 	s := newDevStack(t)
-	root := s.vault.Client
+	root := s.Vault.Client
 
 	// The operator: an admin that grants team A's logins, and a role of its own for one of them.
-	s.createLogin(t, "oa_admin", "acl-admin-pw", "CREATEROLE")
-	s.write(t, "roles/pg-admin", map[string]interface{}{
-		"type": "postgres", "connection_url": s.pg.URLTemplate(), "username": "oa_admin", "password": "acl-admin-pw",
+	s.CreateLogin(t, "oa_admin", "acl-admin-pw", "CREATEROLE")
+	s.Write(t, "roles/pg-admin", map[string]interface{}{
+		"type": "postgres", "connection_url": s.Postgres.URLTemplate(), "username": "oa_admin", "password": "acl-admin-pw",
 		"rotation_period": "2160h", "allowed_usernames": "team_a_*",
 	})
 	for user, extra := range map[string]string{"team_a_app": "", "team_a_taken": "", "team_a_super": "SUPERUSER",
 		"team_a_replicator": "REPLICATION", "team_b_app": "", "team_a_z": ""} {
-		s.createLogin(t, user, "pw-"+user, extra)
+		s.CreateLogin(t, user, "pw-"+user, extra)
 	}
-	s.pg.Exec(t, `CREATE ROLE team_a_member LOGIN IN ROLE oa_admin PASSWORD 'pw-team_a_member'`)
-	s.write(t, "roles/ops-taken", map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": "team_a_taken", "rotation_period": "2160h"})
+	s.Postgres.Exec(t, `CREATE ROLE team_a_member LOGIN IN ROLE oa_admin PASSWORD 'pw-team_a_member'`)
+	s.Write(t, "roles/ops-taken", map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": "team_a_taken", "rotation_period": "2160h"})
 
 	if err := root.Sys().PutPolicy("team-a", teamPolicy); err != nil {
 		t.Fatal(err)
 	}
-	team := policyClient(t, s, "team-a")
+	team := s.PolicyClient(t, "team-a")
 	asTeam := func(path string, data map[string]interface{}) (*api.Secret, *api.ResponseError) {
 		sec, err := team.Logical().WriteWithContext(context.Background(), mount+"/"+path, data)
 		var re *api.ResponseError
@@ -67,8 +67,8 @@ func TestLeastPrivilege(t *testing.T) {
 		}
 		return m
 	}
-	_, adminPW, _ := s.creds(t, "pg-admin")
-	_, takenPW, _ := s.creds(t, "ops-taken")
+	_, adminPW, _ := s.Creds(t, "pg-admin")
+	_, takenPW, _ := s.Creds(t, "ops-taken")
 
 	// A cleartext-asking server where a password might be sent (a FAKE: see testenv.AuthServer).
 	clear := testenv.StartAuthServer(t, &pgproto3.AuthenticationCleartextPassword{})
@@ -94,8 +94,8 @@ func TestLeastPrivilege(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, re := asTeam("roles/team-a-x", tc.data)
-			expectStatus(t, re, http.StatusBadRequest, tc.field)
-			if s.read(t, "roles/team-a-x") != nil {
+			testenv.ExpectStatus(t, re, http.StatusBadRequest, tc.field)
+			if s.Read(t, "roles/team-a-x") != nil {
 				t.Fatal("a refused role was stored")
 			}
 		})
@@ -122,8 +122,8 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Fatalf("team creds: %v", err)
 	}
 	pw, _ := sec.Data["password"].(string)
-	s.remember(pw)
-	s.assertLogin(t, "team_a_app", pw, true)
+	s.Remember(pw)
+	s.AssertLogin(t, "team_a_app", pw, true)
 	if _, re := asTeam("roles/team-a-app", map[string]interface{}{"connection_url": clear.URLTemplate()}); re == nil ||
 		!strings.Contains(strings.Join(re.Errors, " "), "connection_url") {
 		t.Fatalf("moving the granted role to another server: %v", re)
@@ -133,33 +133,33 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 
 	// Nothing changed at PostgreSQL for the logins the team tried.
-	s.assertLogin(t, "oa_admin", adminPW, true)
-	s.assertLogin(t, "team_a_taken", takenPW, true)
+	s.AssertLogin(t, "oa_admin", adminPW, true)
+	s.AssertLogin(t, "team_a_taken", takenPW, true)
 	for _, user := range []string{"team_a_super", "team_a_replicator", "team_b_app", "team_a_z", "team_a_member"} {
-		s.assertLogin(t, user, "pw-"+user, true)
+		s.AssertLogin(t, user, "pw-"+user, true)
 	}
-	s.assertLogin(t, "postgres", s.pg.Password, true)
+	s.AssertLogin(t, "postgres", s.Postgres.Password, true)
 
 	// The DBA makes the team's login privileged later (or the role predates grants): the next
 	// rotation is refused on the admin's session before anything changes.
-	s.pg.Exec(t, `ALTER ROLE team_a_app CREATEROLE`)
+	s.Postgres.Exec(t, `ALTER ROLE team_a_app CREATEROLE`)
 	_, re := asTeam("rotate/team-a-app", nil)
-	expectStatus(t, re, http.StatusBadRequest, `login "team_a_app" is privileged (CREATEROLE)`)
-	s.assertLogin(t, "team_a_app", pw, true)
-	s.pg.Exec(t, `ALTER ROLE team_a_app NOCREATEROLE`)
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, `login "team_a_app" is privileged (CREATEROLE)`)
+	s.AssertLogin(t, "team_a_app", pw, true)
+	s.Postgres.Exec(t, `ALTER ROLE team_a_app NOCREATEROLE`)
 
 	// The operator moves the admin to another spelling of its server: the logins its dependents
 	// hold move with it, and the team cannot take one under the new spelling.
-	s.write(t, "roles/pg-admin", map[string]interface{}{"connection_url": strings.Replace(s.pg.URLTemplate(), "127.0.0.1", "localhost", 1)})
+	s.Write(t, "roles/pg-admin", map[string]interface{}{"connection_url": strings.Replace(s.Postgres.URLTemplate(), "127.0.0.1", "localhost", 1)})
 	_, re = asTeam("roles/team-a-steal", dependent(map[string]interface{}{"username": "team_a_taken"}))
-	expectStatus(t, re, http.StatusBadRequest, `is already managed by role "ops-taken"`)
-	s.assertLogin(t, "team_a_taken", takenPW, true)
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, `is already managed by role "ops-taken"`)
+	s.AssertLogin(t, "team_a_taken", takenPW, true)
 
 	// The operator narrows the grant: the team's role stops rotating, PostgreSQL unchanged.
-	s.write(t, "roles/pg-admin", map[string]interface{}{"allowed_usernames": "team_a_taken"})
+	s.Write(t, "roles/pg-admin", map[string]interface{}{"allowed_usernames": "team_a_taken"})
 	_, re = asTeam("rotate/team-a-app", nil)
-	expectStatus(t, re, http.StatusBadRequest, "allowed_usernames")
-	s.assertLogin(t, "team_a_app", pw, true)
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, "allowed_usernames")
+	s.AssertLogin(t, "team_a_app", pw, true)
 }
 
 // TestConsumerIsItsExactName: Docker resolves a reference as an id, a name, then an id prefix;
@@ -168,21 +168,21 @@ func TestLeastPrivilege(t *testing.T) {
 func TestConsumerIsItsExactName(t *testing.T) {
 	t.Parallel()
 	s := newDevStack(t)
-	s.importAdmin(t, "pg-admin", "ex_admin", "ex-admin-pw")
-	s.createLogin(t, "ex_app", "ex-app-pw", "")
-	victim := s.demo(t, "none", testenv.DemoOptions{})
+	s.ImportAdmin(t, "pg-admin", "ex_admin", "ex-admin-pw")
+	s.CreateLogin(t, "ex_app", "ex-app-pw", "")
+	victim := s.RunDemo(t, "none", testenv.DemoOptions{})
 	prefix := victim.ID[:8]
-	s.write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_consumers": "docker:" + victim.ID[:2] + "*"})
+	s.Write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_consumers": "docker:" + victim.ID[:2] + "*"})
 	started := victim.Inspect(t).State.StartedAt
 
-	s.write(t, "roles/ex", map[string]interface{}{
+	s.Write(t, "roles/ex", map[string]interface{}{
 		"type": "postgres", "admin_role": "pg-admin", "username": "ex_app", "password": "ex-app-pw",
 		"rotation_period": "720h", "consumers": "docker:" + prefix,
 	})
 	// Consumers are looked up in prepare, before PostgreSQL is touched.
-	_, re := s.writeErr("rotate/ex", nil)
-	expectStatus(t, re, http.StatusBadRequest, `no such container "`+prefix+`"`)
-	s.assertLogin(t, "ex_app", "ex-app-pw", true)
+	_, re := s.WriteErr("rotate/ex", nil)
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, `no such container "`+prefix+`"`)
+	s.AssertLogin(t, "ex_app", "ex-app-pw", true)
 	if got := victim.Inspect(t).State.StartedAt; got != started {
 		t.Fatal("the container whose id starts with the name was restarted")
 	}

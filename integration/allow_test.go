@@ -16,10 +16,10 @@ import (
 func TestAllowLists(t *testing.T) {
 	t.Parallel()
 	s := newConsumerStack(t)
-	s.importAdmin(t, "pg-admin", "oa_admin", "admin-pw")
+	s.ImportAdmin(t, "pg-admin", "oa_admin", "admin-pw")
 
 	t.Run("config read shows both lists; bad lists are a 400 naming the field and item", func(t *testing.T) {
-		d := s.read(t, "config").Data
+		d := s.Read(t, "config").Data
 		if fmt.Sprint(d["allowed_consumers"]) != "["+strings.ReplaceAll(testConsumers, ",", " ")+"]" ||
 			fmt.Sprint(d["allowed_health_targets"]) != "[127.0.0.0/8 ::1]" {
 			t.Fatalf("config: %v", d)
@@ -33,20 +33,20 @@ func TestAllowLists(t *testing.T) {
 			{map[string]interface{}{"allowed_health_targets": "127.0.0.1/32,10.0.0.0/33"}, "allowed_health_targets: item 2:"},
 			{map[string]interface{}{"allowed_consumers": "docker:a,dokcer:b"}, "allowed_consumers: item 2:"},
 		} {
-			_, re := s.writeErr("config", tc.data)
-			expectStatus(t, re, http.StatusBadRequest, tc.mention)
+			_, re := s.WriteErr("config", tc.data)
+			testenv.ExpectStatus(t, re, http.StatusBadRequest, tc.mention)
 		}
-		if d2 := s.read(t, "config").Data; fmt.Sprint(d2) != fmt.Sprint(d) {
+		if d2 := s.Read(t, "config").Data; fmt.Sprint(d2) != fmt.Sprint(d) {
 			t.Fatalf("a refused config changed it: %v", d2)
 		}
 	})
 
 	t.Run("a role outside the lists is refused: nothing stored, nothing sent", func(t *testing.T) {
 		spy, accepted := testspy.UnixSpy(t)
-		s.write(t, "config", map[string]interface{}{"docker_host": spy, "allowed_health_targets": "127.0.0.1/32"})
-		defer s.write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_health_targets": "127.0.0.0/8,::1"})
-		s.createLogin(t, "outside", "outside-0", "")
-		alters := strings.Count(s.pg.Log(t), `ALTER ROLE "outside"`)
+		s.Write(t, "config", map[string]interface{}{"docker_host": spy, "allowed_health_targets": "127.0.0.1/32"})
+		defer s.Write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_health_targets": "127.0.0.0/8,::1"})
+		s.CreateLogin(t, "outside", "outside-0", "")
+		alters := strings.Count(s.Postgres.Log(t), `ALTER ROLE "outside"`)
 		for _, tc := range []struct {
 			field, value, mention string
 		}{
@@ -58,60 +58,60 @@ func TestAllowLists(t *testing.T) {
 			{"health_checks", "http://localhost:8080/health", `(localhost:8080) is not in rotation/config allowed_health_targets`},
 			{"health_checks", "tcp://[::ffff:10.0.0.1]:5432", "(10.0.0.1:5432)"},
 		} {
-			_, re := s.writeErr("roles/outside", map[string]interface{}{
+			_, re := s.WriteErr("roles/outside", map[string]interface{}{
 				"type": "postgres", "admin_role": "pg-admin", "username": "outside",
-				"connection_url": s.pg.URLTemplate(), "rotation_period": "720h", tc.field: tc.value,
+				"connection_url": s.Postgres.URLTemplate(), "rotation_period": "720h", tc.field: tc.value,
 			})
-			expectStatus(t, re, http.StatusBadRequest, tc.mention)
-			if s.read(t, "roles/outside") != nil {
+			testenv.ExpectStatus(t, re, http.StatusBadRequest, tc.mention)
+			if s.Read(t, "roles/outside") != nil {
 				t.Fatalf("%s=%s: the role was stored", tc.field, tc.value)
 			}
 		}
 		if n := accepted.Load(); n != 0 {
 			t.Fatalf("Docker was asked %d times", n)
 		}
-		if strings.Count(s.pg.Log(t), `ALTER ROLE "outside"`) != alters {
+		if strings.Count(s.Postgres.Log(t), `ALTER ROLE "outside"`) != alters {
 			t.Fatal("PostgreSQL was changed")
 		}
-		s.assertLogin(t, "outside", "outside-0", true)
+		s.AssertLogin(t, "outside", "outside-0", true)
 	})
 
 	t.Run("narrowing the lists refuses the next rotation before PostgreSQL changes", func(t *testing.T) {
-		s.createLogin(t, "narrow", "narrow-0", "")
-		s.write(t, "roles/narrow", map[string]interface{}{
+		s.CreateLogin(t, "narrow", "narrow-0", "")
+		s.Write(t, "roles/narrow", map[string]interface{}{
 			"type": "postgres", "admin_role": "pg-admin", "username": "narrow",
-			"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+			"connection_url": s.Postgres.URLTemplate(), "rotation_period": "720h",
 		})
-		svc := s.demo(t, "narrow", testenv.DemoOptions{})
+		svc := s.RunDemo(t, "narrow", testenv.DemoOptions{})
 		testenv.WaitHTTPStatus(t, svc.URL("/health"), http.StatusOK, 30*time.Second)
-		s.write(t, "roles/narrow", map[string]interface{}{"consumers": "docker:" + svc.Name + "?stop_timeout=2s", "health_checks": svc.URL("/health"), "health_timeout": "20s"})
-		s.write(t, "rotate/narrow", nil) // inside the lists
-		_, pw, v := s.creds(t, "narrow")
+		s.Write(t, "roles/narrow", map[string]interface{}{"consumers": "docker:" + svc.Name + "?stop_timeout=2s", "health_checks": svc.URL("/health"), "health_timeout": "20s"})
+		s.Write(t, "rotate/narrow", nil) // inside the lists
+		_, pw, v := s.Creds(t, "narrow")
 
 		for _, narrowed := range []map[string]interface{}{
 			{"allowed_consumers": "docker:api-*"},
 			{"allowed_consumers": testConsumers, "allowed_health_targets": "127.0.0.2/32"},
 		} {
-			s.write(t, "config", narrowed)
-			alters := strings.Count(s.pg.Log(t), `ALTER ROLE "narrow"`)
-			_, re := s.writeErr("rotate/narrow", nil)
-			expectStatus(t, re, http.StatusBadRequest, "failed at prepare")
+			s.Write(t, "config", narrowed)
+			alters := strings.Count(s.Postgres.Log(t), `ALTER ROLE "narrow"`)
+			_, re := s.WriteErr("rotate/narrow", nil)
+			testenv.ExpectStatus(t, re, http.StatusBadRequest, "failed at prepare")
 			if msg := strings.Join(re.Errors, " "); !strings.Contains(msg, "refused before the target was touched") ||
 				!strings.Contains(msg, "rotation/config allowed_") {
 				t.Fatalf("error: %v", re.Errors)
 			}
-			if strings.Count(s.pg.Log(t), `ALTER ROLE "narrow"`) != alters {
+			if strings.Count(s.Postgres.Log(t), `ALTER ROLE "narrow"`) != alters {
 				t.Fatal("PostgreSQL was changed")
 			}
-			if _, still, sv := s.creds(t, "narrow"); still != pw || sv != v {
+			if _, still, sv := s.Creds(t, "narrow"); still != pw || sv != v {
 				t.Fatal("the credential changed")
 			}
-			s.assertLogin(t, "narrow", pw, true)
+			s.AssertLogin(t, "narrow", pw, true)
 		}
 		// A write of the role itself is refused too while it names what is no longer allowed.
-		_, re := s.writeErr("roles/narrow", map[string]interface{}{"rotation_period": "700h"})
-		expectStatus(t, re, http.StatusBadRequest, "health_checks:")
-		s.write(t, "config", map[string]interface{}{"allowed_consumers": testConsumers, "allowed_health_targets": "127.0.0.0/8,::1"})
-		s.write(t, "rotate/narrow", nil)
+		_, re := s.WriteErr("roles/narrow", map[string]interface{}{"rotation_period": "700h"})
+		testenv.ExpectStatus(t, re, http.StatusBadRequest, "health_checks:")
+		s.Write(t, "config", map[string]interface{}{"allowed_consumers": testConsumers, "allowed_health_targets": "127.0.0.0/8,::1"})
+		s.Write(t, "rotate/narrow", nil)
 	})
 }

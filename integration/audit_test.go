@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
 )
 
 // auditEntry is the part of a file audit device line the test looks at.
@@ -38,7 +40,7 @@ func TestAuditNoPlaintextSecrets(t *testing.T) {
 	const device = "file"
 
 	auditPath := filepath.Join(t.TempDir(), "audit.log")
-	if err := s.vault.Client.Sys().EnableAuditWithOptionsWithContext(ctx, device, &api.EnableAuditOptions{
+	if err := s.Vault.Client.Sys().EnableAuditWithOptionsWithContext(ctx, device, &api.EnableAuditOptions{
 		Type: "file", Options: map[string]string{"file_path": auditPath},
 	}); err != nil {
 		t.Fatalf("enable the file audit device: %v", err)
@@ -49,39 +51,39 @@ func TestAuditNoPlaintextSecrets(t *testing.T) {
 	appInitialPW := "apppw-" + randomHex(t)
 	tokImported := "tokimport-" + randomHex(t)
 	tokSupplied := "toksupplied-" + randomHex(t)
-	s.remember(tokImported, tokSupplied) // the passwords are remembered by importAdmin/createLogin
+	s.Remember(tokImported, tokSupplied) // the passwords are remembered by importAdmin/createLogin
 
 	// postgres: an imported self-managed admin, and an app login created (and rotated at once) through it.
-	s.importAdmin(t, "audit-admin", "audit_admin", adminPW)
-	s.createLogin(t, "audit_app", appInitialPW, "")
-	if created := s.write(t, "roles/audit-app", map[string]interface{}{
+	s.ImportAdmin(t, "audit-admin", "audit_admin", adminPW)
+	s.CreateLogin(t, "audit_app", appInitialPW, "")
+	if created := s.Write(t, "roles/audit-app", map[string]interface{}{
 		"type": "postgres", "admin_role": "audit-admin", "username": "audit_app",
-		"connection_url": s.pg.URLTemplate(), "rotation_period": "2160h",
-	}); created == nil || intOf(t, created.Data["version"]) != 1 {
+		"connection_url": s.Postgres.URLTemplate(), "rotation_period": "2160h",
+	}); created == nil || testenv.IntOf(t, created.Data["version"]) != 1 {
 		t.Fatalf("creating audit-app did not rotate at once: %#v", created)
 	}
-	if rot := s.write(t, "rotate/audit-app", nil); intOf(t, rot.Data["version"]) != 2 {
+	if rot := s.Write(t, "rotate/audit-app", nil); testenv.IntOf(t, rot.Data["version"]) != 2 {
 		t.Fatalf("rotate audit-app: %#v", rot.Data)
 	}
-	_, appPW2, v := s.creds(t, "audit-app")
-	_, appPW1, v1 := s.creds(t, "audit-app", "version", "1")
+	_, appPW2, v := s.Creds(t, "audit-app")
+	_, appPW1, v1 := s.Creds(t, "audit-app", "version", "1")
 	if v != 2 || v1 != 1 || appPW1 == "" || appPW2 == "" || appPW1 == appPW2 || appPW1 == appInitialPW {
 		t.Fatalf("audit-app creds: versions %d/%d, distinct passwords %v", v, v1, appPW1 != appPW2)
 	}
-	s.assertLogin(t, "audit_app", appPW2, true)
-	if _, pw, _ := s.creds(t, "audit-admin"); pw != adminPW {
+	s.AssertLogin(t, "audit_app", appPW2, true)
+	if _, pw, _ := s.Creds(t, "audit-admin"); pw != adminPW {
 		t.Fatal("creds of the imported admin are not the imported password")
 	}
 
 	// token: imported with value=, rotated to a supplied value=, then to a generated one.
-	s.write(t, "roles/audit-tok", map[string]interface{}{
+	s.Write(t, "roles/audit-tok", map[string]interface{}{
 		"type": "token", "format": "hex", "bytes": 32, "prefix": "tk_", "value": tokImported, "rotation_period": "2160h",
 	})
-	s.write(t, "rotate/audit-tok", map[string]interface{}{"value": tokSupplied})
+	s.Write(t, "rotate/audit-tok", map[string]interface{}{"value": tokSupplied})
 	if got := tokenCreds(t, s, "audit-tok"); got != tokSupplied {
 		t.Fatal("creds of audit-tok are not the value supplied to rotate")
 	}
-	s.write(t, "rotate/audit-tok", nil)
+	s.Write(t, "rotate/audit-tok", nil)
 	tokGenerated := tokenCreds(t, s, "audit-tok")
 	if !strings.HasPrefix(tokGenerated, "tk_") || tokGenerated == tokSupplied {
 		t.Fatal("rotate without value= did not generate a new prefixed token")
@@ -95,7 +97,7 @@ func TestAuditNoPlaintextSecrets(t *testing.T) {
 
 	// Role reads never return a secret.
 	for _, role := range []string{"audit-admin", "audit-app", "audit-tok"} {
-		sec := s.read(t, "roles/"+role)
+		sec := s.Read(t, "roles/"+role)
 		if sec == nil {
 			t.Fatalf("roles/%s: not found", role)
 		}
@@ -104,23 +106,23 @@ func TestAuditNoPlaintextSecrets(t *testing.T) {
 				t.Errorf("roles/%s returns %s", role, k)
 			}
 		}
-		s.assertNoSecretIn(t, "the read of roles/"+role, jsonOf(t, sec.Data))
+		s.AssertNoSecretIn(t, "the read of roles/"+role, testenv.JSONOf(t, sec.Data))
 	}
 
 	// No other read that is not creds returns a value either (and each is audited, searched below).
 	for _, p := range []string{"status", "metrics", "history/audit-app", "history/audit-tok", "versions/audit-app", "exposure/audit-app", "exposure/audit-tok", "sessions/audit-app"} {
-		sec := s.read(t, p)
+		sec := s.Read(t, p)
 		if sec == nil {
 			t.Fatalf("%s: no answer", p)
 		}
-		s.assertNoSecretIn(t, "the read of "+p, jsonOf(t, sec.Data))
+		s.AssertNoSecretIn(t, "the read of "+p, testenv.JSONOf(t, sec.Data))
 	}
 
 	// The audit device's own HMAC of values the test knows, to find them in the log. (These
 	// requests are audited too, with their input HMAC'd, before the log is searched below.)
 	hashOf := func(v string) string {
 		t.Helper()
-		h, err := s.vault.Client.Sys().AuditHashWithContext(ctx, device, v)
+		h, err := s.Vault.Client.Sys().AuditHashWithContext(ctx, device, v)
 		if err != nil {
 			t.Fatalf("sys/audit-hash/%s: %v", device, err)
 		}
@@ -189,20 +191,17 @@ func TestAuditNoPlaintextSecrets(t *testing.T) {
 	}
 
 	// No plaintext value anywhere: every password and token the test supplied or read.
-	s.mu.Lock()
-	n := len(s.secrets)
-	s.mu.Unlock()
-	if n < 8 {
+	if n := s.Remembered(); n < 8 {
 		t.Fatalf("only %d secret values remembered", n)
 	}
-	s.assertNoSecretIn(t, "the audit log", string(raw))
-	s.assertNoSecretIn(t, "the Vault server log", s.vault.ServerLog(t))
+	s.AssertNoSecretIn(t, "the audit log", string(raw))
+	s.AssertNoSecretIn(t, "the Vault server log", s.Vault.ServerLog(t))
 }
 
 // tokenCreds reads a token role's value and remembers it.
 func tokenCreds(t *testing.T, s *stack, role string, params ...string) string {
 	t.Helper()
-	sec := s.read(t, "creds/"+role, params...)
+	sec := s.Read(t, "creds/"+role, params...)
 	if sec == nil {
 		t.Fatalf("creds/%s: not found", role)
 	}
@@ -210,7 +209,7 @@ func tokenCreds(t *testing.T, s *stack, role string, params ...string) string {
 	if v == "" {
 		t.Fatalf("creds/%s: no value", role)
 	}
-	s.remember(v)
+	s.Remember(v)
 	return v
 }
 

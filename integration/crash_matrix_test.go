@@ -2,15 +2,12 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -37,7 +34,7 @@ const (
 	crashRole = "app"
 	// crashPause is how long the plugin waits at the failpoint: far longer than the test needs to
 	// kill it there.
-	crashPause = "10m"
+	crashPause = 10 * time.Minute
 	// crashReachBound bounds the rotation's way to its failpoint (an inside-restore case first
 	// waits out a failing health check).
 	crashReachBound = 2 * time.Minute
@@ -52,9 +49,8 @@ const (
 // crashShared is what the cases share: one PostgreSQL cluster (each case has its own logins),
 // the failpoints build of the plugin and, through testenv, the demo consumer image.
 type crashShared struct {
-	pg       *testenv.Postgres
-	dir, sha string
-	seq      atomic.Int64
+	pg  *testenv.Postgres
+	seq atomic.Int64
 }
 
 // crashCase is one row of the matrix while it runs.
@@ -157,7 +153,6 @@ func crashKinds() []crashKind {
 func TestCrashMatrix(t *testing.T) {
 	t.Parallel()
 	sh := &crashShared{pg: testenv.StartPostgres(t)}
-	sh.dir, sh.sha = testenv.PluginBinaryTags(t, "failpoints")
 	for _, k := range crashKinds() {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
@@ -176,30 +171,25 @@ func TestCrashMatrix(t *testing.T) {
 func runCrashCase(t *testing.T, sh *crashShared, k crashKind, point string) {
 	// The marker disarms the failpoint while it exists: during setup (creating a role rotates),
 	// and after the crash, so that recovery and the next rotation run through.
-	marker := filepath.Join(t.TempDir(), "failpoint-reached")
-	if err := os.WriteFile(marker, []byte("setup"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	v := testenv.StartFileVault(t, sh.dir)
-	v.MountPluginEnv(t, sh.dir, sh.sha, mount,
-		[]string{"ROTATION_FAILPOINT=" + point + "=" + crashPause, "ROTATION_FAILPOINT_MARKER=" + marker})
-	c := &crashCase{s: &stack{vault: v, pg: sh.pg}, id: fmt.Sprintf("cm%d", sh.seq.Add(1)), point: point}
+	fp := testenv.NewFailpoint(t, point, crashPause)
+	st := testenv.NewStack(t, testenv.StackOptions{Storage: testenv.StorageFile, SharedPostgres: sh.pg, PluginTags: "failpoints",
+		PluginEnv: fp.Env()})
+	v := st.Vault
+	c := &crashCase{s: &stack{st}, id: fmt.Sprintf("cm%d", sh.seq.Add(1)), point: point}
 	s := c.s
 	if point == failpoint.InsideRestore || point == failpoint.BeforeRedeploy {
 		c.gate = startHealthGate(t)
 	}
 	check := k.setup(t, c)
-	before := intOf(t, s.read(t, "roles/"+crashRole).Data["current_version"])
+	before := testenv.IntOf(t, s.Read(t, "roles/"+crashRole).Data["current_version"])
 
 	// The rotation that crashes.
 	if c.gate != nil {
 		c.gate.open.Store(false)
 	}
-	if err := os.Remove(marker); err != nil {
-		t.Fatal(err)
-	}
-	rotateDone := s.rotateUnretried(crashRole)
-	waitFailpoint(t, marker, point, rotateDone)
+	fp.Arm(t)
+	rotateDone := s.RotateUnretried(crashRole)
+	fp.Wait(t, rotateDone, crashReachBound)
 	v.Kill(t)
 	select {
 	case err := <-rotateDone:
@@ -211,32 +201,23 @@ func runCrashCase(t *testing.T, sh *crashShared, k crashKind, point string) {
 	}
 	v.Restart(t)
 
-	eventually(t, "recovery resolves the pending record", crashRecoveryBound, func() error {
-		sec, err := v.Client.Logical().Read(mount + "/roles/" + crashRole)
-		if err != nil || sec == nil {
-			return fmt.Errorf("read role: %v", err)
-		}
-		if sec.Data["pending"] != false {
-			return fmt.Errorf("pending=%v (last_outcome %v)", sec.Data["pending"], sec.Data["last_outcome"])
-		}
-		return nil
-	})
+	s.WaitResolved(t, crashRole, crashRecoveryBound)
 	want := k.expect(point)
 	wantVersion := before
 	if want == rolledForward {
 		wantVersion++
 	}
-	if got := intOf(t, s.read(t, "roles/"+crashRole).Data["current_version"]); got != wantVersion {
+	if got := testenv.IntOf(t, s.Read(t, "roles/"+crashRole).Data["current_version"]); got != wantVersion {
 		t.Fatalf("current version %d after recovery, want %d (%s from version %d)", got, wantVersion, want, before)
 	}
-	hist := s.read(t, "history/"+crashRole).Data["history"].([]interface{})
+	hist := s.Read(t, "history/"+crashRole).Data["history"].([]interface{})
 	last := hist[0].(map[string]interface{})
 	wantOutcome := "success"
 	if want != rolledForward {
 		wantOutcome = "failed"
 	}
 	if last["trigger"] != "recovery" || last["outcome"] != wantOutcome {
-		t.Fatalf("latest history entry is not the recovery (%s, outcome %s): %s", want, wantOutcome, jsonOf(t, last))
+		t.Fatalf("latest history entry is not the recovery (%s, outcome %s): %s", want, wantOutcome, testenv.JSONOf(t, last))
 	}
 	if c.gate != nil {
 		c.gate.open.Store(true)
@@ -250,55 +231,15 @@ func runCrashCase(t *testing.T, sh *crashShared, k crashKind, point string) {
 	t.Run("after-recovery", checkAll)
 
 	// The next rotation succeeds, and its value works too.
-	rot := s.write(t, "rotate/"+crashRole, nil)
+	rot := s.Write(t, "rotate/"+crashRole, nil)
 	if rot == nil || rot.Data["outcome"] != "success" {
-		t.Fatalf("the next rotation: %s", jsonOf(t, rot))
+		t.Fatalf("the next rotation: %s", testenv.JSONOf(t, rot))
 	}
-	if got := intOf(t, s.read(t, "roles/"+crashRole).Data["current_version"]); got != wantVersion+1 {
+	if got := testenv.IntOf(t, s.Read(t, "roles/"+crashRole).Data["current_version"]); got != wantVersion+1 {
 		t.Fatalf("current version %d after the next rotation, want %d", got, wantVersion+1)
 	}
 	t.Run("after-next-rotation", checkAll)
-	s.assertNoSecretIn(t, "the Vault server log", v.ServerLog(t))
-}
-
-// rotateUnretried starts rotate/NAME on a client that does not retry: a retry that reached the
-// restarted Vault would be a second rotation.
-func (s *stack) rotateUnretried(role string) <-chan error {
-	done := make(chan error, 1)
-	client, err := s.vault.Client.Clone()
-	if err != nil {
-		done <- err
-		return done
-	}
-	client.SetToken(s.vault.Token)
-	client.SetMaxRetries(0)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		_, err := client.Logical().WriteWithContext(ctx, mount+"/rotate/"+role, nil)
-		done <- err
-	}()
-	return done
-}
-
-// waitFailpoint waits until the plugin pauses at its failpoint (it writes the marker then). A
-// rotation that ends first never passed the failpoint.
-func waitFailpoint(t *testing.T, marker, point string, rotateDone <-chan error) {
-	t.Helper()
-	deadline := time.Now().Add(crashReachBound)
-	for {
-		if _, err := os.Stat(marker); err == nil {
-			return
-		}
-		select {
-		case err := <-rotateDone:
-			t.Fatalf("the rotation ended without reaching failpoint %s: %v", point, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the rotation did not reach failpoint %s within %s", point, crashReachBound)
-		}
-	}
+	s.AssertNoSecretIn(t, "the Vault server log", v.ServerLog(t))
 }
 
 // healthGate is an HTTP health check that the test opens and closes.
@@ -327,21 +268,21 @@ func startHealthGate(t *testing.T) *healthGate {
 // (compared by hash: the values are never logged).
 func (s *stack) assertVersionsDistinct(t *testing.T, part string) {
 	t.Helper()
-	list := s.read(t, "versions/"+crashRole).Data["versions"].([]interface{})
+	list := s.Read(t, "versions/"+crashRole).Data["versions"].([]interface{})
 	seen := map[int]bool{}
 	values := map[string]int{}
 	for _, e := range list {
-		n := intOf(t, e.(map[string]interface{})["version"])
+		n := testenv.IntOf(t, e.(map[string]interface{})["version"])
 		if seen[n] {
 			t.Fatalf("version %d is kept twice", n)
 		}
 		seen[n] = true
-		sec := s.read(t, "creds/"+crashRole, "version", fmt.Sprint(n))
+		sec := s.Read(t, "creds/"+crashRole, "version", fmt.Sprint(n))
 		val, _ := sec.Data[part].(string)
 		if val == "" {
 			t.Fatalf("creds version=%d has no %s", n, part)
 		}
-		s.remember(val)
+		s.Remember(val)
 		user, _ := sec.Data["username"].(string)
 		sum := sha256.Sum256([]byte(user + "\x00" + val))
 		h := hex.EncodeToString(sum[:])
@@ -360,7 +301,7 @@ func (c *crashCase) randomSecret(t *testing.T) string {
 		t.Fatal(err)
 	}
 	pw := "pw-" + hex.EncodeToString(b[:])
-	c.s.remember(pw)
+	c.s.Remember(pw)
 	return pw
 }
 
@@ -368,10 +309,10 @@ func (c *crashCase) randomSecret(t *testing.T) string {
 // that it manages.
 func (c *crashCase) pgRole(t *testing.T, fields map[string]interface{}) map[string]interface{} {
 	t.Helper()
-	c.s.importAdmin(t, "pg-admin", c.id+"_admin", c.randomSecret(t))
+	c.s.ImportAdmin(t, "pg-admin", c.id+"_admin", c.randomSecret(t))
 	fields["type"] = "postgres"
 	fields["admin_role"] = "pg-admin"
-	fields["connection_url"] = c.s.pg.URLTemplate()
+	fields["connection_url"] = c.s.Postgres.URLTemplate()
 	fields["rotation_period"] = "2160h"
 	return c.roleData(fields)
 }
@@ -380,15 +321,15 @@ func (c *crashCase) pgRole(t *testing.T, fields map[string]interface{}) map[stri
 func setupCrashPostgresSingle(t *testing.T, c *crashCase) func(*testing.T) {
 	s := c.s
 	user := c.id + "_app"
-	s.createLogin(t, user, c.randomSecret(t), "")
-	s.write(t, "roles/"+crashRole, c.pgRole(t, map[string]interface{}{"username": user}))
+	s.CreateLogin(t, user, c.randomSecret(t), "")
+	s.Write(t, "roles/"+crashRole, c.pgRole(t, map[string]interface{}{"username": user}))
 	return func(t *testing.T) {
 		t.Helper()
-		u, pw, v := s.creds(t, crashRole)
+		u, pw, v := s.Creds(t, crashRole)
 		if u != user {
 			t.Fatalf("creds username %q, want %q", u, user)
 		}
-		if err := s.pg.CanLogin(u, pw); err != nil {
+		if err := s.Postgres.CanLogin(u, pw); err != nil {
 			t.Fatalf("creds (version %d) does not log in: %v", v, err)
 		}
 	}
@@ -399,21 +340,21 @@ func setupCrashPostgresSingle(t *testing.T, c *crashCase) func(*testing.T) {
 func setupCrashPostgresAlternating(t *testing.T, c *crashCase) func(*testing.T) {
 	s := c.s
 	blue, green := c.id+"_blue", c.id+"_green"
-	s.createLogin(t, blue, c.randomSecret(t), "")
-	s.createLogin(t, green, c.randomSecret(t), "")
-	s.write(t, "roles/"+crashRole, c.pgRole(t, map[string]interface{}{"strategy": "alternating", "usernames": blue + "," + green}))
-	s.write(t, "rotate/"+crashRole, nil)
+	s.CreateLogin(t, blue, c.randomSecret(t), "")
+	s.CreateLogin(t, green, c.randomSecret(t), "")
+	s.Write(t, "roles/"+crashRole, c.pgRole(t, map[string]interface{}{"strategy": "alternating", "usernames": blue + "," + green}))
+	s.Write(t, "rotate/"+crashRole, nil)
 	return func(t *testing.T) {
 		t.Helper()
-		u, pw, v := s.creds(t, crashRole)
-		if err := s.pg.CanLogin(u, pw); err != nil {
+		u, pw, v := s.Creds(t, crashRole)
+		if err := s.Postgres.CanLogin(u, pw); err != nil {
 			t.Fatalf("creds (version %d, %s) does not log in: %v", v, u, err)
 		}
-		pu, ppw, _ := s.creds(t, crashRole, "version", fmt.Sprint(v-1))
+		pu, ppw, _ := s.Creds(t, crashRole, "version", fmt.Sprint(v-1))
 		if pu == u {
 			t.Fatalf("versions %d and %d are both on login %s", v-1, v, u)
 		}
-		if err := s.pg.CanLogin(pu, ppw); err != nil {
+		if err := s.Postgres.CanLogin(pu, ppw); err != nil {
 			t.Fatalf("creds version=%d (the previous, %s) does not log in: %v", v-1, pu, err)
 		}
 	}
@@ -423,21 +364,21 @@ func setupCrashPostgresAlternating(t *testing.T, c *crashCase) func(*testing.T) 
 // and is health-checked.
 func setupCrashToken(t *testing.T, c *crashCase) func(*testing.T) {
 	s := c.s
-	s.write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_consumers": testConsumers})
-	s.write(t, "roles/"+crashRole, map[string]interface{}{
+	s.Write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_consumers": testConsumers})
+	s.Write(t, "roles/"+crashRole, map[string]interface{}{
 		"type": "token", "format": "base64url", "bytes": 32, "rotation_period": "2160h",
 	})
-	ctr := s.demo(t, crashRole, testenv.DemoOptions{})
+	ctr := s.RunDemo(t, crashRole, testenv.DemoOptions{})
 	testenv.WaitHTTPStatus(t, ctr.URL("/health"), http.StatusOK, 30*time.Second)
-	s.write(t, "roles/"+crashRole, c.roleData(map[string]interface{}{
+	s.Write(t, "roles/"+crashRole, c.roleData(map[string]interface{}{
 		"consumers": "docker:" + ctr.Name, "health_checks": ctr.URL("/health"), "health_timeout": "20s",
 	}))
 	return func(t *testing.T) {
 		t.Helper()
-		sec := s.read(t, "creds/"+crashRole)
+		sec := s.Read(t, "creds/"+crashRole)
 		tok, _ := sec.Data["value"].(string)
-		s.remember(tok)
-		v := intOf(t, sec.Data["version"])
+		s.Remember(tok)
+		v := testenv.IntOf(t, sec.Data["version"])
 		if tok == "" {
 			t.Fatal("creds has no token")
 		}
@@ -454,7 +395,7 @@ func setupCrashToken(t *testing.T, c *crashCase) func(*testing.T) {
 // setupCrashJWT: an ES256 signing key; relying parties verify with the unauthenticated JWK Set.
 func setupCrashJWT(t *testing.T, c *crashCase) func(*testing.T) {
 	s := c.s
-	s.write(t, "roles/"+crashRole, c.roleData(map[string]interface{}{
+	s.Write(t, "roles/"+crashRole, c.roleData(map[string]interface{}{
 		"type": "jwt", "algorithm": "ES256", "rotation_period": "2160h", "verification_ttl": "1h",
 	}))
 	return func(t *testing.T) {
@@ -477,7 +418,7 @@ func setupCrashSSH(t *testing.T, c *crashCase) func(*testing.T) {
 	user := testenv.NewSSHUser(t)
 	hosts := []*testenv.SSHHost{testenv.StartSSHHost(t, user), testenv.StartSSHHost(t, user)}
 	key0, line0 := testenv.NewSSHKey(t, "operator@laptop")
-	s.remember(key0)
+	s.Remember(key0)
 	_, alice := testenv.NewSSHKey(t, "alice@desk")
 	_, bob := testenv.NewSSHKey(t, "bob@ci")
 	initial := [][]byte{
@@ -496,17 +437,17 @@ func setupCrashSSH(t *testing.T, c *crashCase) func(*testing.T) {
 			t.Fatalf("setup: the first key on %s: %v", h.Addr, err)
 		}
 	}
-	s.write(t, "roles/"+crashRole, c.roleData(map[string]interface{}{
+	s.Write(t, "roles/"+crashRole, c.roleData(map[string]interface{}{
 		"type": "ssh", "hosts": hosts[0].Addr + "," + hosts[1].Addr, "username": user,
 		"host_keys": []string{hosts[0].KnownHostsLine, hosts[1].KnownHostsLine}, "private_key": key0,
 		"rotation_period": "8760h",
 	}))
 	return func(t *testing.T) {
 		t.Helper()
-		sec := s.read(t, "creds/"+crashRole)
+		sec := s.Read(t, "creds/"+crashRole)
 		key, _ := sec.Data["private_key"].(string)
-		s.remember(key)
-		v := intOf(t, sec.Data["version"])
+		s.Remember(key)
+		v := testenv.IntOf(t, sec.Data["version"])
 		pub := publicKeyOf(t, key)
 		kept := s.sshKeptKeys(t)
 		for i, h := range hosts {
@@ -562,10 +503,10 @@ type keptKey struct {
 func (s *stack) sshKeptKeys(t *testing.T) []keptKey {
 	t.Helper()
 	var out []keptKey
-	for _, e := range s.read(t, "versions/"+crashRole).Data["versions"].([]interface{}) {
-		n := intOf(t, e.(map[string]interface{})["version"])
-		key, _ := s.read(t, "creds/"+crashRole, "version", fmt.Sprint(n)).Data["private_key"].(string)
-		s.remember(key)
+	for _, e := range s.Read(t, "versions/"+crashRole).Data["versions"].([]interface{}) {
+		n := testenv.IntOf(t, e.(map[string]interface{})["version"])
+		key, _ := s.Read(t, "creds/"+crashRole, "version", fmt.Sprint(n)).Data["private_key"].(string)
+		s.Remember(key)
 		out = append(out, keptKey{n: n, pub: publicKeyOf(t, key)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].n < out[j].n })

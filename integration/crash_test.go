@@ -19,17 +19,15 @@ import (
 // build of the plugin, which pauses after the ALTER ROLE; the release binary has no failpoint.
 func TestCrashBetweenApplyAndPromote(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t)
-	dir, sha := testenv.PluginBinaryTags(t, "failpoints")
 	marker := filepath.Join(t.TempDir(), "failpoint-reached")
-	v := testenv.StartFileVault(t, dir)
-	v.MountPluginEnv(t, dir, sha, mount, []string{"ROTATION_FAILPOINT=after-apply=5m", "ROTATION_FAILPOINT_MARKER=" + marker})
-	s := &stack{vault: v, pg: pg}
+	s := &stack{testenv.NewStack(t, testenv.StackOptions{Storage: testenv.StorageFile, Postgres: true, PluginTags: "failpoints",
+		PluginEnv: []string{"ROTATION_FAILPOINT=after-apply=5m", "ROTATION_FAILPOINT_MARKER=" + marker}})}
+	v, pg := s.Vault, s.Postgres
 
-	s.importAdmin(t, "pg-admin", "oa_admin", "admin-pw")
-	s.createLogin(t, "app", "app-initial", "")
+	s.ImportAdmin(t, "pg-admin", "oa_admin", "admin-pw")
+	s.CreateLogin(t, "app", "app-initial", "")
 	// Creating the role rotates it, which would stop at the failpoint: import instead.
-	s.write(t, "roles/app", map[string]interface{}{
+	s.Write(t, "roles/app", map[string]interface{}{
 		"type": "postgres", "admin_role": "pg-admin", "username": "app", "password": "app-initial",
 		"connection_url": pg.URLTemplate(), "rotation_period": "2160h",
 	})
@@ -41,14 +39,14 @@ func TestCrashBetweenApplyAndPromote(t *testing.T) {
 		_, err := v.Client.Logical().WriteWithContext(ctx, mount+"/rotate/app", nil)
 		rotateDone <- err
 	}()
-	eventually(t, "the rotation reaches the failpoint after ALTER ROLE", time.Minute, func() error {
+	testenv.Eventually(t, "the rotation reaches the failpoint after ALTER ROLE", time.Minute, func() error {
 		if _, err := os.Stat(marker); err != nil {
 			return err
 		}
 		return nil
 	})
 	// PostgreSQL has the new password now: the old one no longer logs in.
-	s.assertLogin(t, "app", "app-initial", false)
+	s.AssertLogin(t, "app", "app-initial", false)
 
 	v.Kill(t)
 	if err := <-rotateDone; err == nil {
@@ -58,7 +56,7 @@ func TestCrashBetweenApplyAndPromote(t *testing.T) {
 
 	// Recovery resolves the pending record on mount init: the new value is live, so it rolls
 	// forward and creds hands it out.
-	eventually(t, "creds logs in after restart", time.Minute, func() error {
+	testenv.Eventually(t, "creds logs in after restart", time.Minute, func() error {
 		sec, err := v.Client.Logical().Read(mount + "/creds/app")
 		if err != nil || sec == nil {
 			return fmt.Errorf("read creds: %v", err)
@@ -66,21 +64,21 @@ func TestCrashBetweenApplyAndPromote(t *testing.T) {
 		pw, _ := sec.Data["password"].(string)
 		return pg.CanLogin("app", pw)
 	})
-	_, _, version := s.creds(t, "app")
+	_, _, version := s.Creds(t, "app")
 	if version != 2 {
 		t.Fatalf("recovered version %d, want 2", version)
 	}
-	hist := s.read(t, "history/app").Data["history"].([]interface{})
+	hist := s.Read(t, "history/app").Data["history"].([]interface{})
 	if len(hist) == 0 || hist[0].(map[string]interface{})["trigger"] != "recovery" {
-		t.Fatalf("history does not record the recovery: %s", jsonOf(t, hist))
+		t.Fatalf("history does not record the recovery: %s", testenv.JSONOf(t, hist))
 	}
-	if s.read(t, "roles/app").Data["pending"] != false {
+	if s.Read(t, "roles/app").Data["pending"] != false {
 		t.Fatal("pending record left after recovery")
 	}
 	// The role keeps rotating normally after recovery (the marker disables the failpoint).
-	s.write(t, "rotate/app", nil)
-	_, pw, _ := s.creds(t, "app")
-	s.assertLogin(t, "app", pw, true)
+	s.Write(t, "rotate/app", nil)
+	_, pw, _ := s.Creds(t, "app")
+	s.AssertLogin(t, "app", pw, true)
 }
 
 // TestPostgresDownDuringRotation stops PostgreSQL before a rotation: the rotation fails, the
@@ -89,24 +87,24 @@ func TestCrashBetweenApplyAndPromote(t *testing.T) {
 func TestPostgresDownDuringRotation(t *testing.T) {
 	t.Parallel()
 	s := newDevStack(t)
-	s.write(t, "config", map[string]interface{}{"retry_base": "5s", "retry_max": "10s"})
-	s.importAdmin(t, "pg-admin", "oa_admin", "admin-pw")
-	s.createLogin(t, "app", "app-initial", "")
-	s.write(t, "roles/app", map[string]interface{}{
+	s.Write(t, "config", map[string]interface{}{"retry_base": "5s", "retry_max": "10s"})
+	s.ImportAdmin(t, "pg-admin", "oa_admin", "admin-pw")
+	s.CreateLogin(t, "app", "app-initial", "")
+	s.Write(t, "roles/app", map[string]interface{}{
 		"type": "postgres", "admin_role": "pg-admin", "username": "app",
-		"connection_url": s.pg.URLTemplate(), "rotation_period": "2160h",
+		"connection_url": s.Postgres.URLTemplate(), "rotation_period": "2160h",
 	})
-	_, before, v1 := s.creds(t, "app")
+	_, before, v1 := s.Creds(t, "app")
 
-	s.pg.Stop(t)
-	_, re := s.writeErr("rotate/app", nil)
-	expectStatus(t, re, http.StatusBadRequest, "failed at apply")
-	_, still, v := s.creds(t, "app")
+	s.Postgres.Stop(t)
+	_, re := s.WriteErr("rotate/app", nil)
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, "failed at apply")
+	_, still, v := s.Creds(t, "app")
 	if still != before || v != v1 {
 		t.Fatal("a failed rotation changed the current credential")
 	}
-	role := s.read(t, "roles/app").Data
-	if intOf(t, role["consecutive_failures"]) != 1 || role["last_outcome"] == "success" {
+	role := s.Read(t, "roles/app").Data
+	if testenv.IntOf(t, role["consecutive_failures"]) != 1 || role["last_outcome"] == "success" {
 		t.Fatalf("role after failure: %#v", role)
 	}
 	next, err := time.Parse(time.RFC3339, role["next_rotation"].(string))
@@ -114,22 +112,22 @@ func TestPostgresDownDuringRotation(t *testing.T) {
 		t.Fatalf("next_rotation %v is not a backoff retry (retry_max 10s)", role["next_rotation"])
 	}
 
-	s.pg.Start(t)
-	s.assertLogin(t, "app", before, true)
+	s.Postgres.Start(t)
+	s.AssertLogin(t, "app", before, true)
 
 	// Vault's periodic function runs about once a minute: the retry is due by then.
-	eventually(t, "the schedule retries the failed rotation", 150*time.Second, func() error {
-		_, pw, v := s.creds(t, "app")
+	testenv.Eventually(t, "the schedule retries the failed rotation", 150*time.Second, func() error {
+		_, pw, v := s.Creds(t, "app")
 		if v == v1 {
 			return fmt.Errorf("still version %d", v)
 		}
-		return s.pg.CanLogin("app", pw)
+		return s.Postgres.CanLogin("app", pw)
 	})
-	hist := s.read(t, "history/app").Data["history"].([]interface{})
+	hist := s.Read(t, "history/app").Data["history"].([]interface{})
 	if first := hist[0].(map[string]interface{}); first["trigger"] != "schedule" || first["outcome"] != "success" {
-		t.Fatalf("latest history entry: %s", jsonOf(t, first))
+		t.Fatalf("latest history entry: %s", testenv.JSONOf(t, first))
 	}
-	if !strings.Contains(jsonOf(t, hist), "failed_step") {
+	if !strings.Contains(testenv.JSONOf(t, hist), "failed_step") {
 		t.Fatal("history lacks the failed rotation")
 	}
 }

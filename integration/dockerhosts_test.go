@@ -66,12 +66,12 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 	eng := testenv.StartDockerd(t)
 	other := testcerts.NewCA(t, "another CA")
 	otherCert, otherKey := other.Client(t, "client of another CA")
-	s.remember(keyLines(eng.ClientKey)...)
-	s.remember(keyLines(otherKey)...)
+	s.Remember(keyLines(eng.ClientKey)...)
+	s.Remember(keyLines(otherKey)...)
 
 	// Vault's audit device records the config write, its values HMAC'd: the keys must not appear in it.
 	auditPath := filepath.Join(t.TempDir(), "audit.log")
-	if err := s.vault.Client.Sys().EnableAuditWithOptions("file", &api.EnableAuditOptions{
+	if err := s.Vault.Client.Sys().EnableAuditWithOptions("file", &api.EnableAuditOptions{
 		Type: "file", Options: map[string]string{"file_path": auditPath}}); err != nil {
 		t.Fatalf("enable the file audit device: %v", err)
 	}
@@ -80,7 +80,7 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 		if err != nil || !strings.Contains(string(b), "docker_tls") {
 			t.Errorf("the audit log lacks the config write (%v)", err)
 		}
-		s.assertNoSecretIn(t, "the audit log", string(b))
+		s.AssertNoSecretIn(t, "the audit log", string(b))
 	})
 
 	refusedPort := testenv.FreePort(t) // nothing listens there
@@ -88,7 +88,7 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 	tlsOf := func(ca, cert, key string) map[string]interface{} {
 		return map[string]interface{}{"ca_pem": ca, "cert_pem": cert, "key_pem": key}
 	}
-	s.write(t, "config", map[string]interface{}{
+	s.Write(t, "config", map[string]interface{}{
 		"docker_host": testenv.DockerHost(),
 		"docker_hosts": []string{"web1=" + eng.Host, "nocert=" + eng.Host, "wrongcert=" + eng.Host, "wrongca=" + eng.Host,
 			fmt.Sprintf("gone=tcp://127.0.0.1:%d", refusedPort), "stall=tcp://" + stall},
@@ -101,43 +101,43 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 		},
 		"allowed_consumers": "docker:testenv-demo-*,docker://*,compose://web1/mh-t1/*",
 	})
-	s.importAdmin(t, "pg-admin", "mh_admin", "admin-pw")
+	s.ImportAdmin(t, "pg-admin", "mh_admin", "admin-pw")
 
 	t.Run("config read never shows a key", func(t *testing.T) {
-		d := s.read(t, "config").Data
-		text := jsonOf(t, d)
-		s.assertNoSecretIn(t, "a config read", text)
+		d := s.Read(t, "config").Data
+		text := testenv.JSONOf(t, d)
+		s.AssertNoSecretIn(t, "a config read", text)
 		if strings.Contains(text, "PRIVATE KEY") || !strings.Contains(text, `"key_pem":"(set)"`) || !strings.Contains(text, "web1="+eng.Host) {
 			t.Fatalf("config read: %s", text)
 		}
 		// A consumer naming an endpoint that is not configured is refused at write, naming the field.
-		_, re := s.writeErr("roles/x", map[string]interface{}{"type": "token", "rotation_period": "1h", "value": "tok-mh-1",
+		_, re := s.WriteErr("roles/x", map[string]interface{}{"type": "token", "rotation_period": "1h", "value": "tok-mh-1",
 			"consumers": "docker://web9/api"})
-		expectStatus(t, re, http.StatusBadRequest, `consumers: "docker://web9/api": endpoint "web9" is not in rotation/config docker_hosts`)
+		testenv.ExpectStatus(t, re, http.StatusBadRequest, `consumers: "docker://web9/api": endpoint "web9" is not in rotation/config docker_hosts`)
 	})
 
 	t.Run("a role on both engines restarts both and rolls both back", func(t *testing.T) {
-		s.pg.Exec(t, `CREATE TABLE mh_orders (id int)`)
-		s.createLogin(t, "mh_blue", "mh-blue-0", "")
-		s.createLogin(t, "mh_green", "mh-green-0", "")
-		s.pg.Exec(t, `GRANT SELECT ON mh_orders TO mh_blue, mh_green`)
-		s.write(t, "roles/mh", map[string]interface{}{
+		s.Postgres.Exec(t, `CREATE TABLE mh_orders (id int)`)
+		s.CreateLogin(t, "mh_blue", "mh-blue-0", "")
+		s.CreateLogin(t, "mh_green", "mh-green-0", "")
+		s.Postgres.Exec(t, `GRANT SELECT ON mh_orders TO mh_blue, mh_green`)
+		s.Write(t, "roles/mh", map[string]interface{}{
 			"type": "postgres", "admin_role": "pg-admin", "strategy": "alternating", "usernames": "mh_blue,mh_green",
-			"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+			"connection_url": s.Postgres.URLTemplate(), "rotation_period": "720h",
 		})
-		opts := testenv.DemoOptions{VaultAddr: s.vault.Addr, VaultToken: s.vault.Token, Role: "mh", HealthQuery: "SELECT count(*) FROM mh_orders"}
+		opts := testenv.DemoOptions{VaultAddr: s.Vault.Addr, VaultToken: s.Vault.Token, Role: "mh", HealthQuery: "SELECT count(*) FROM mh_orders"}
 		local := testenv.RunDemoConsumer(t, opts)
 		opts.Engine, opts.Labels = eng, composeLabels("mh-t1", "worker", 1)
 		remote := testenv.RunDemoConsumer(t, opts)
 		both := []*testenv.Container{local, remote}
-		s.write(t, "roles/mh", map[string]interface{}{
+		s.Write(t, "roles/mh", map[string]interface{}{
 			"consumers":     "docker:" + local.Name + ",compose://web1/mh-t1/worker",
 			"health_checks": local.URL("/health") + "," + remote.URL("/health"), "health_timeout": "5s",
 		})
 
 		// Success: both restart on the new value, each through its own engine.
-		rot := s.write(t, "rotate/mh", nil)
-		user, _, v := s.creds(t, "mh")
+		rot := s.Write(t, "rotate/mh", nil)
+		user, _, v := s.Creds(t, "mh")
 		for _, c := range both {
 			if got := demoStartedWith(t, c); got.Version != v || got.Username != user {
 				t.Fatalf("%s started with %+v, want %s v%d", c.Name, got, user, v)
@@ -145,22 +145,22 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 		}
 		restarts := rot.Data["consumers"].([]interface{})
 		if len(restarts) != 2 {
-			t.Fatalf("restarts: %s", jsonOf(t, restarts))
+			t.Fatalf("restarts: %s", testenv.JSONOf(t, restarts))
 		}
 		for i, want := range [][2]string{{"docker:" + local.Name, local.Name}, {"compose://web1/mh-t1/worker", remote.Name}} {
 			r := restarts[i].(map[string]interface{})
 			if r["consumer"] != want[0] || r["container"] != want[1] || r["status"] != "restarted" {
-				t.Fatalf("restart %d: %s, want %v restarted", i, jsonOf(t, r), want)
+				t.Fatalf("restart %d: %s, want %v restarted", i, testenv.JSONOf(t, r), want)
 			}
 		}
 
 		// The next login loses its grant: the deploy fails, and both engines' containers go back to the old value.
 		next := map[string]string{"mh_blue": "mh_green", "mh_green": "mh_blue"}[user]
-		s.pg.Exec(t, `REVOKE SELECT ON mh_orders FROM `+next)
-		_, oldPW, oldVersion := s.creds(t, "mh")
-		_, re := s.writeErr("rotate/mh", nil)
-		expectStatus(t, re, http.StatusBadRequest, "failed at deploy")
-		gotUser, gotPW, gotVersion := s.creds(t, "mh")
+		s.Postgres.Exec(t, `REVOKE SELECT ON mh_orders FROM `+next)
+		_, oldPW, oldVersion := s.Creds(t, "mh")
+		_, re := s.WriteErr("rotate/mh", nil)
+		testenv.ExpectStatus(t, re, http.StatusBadRequest, "failed at deploy")
+		gotUser, gotPW, gotVersion := s.Creds(t, "mh")
 		if gotUser != user || gotPW != oldPW || gotVersion != oldVersion {
 			t.Fatalf("creds after rollback: %s v%d, want %s v%d", gotUser, gotVersion, user, oldVersion)
 		}
@@ -170,7 +170,7 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 			}
 			testenv.WaitHTTPStatus(t, c.URL("/health"), http.StatusOK, 10*time.Second)
 		}
-		h := s.read(t, "history/mh").Data["history"].([]interface{})[0].(map[string]interface{})
+		h := s.Read(t, "history/mh").Data["history"].([]interface{})[0].(map[string]interface{})
 		phases := map[string]int{}
 		for _, r := range h["consumers"].([]interface{}) {
 			r := r.(map[string]interface{})
@@ -181,25 +181,25 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 		for _, want := range []string{"deploy docker:" + local.Name, "deploy compose://web1/mh-t1/worker",
 			"redeploy docker:" + local.Name, "redeploy compose://web1/mh-t1/worker"} {
 			if phases[want] != 1 {
-				t.Fatalf("history lacks %q: %s", want, jsonOf(t, h["consumers"]))
+				t.Fatalf("history lacks %q: %s", want, testenv.JSONOf(t, h["consumers"]))
 			}
 		}
 		if h["rolled_back"] != true || h["failed_step"] != "deploy" {
-			t.Fatalf("history: %s", jsonOf(t, h))
+			t.Fatalf("history: %s", testenv.JSONOf(t, h))
 		}
-		s.assertNoSecretIn(t, "the Vault server log", s.vault.ServerLog(t))
+		s.AssertNoSecretIn(t, "the Vault server log", s.Vault.ServerLog(t))
 	})
 
 	// An endpoint that cannot be used fails the rotation in prepare, naming the endpoint, within a bound, before
 	// PostgreSQL is touched.
 	t.Run("an unusable endpoint fails in prepare, named, before the target", func(t *testing.T) {
-		remote := testenv.RunDemoConsumer(t, testenv.DemoOptions{Engine: eng, VaultAddr: s.vault.Addr, VaultToken: s.vault.Token, Role: "mh"})
-		s.createLogin(t, "mh_prep", "mh-prep-0", "")
-		s.write(t, "roles/prep", map[string]interface{}{
+		remote := testenv.RunDemoConsumer(t, testenv.DemoOptions{Engine: eng, VaultAddr: s.Vault.Addr, VaultToken: s.Vault.Token, Role: "mh"})
+		s.CreateLogin(t, "mh_prep", "mh-prep-0", "")
+		s.Write(t, "roles/prep", map[string]interface{}{
 			"type": "postgres", "admin_role": "pg-admin", "username": "mh_prep",
-			"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+			"connection_url": s.Postgres.URLTemplate(), "rotation_period": "720h",
 		})
-		_, pw, v := s.creds(t, "prep")
+		_, pw, v := s.Creds(t, "prep")
 		for _, tc := range []struct {
 			endpoint, want string
 			bound          time.Duration
@@ -210,33 +210,33 @@ func TestConsumersOnTwoEngines(t *testing.T) {
 			{"wrongcert", "TLS with the Docker engine at wrongcert (" + eng.Host + ") failed: the engine refused the client certificate", 10 * time.Second},
 			{"wrongca", "TLS with the Docker engine at wrongca (" + eng.Host + ") failed: the engine's certificate does not verify against ca_pem", 10 * time.Second},
 		} {
-			s.write(t, "roles/prep", map[string]interface{}{"consumers": "docker://" + tc.endpoint + "/" + remote.Name})
-			alters := strings.Count(s.pg.Log(t), `ALTER ROLE "mh_prep"`)
+			s.Write(t, "roles/prep", map[string]interface{}{"consumers": "docker://" + tc.endpoint + "/" + remote.Name})
+			alters := strings.Count(s.Postgres.Log(t), `ALTER ROLE "mh_prep"`)
 			start := time.Now()
-			_, re := s.writeErr("rotate/prep", nil)
+			_, re := s.WriteErr("rotate/prep", nil)
 			took := time.Since(start)
-			expectStatus(t, re, http.StatusBadRequest, "failed at prepare")
-			expectStatus(t, re, http.StatusBadRequest, tc.want)
+			testenv.ExpectStatus(t, re, http.StatusBadRequest, "failed at prepare")
+			testenv.ExpectStatus(t, re, http.StatusBadRequest, tc.want)
 			if took > tc.bound {
 				t.Fatalf("%s: the rotation took %s to fail, bound %s", tc.endpoint, took, tc.bound)
 			}
 			t.Logf("%s: failed in prepare after %s: %v", tc.endpoint, took.Round(time.Millisecond), re.Errors)
-			s.assertNoSecretIn(t, "the error", strings.Join(re.Errors, " "))
-			if strings.Count(s.pg.Log(t), `ALTER ROLE "mh_prep"`) != alters {
+			s.AssertNoSecretIn(t, "the error", strings.Join(re.Errors, " "))
+			if strings.Count(s.Postgres.Log(t), `ALTER ROLE "mh_prep"`) != alters {
 				t.Fatalf("%s: PostgreSQL was changed although the endpoint is unusable", tc.endpoint)
 			}
-			if _, still, sv := s.creds(t, "prep"); still != pw || sv != v {
+			if _, still, sv := s.Creds(t, "prep"); still != pw || sv != v {
 				t.Fatalf("%s: the credential changed", tc.endpoint)
 			}
 		}
-		s.assertLogin(t, "mh_prep", pw, true)
+		s.AssertLogin(t, "mh_prep", pw, true)
 		// Through the endpoint that works, the same role rotates and its container restarts on the second engine.
-		s.write(t, "roles/prep", map[string]interface{}{"consumers": "docker://web1/" + remote.Name})
-		rot := s.write(t, "rotate/prep", nil)
+		s.Write(t, "roles/prep", map[string]interface{}{"consumers": "docker://web1/" + remote.Name})
+		rot := s.Write(t, "rotate/prep", nil)
 		r := rot.Data["consumers"].([]interface{})[0].(map[string]interface{})
 		if r["consumer"] != "docker://web1/"+remote.Name || r["container"] != remote.Name || r["status"] != "restarted" {
-			t.Fatalf("restart through web1: %s", jsonOf(t, r))
+			t.Fatalf("restart through web1: %s", testenv.JSONOf(t, r))
 		}
-		s.assertNoSecretIn(t, "the Vault server log", s.vault.ServerLog(t))
+		s.AssertNoSecretIn(t, "the Vault server log", s.Vault.ServerLog(t))
 	})
 }

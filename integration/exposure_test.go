@@ -14,31 +14,31 @@ import (
 func TestHardcodedSecret(t *testing.T) {
 	t.Parallel()
 	s := newConsumerStack(t)
-	s.importAdmin(t, "pg-admin", "hc_admin", "hc-admin-pw")
-	s.createLogin(t, "hc_app", "hc-app-pw-0001", "")
-	s.write(t, "roles/hc", map[string]interface{}{
+	s.ImportAdmin(t, "pg-admin", "hc_admin", "hc-admin-pw")
+	s.CreateLogin(t, "hc_app", "hc-app-pw-0001", "")
+	s.Write(t, "roles/hc", map[string]interface{}{
 		"type": "postgres", "admin_role": "pg-admin", "username": "hc_app", "password": "hc-app-pw-0001", "rotation_period": "720h",
 	})
-	baked := s.demo(t, "hc", testenv.DemoOptions{Env: []string{"DB_PASSWORD=hc-app-pw-0001"}})
-	s.write(t, "roles/hc", map[string]interface{}{"consumers": "docker:" + baked.Name})
+	baked := s.RunDemo(t, "hc", testenv.DemoOptions{Env: []string{"DB_PASSWORD=hc-app-pw-0001"}})
+	s.Write(t, "roles/hc", map[string]interface{}{"consumers": "docker:" + baked.Name})
 
-	_, re := s.writeErr("rotate/hc", nil)
-	expectStatus(t, re, http.StatusBadRequest, `container "`+baked.Name+`" holds the current value in its environment variable "DB_PASSWORD"`)
-	s.assertLogin(t, "hc_app", "hc-app-pw-0001", true)
-	s.assertNoSecretIn(t, "refusal", jsonOf(t, re.Errors))
+	_, re := s.WriteErr("rotate/hc", nil)
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, `container "`+baked.Name+`" holds the current value in its environment variable "DB_PASSWORD"`)
+	s.AssertLogin(t, "hc_app", "hc-app-pw-0001", true)
+	s.AssertNoSecretIn(t, "refusal", testenv.JSONOf(t, re.Errors))
 
 	// Without the baked consumer the role rotates; the container (no longer a consumer) still
 	// holds what is now a kept version, and exposure says where.
-	s.write(t, "roles/hc", map[string]interface{}{"consumers": ""})
-	s.write(t, "rotate/hc", nil)
-	x := s.read(t, "exposure/hc").Data
+	s.Write(t, "roles/hc", map[string]interface{}{"consumers": ""})
+	s.Write(t, "rotate/hc", nil)
+	x := s.Read(t, "exposure/hc").Data
 	list, _ := x["exposures"].([]interface{})
 	found := false
 	for _, e := range list {
 		m := e.(map[string]interface{})
 		if m["container"] == baked.Name {
 			found = true
-			if m["where"] != `environment variable "DB_PASSWORD"` || intOf(t, m["version"]) != 1 || m["listed_as_consumer"] != false {
+			if m["where"] != `environment variable "DB_PASSWORD"` || testenv.IntOf(t, m["version"]) != 1 || m["listed_as_consumer"] != false {
 				t.Fatalf("exposure of the baked container: %v", m)
 			}
 		}
@@ -46,17 +46,17 @@ func TestHardcodedSecret(t *testing.T) {
 	if !found {
 		t.Fatalf("exposure does not find the container holding version 1: %v", x)
 	}
-	s.assertNoSecretIn(t, "exposure", jsonOf(t, x))
+	s.AssertNoSecretIn(t, "exposure", testenv.JSONOf(t, x))
 
 	// The same for a token baked into a consumer's environment (an Authorization header it sends).
 	const token = "tk_baked_0123456789abcdef"
-	s.remember(token)
-	tokened := s.demo(t, "hc", testenv.DemoOptions{Env: []string{"API_TOKEN_FILE_UNUSED=1", "UPSTREAM=Bearer " + token}})
-	s.write(t, "roles/hc-tok", map[string]interface{}{
+	s.Remember(token)
+	tokened := s.RunDemo(t, "hc", testenv.DemoOptions{Env: []string{"API_TOKEN_FILE_UNUSED=1", "UPSTREAM=Bearer " + token}})
+	s.Write(t, "roles/hc-tok", map[string]interface{}{
 		"type": "token", "value": token, "rotation_period": "720h", "consumers": "docker:" + tokened.Name,
 	})
-	_, re = s.writeErr("rotate/hc-tok", nil)
-	expectStatus(t, re, http.StatusBadRequest, `container "`+tokened.Name+`" holds the current value in its environment variable "UPSTREAM"`)
+	_, re = s.WriteErr("rotate/hc-tok", nil)
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, `container "`+tokened.Name+`" holds the current value in its environment variable "UPSTREAM"`)
 	if _, v := tokenCredsVersion(t, s, "hc-tok"); v != 1 {
 		t.Fatalf("the token role moved to version %d although its rotation was refused", v)
 	}
@@ -65,7 +65,7 @@ func TestHardcodedSecret(t *testing.T) {
 // tokenCredsVersion reads a token role's current value and version.
 func tokenCredsVersion(t *testing.T, s *stack, role string) (string, int) {
 	t.Helper()
-	sec := s.read(t, "creds/"+role)
+	sec := s.Read(t, "creds/"+role)
 	v, _ := sec.Data["value"].(string)
-	return v, intOf(t, sec.Data["version"])
+	return v, testenv.IntOf(t, sec.Data["version"])
 }

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -29,6 +27,8 @@ import (
 const (
 	haKillMount   = "ha-kill"
 	haFreezeMount = "ha-freeze"
+	// haRestartMount's plugin pauses after a rotation restarted the first of its consumers.
+	haRestartMount = "ha-kill-restart"
 	// haFreezePause is how long the frozen leader's plugin waits after apply: long enough for the
 	// new leader to be elected, resolve the record and rotate again.
 	haFreezePause = 25 * time.Second
@@ -38,19 +38,25 @@ const (
 	haSchedPeriod = 15 * time.Second
 )
 
+// haMounts are the mounts of the cluster, each with its own admin role pg-admin.
+var haMounts = []string{mount, haKillMount, haFreezeMount, haRestartMount}
+
 type haEnv struct {
-	c          *testenv.Cluster
-	pg         *testenv.Postgres
-	killMarker string
-	freezeMark string
-	seq        int
+	st     *testenv.Stack // the raft stack, requests to the node active at start, at rotation/
+	c      *testenv.Cluster
+	pg     *testenv.Postgres
+	kill   *testenv.Failpoint // ha-kill/'s
+	freeze *testenv.Failpoint // ha-freeze/'s
+	// restart is ha-kill-restart/'s: after the first consumer restart, until killed.
+	restart *testenv.Failpoint
+	seq     int
 	// failovers are the times a leader was taken away (killed, frozen, stopped).
 	failovers []time.Time
 }
 
 // on is a stack whose requests go to node, at mount path.
 func (h *haEnv) on(node *testenv.Vault, path string) *stack {
-	return &stack{vault: node, pg: h.pg, path: path}
+	return &stack{h.st.On(node, path)}
 }
 
 func (h *haEnv) pw(t *testing.T) string {
@@ -72,7 +78,7 @@ func randHexT(t *testing.T) string {
 func (h *haEnv) leader(t *testing.T) (*testenv.Vault, int) {
 	t.Helper()
 	v, i := h.c.Active(t, haFailoverBound)
-	for _, m := range []string{mount, haKillMount, haFreezeMount} {
+	for _, m := range haMounts {
 		v.WaitPlugin(t, m)
 	}
 	return v, i
@@ -81,17 +87,8 @@ func (h *haEnv) leader(t *testing.T) (*testenv.Vault, int) {
 // newLeader waits until a node other than old is active and its mounts answer.
 func (h *haEnv) newLeader(t *testing.T, old int) (*testenv.Vault, int) {
 	t.Helper()
-	deadline := time.Now().Add(haFailoverBound)
-	for time.Now().Before(deadline) {
-		for i, v := range h.c.Nodes {
-			if i != old && v.IsActive() {
-				return h.leader(t)
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("no new leader within %s", haFailoverBound)
-	return nil, -1
+	h.c.NewActive(t, old, haFailoverBound)
+	return h.leader(t)
 }
 
 // rotateOn starts rotate/ROLE through client without retries (a retry could be a second rotation).
@@ -106,86 +103,42 @@ func rotateOn(client *api.Client, path, role string) <-chan error {
 	return done
 }
 
-// waitResolved waits until the role has no pending record (read through s's node).
-func waitResolved(t *testing.T, s *stack, role string, bound time.Duration) map[string]interface{} {
-	t.Helper()
-	var data map[string]interface{}
-	eventually(t, "the pending record of "+s.mnt()+"/"+role+" is resolved", bound, func() error {
-		sec, err := s.vault.Client.Logical().Read(s.mnt() + "/roles/" + role)
-		if err != nil || sec == nil {
-			return fmt.Errorf("read role: %v", err)
-		}
-		if sec.Data["pending"] != false {
-			return fmt.Errorf("pending=%v (last_outcome %v)", sec.Data["pending"], sec.Data["last_outcome"])
-		}
-		data = sec.Data
-		return nil
-	})
-	return data
-}
-
-// assertCredsLogIn reads creds/ROLE through every running node and logs in with each answer; all
-// answers are the same version, at least min.
+// assertCredsLogIn reads creds/ROLE at path through every running node and logs in with each
+// answer; all answers are the same version, at least min.
 func (h *haEnv) assertCredsLogIn(t *testing.T, path, role string, min int) int {
 	t.Helper()
-	version := -1
-	for i, v := range h.c.Nodes {
-		if !v.Running() {
-			continue
-		}
-		if hl, err := v.Health(); err != nil || hl.Sealed {
-			continue
-		}
-		u, pw, ver := h.on(v, path).creds(t, role)
-		if err := h.pg.CanLogin(u, pw); err != nil {
-			t.Fatalf("creds/%s read through node%d (version %d) does not log in: %v", role, i, ver, err)
-		}
-		if version >= 0 && ver != version {
-			t.Fatalf("creds/%s: node%d answers version %d, another node %d", role, i, ver, version)
-		}
-		version = ver
-	}
-	if version < min {
-		t.Fatalf("creds/%s: version %d, want at least %d", role, version, min)
-	}
-	return version
+	return h.st.On(h.st.Vault, path).AssertCredsEverywhere(t, role, min)
 }
 
 // pgRole creates a login and a role for it under the mount's admin.
 func (h *haEnv) pgRole(t *testing.T, s *stack, role, user string, extra map[string]interface{}) {
 	t.Helper()
-	s.createLogin(t, user, h.pw(t), "")
+	s.CreateLogin(t, user, h.pw(t), "")
 	data := map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": user,
 		"connection_url": h.pg.URLTemplate(), "rotation_period": "2160h"}
 	for k, v := range extra {
 		data[k] = v
 	}
-	s.write(t, "roles/"+role, data)
+	s.Write(t, "roles/"+role, data)
 }
 
 func TestHA(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	h := &haEnv{pg: testenv.StartPostgres(t)}
-	dir, sha := testenv.PluginBinaryTags(t, "failpoints")
-	h.c = testenv.StartRaftCluster(t, 3, dir)
-	t.Logf("raft cluster up in %s", time.Since(start).Round(time.Second))
-	tmp := t.TempDir()
-	h.killMarker, h.freezeMark = filepath.Join(tmp, "kill-reached"), filepath.Join(tmp, "freeze-reached")
-	for _, m := range []string{h.killMarker, h.freezeMark} {
-		if err := os.WriteFile(m, []byte("setup"), 0o600); err != nil { // disarmed until a case removes it
-			t.Fatal(err)
-		}
-	}
-	leader, _ := h.c.Active(t, time.Minute)
-	leader.MountPluginAs(t, testenv.PluginName, dir, sha, mount, nil)
-	leader.MountPluginAs(t, "rotation-ha-kill", dir, sha, haKillMount, []string{
-		"ROTATION_FAILPOINT=" + failpoint.AfterApply + "=10m", "ROTATION_FAILPOINT_MARKER=" + h.killMarker})
-	leader.MountPluginAs(t, "rotation-ha-freeze", dir, sha, haFreezeMount, []string{
-		"ROTATION_FAILPOINT=" + failpoint.AfterApply + "=" + haFreezePause.String(), "ROTATION_FAILPOINT_MARKER=" + h.freezeMark})
-	for i, m := range []string{mount, haKillMount, haFreezeMount} {
+	st := testenv.NewStack(t, testenv.StackOptions{Storage: testenv.StorageRaft, Postgres: true, PluginTags: "failpoints"})
+	h := &haEnv{st: st, c: st.Cluster, pg: st.Postgres}
+	t.Logf("raft cluster up, plugin mounted, in %s", time.Since(start).Round(time.Second))
+	h.kill = testenv.NewFailpoint(t, failpoint.AfterApply, 10*time.Minute)
+	h.freeze = testenv.NewFailpoint(t, failpoint.AfterApply, haFreezePause)
+	h.restart = testenv.NewFailpoint(t, failpoint.AfterFirstRestart, 10*time.Minute)
+	leader := st.Vault
+	st.MountPlugin(t, "rotation-ha-kill", haKillMount, h.kill.Env())
+	st.MountPlugin(t, "rotation-ha-freeze", haFreezeMount, h.freeze.Env())
+	st.MountPlugin(t, "rotation-ha-kill-restart", haRestartMount, h.restart.Env()).
+		Write(t, "config", map[string]interface{}{"docker_host": testenv.DockerHost(), "allowed_consumers": "docker:testenv-demo-*"})
+	for i, m := range haMounts {
 		s := h.on(leader, m)
-		s.importAdmin(t, "pg-admin", fmt.Sprintf("ha_admin%d", i), h.pw(t))
+		s.ImportAdmin(t, "pg-admin", fmt.Sprintf("ha_admin%d", i), h.pw(t))
 	}
 	// The scheduled role: due at every tick, through every failover below.
 	h.pgRole(t, h.on(leader, mount), "sched", "ha_sched", map[string]interface{}{"rotation_period": haSchedPeriod.String()})
@@ -195,6 +148,10 @@ func TestHA(t *testing.T) {
 		return
 	}
 	t.Run("leader-killed-mid-rotation", h.leaderKilled)
+	if t.Failed() {
+		return
+	}
+	t.Run("leader-killed-after-first-consumer-restart", h.leaderKilledAfterRestart)
 	if t.Failed() {
 		return
 	}
@@ -213,36 +170,36 @@ func (h *haEnv) standbyRequests(t *testing.T) {
 	sb := h.c.Standby(t, li)
 	s := h.on(sb, mount)
 	// roles writes
-	s.importAdmin(t, "sb-admin", "ha_sb_admin", h.pw(t))
-	s.createLogin(t, "ha_sb_app", h.pw(t), "")
-	s.write(t, "roles/sb-app", map[string]interface{}{"type": "postgres", "admin_role": "sb-admin", "username": "ha_sb_app",
+	s.ImportAdmin(t, "sb-admin", "ha_sb_admin", h.pw(t))
+	s.CreateLogin(t, "ha_sb_app", h.pw(t), "")
+	s.Write(t, "roles/sb-app", map[string]interface{}{"type": "postgres", "admin_role": "sb-admin", "username": "ha_sb_app",
 		"connection_url": h.pg.URLTemplate(), "rotation_period": "2160h"})
 	// rotate
-	rot := s.write(t, "rotate/sb-app", nil)
-	if rot == nil || rot.Data["outcome"] != "success" || intOf(t, rot.Data["version"]) != 2 {
-		t.Fatalf("rotate through a standby: %s", jsonOf(t, rot))
+	rot := s.Write(t, "rotate/sb-app", nil)
+	if rot == nil || rot.Data["outcome"] != "success" || testenv.IntOf(t, rot.Data["version"]) != 2 {
+		t.Fatalf("rotate through a standby: %s", testenv.JSONOf(t, rot))
 	}
 	// creds
-	u, pw, v := s.creds(t, "sb-app")
+	u, pw, v := s.Creds(t, "sb-app")
 	if v != 2 {
 		t.Fatalf("creds through a standby: version %d, want 2", v)
 	}
-	s.assertLogin(t, u, pw, true)
+	s.AssertLogin(t, u, pw, true)
 	// status
-	st := s.read(t, "status")
+	st := s.Read(t, "status")
 	found := false
 	for _, r := range st.Data["roles"].([]interface{}) {
 		row := r.(map[string]interface{})
 		if row["name"] == "sb-app" {
-			found = intOf(t, row["current_version"]) == 2 && row["last_outcome"] == "success"
+			found = testenv.IntOf(t, row["current_version"]) == 2 && row["last_outcome"] == "success"
 		}
 	}
 	if !found {
-		t.Fatalf("status through a standby lacks sb-app at version 2: %s", jsonOf(t, st.Data))
+		t.Fatalf("status through a standby lacks sb-app at version 2: %s", testenv.JSONOf(t, st.Data))
 	}
 	// jwks, unauthenticated
-	s.write(t, "roles/sb-jwt", map[string]interface{}{"type": "jwt", "algorithm": "ES256", "rotation_period": "2160h"})
-	kid, _ := s.read(t, "creds/sb-jwt").Data["kid"].(string)
+	s.Write(t, "roles/sb-jwt", map[string]interface{}{"type": "jwt", "algorithm": "ES256", "rotation_period": "2160h"})
+	kid, _ := s.Read(t, "creds/sb-jwt").Data["kid"].(string)
 	var set struct {
 		Keys []map[string]interface{} `json:"keys"`
 	}
@@ -263,12 +220,10 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 	leader, li := h.leader(t)
 	s := h.on(leader, haKillMount)
 	h.pgRole(t, s, "app", "ha_kill_app", nil)
-	before := intOf(t, s.read(t, "roles/app").Data["current_version"])
-	if err := os.Remove(h.killMarker); err != nil {
-		t.Fatal(err)
-	}
+	before := testenv.IntOf(t, s.Read(t, "roles/app").Data["current_version"])
+	h.kill.Arm(t)
 	done := rotateOn(h.c.Client(t, li), haKillMount, "app")
-	waitFailpoint(t, h.killMarker, failpoint.AfterApply, done)
+	h.kill.Wait(t, done, crashReachBound)
 	h.failovers = append(h.failovers, time.Now())
 	leader.Kill(t)
 	select {
@@ -281,15 +236,15 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 	}
 	nl, ni := h.newLeader(t, li)
 	t.Logf("node%d killed; node%d is the new leader", li, ni)
-	data := waitResolved(t, h.on(nl, haKillMount), "app", 2*time.Minute)
-	if got := intOf(t, data["current_version"]); got != before+1 {
+	data := h.on(nl, haKillMount).WaitResolved(t, "app", 2*time.Minute)
+	if got := testenv.IntOf(t, data["current_version"]); got != before+1 {
 		t.Fatalf("current version %d after recovery, want %d (rolled forward)", got, before+1)
 	}
 	// The history entry is written just after the promotion that waitResolved saw.
-	eventually(t, "the recovery in the history", 15*time.Second, func() error {
-		hist := h.on(nl, haKillMount).read(t, "history/app").Data["history"].([]interface{})
+	testenv.Eventually(t, "the recovery in the history", 15*time.Second, func() error {
+		hist := h.on(nl, haKillMount).Read(t, "history/app").Data["history"].([]interface{})
 		if last := hist[0].(map[string]interface{}); last["trigger"] != "recovery" || last["outcome"] != "success" {
-			return fmt.Errorf("latest history entry is not the recovery: %s", jsonOf(t, last))
+			return fmt.Errorf("latest history entry is not the recovery: %s", testenv.JSONOf(t, last))
 		}
 		return nil
 	})
@@ -298,10 +253,96 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 	h.c.RestartNode(t, li)
 	h.assertCredsLogIn(t, haKillMount, "app", before+1)
 	// The next rotation works on the new leader.
-	if rot := h.on(nl, haKillMount).write(t, "rotate/app", nil); rot.Data["outcome"] != "success" {
-		t.Fatalf("rotation after the failover: %s", jsonOf(t, rot))
+	if rot := h.on(nl, haKillMount).Write(t, "rotate/app", nil); rot.Data["outcome"] != "success" {
+		t.Fatalf("rotation after the failover: %s", testenv.JSONOf(t, rot))
 	}
 	h.assertCredsLogIn(t, haKillMount, "app", before+2)
+}
+
+// leaderKilledAfterRestart (test 1, second variant): SIGKILL the leader (server and plugin)
+// while a rotation waits after restarting the first of its two Docker consumers on the new value.
+// The new leader recovers the record: the new value is live at PostgreSQL and the first consumer
+// runs it, so it rolls forward and deploys it; creds through the new leader and a standby logs
+// in, and both consumers end healthy on the version creds hands out.
+func (h *haEnv) leaderKilledAfterRestart(t *testing.T) {
+	leader, li := h.leader(t)
+	s := h.on(leader, haRestartMount)
+	h.pgRole(t, s, "app", "ha_restart_app", nil)
+	// The consumers read creds at start through a standby (which forwards to whichever node is
+	// active): the leader's address dies with it.
+	sb := h.on(h.c.Standby(t, li), haRestartMount)
+	ctrs := []*testenv.Container{sb.RunDemo(t, "app", testenv.DemoOptions{}), sb.RunDemo(t, "app", testenv.DemoOptions{})}
+	for _, c := range ctrs {
+		testenv.WaitHTTPStatus(t, c.URL("/health"), http.StatusOK, 30*time.Second)
+	}
+	s.Write(t, "roles/app", map[string]interface{}{
+		"consumers":     "docker:" + ctrs[0].Name + ",docker:" + ctrs[1].Name,
+		"health_checks": ctrs[0].URL("/health") + "," + ctrs[1].URL("/health"), "health_timeout": "20s",
+	})
+	before := testenv.IntOf(t, s.Read(t, "roles/app").Data["current_version"])
+	h.restart.Arm(t)
+	done := rotateOn(h.c.Client(t, li), haRestartMount, "app")
+	h.restart.Wait(t, done, crashReachBound)
+	// The first consumer was restarted on the staged value, the second not yet.
+	testenv.Eventually(t, "the first consumer runs the new version", 30*time.Second, func() error {
+		if code, body, err := testenv.HTTPGet(ctrs[0].URL("/version")); err != nil || code != http.StatusOK {
+			return fmt.Errorf("/version: %d %v", code, err)
+		} else if got := demoStartedWith(t, ctrs[0]).Version; got != before+1 {
+			return fmt.Errorf("runs version %d (%s)", got, body)
+		}
+		return nil
+	})
+	if got := demoStartedWith(t, ctrs[1]).Version; got != before {
+		t.Fatalf("the second consumer runs version %d before the kill, want the old %d", got, before)
+	}
+	h.failovers = append(h.failovers, time.Now())
+	leader.Kill(t)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the rotate request succeeded although its leader was killed inside it")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the rotate request did not end within a minute of the kill")
+	}
+	nl, ni := h.newLeader(t, li)
+	t.Logf("node%d killed after the first consumer restart; node%d is the new leader", li, ni)
+	sn := h.on(nl, haRestartMount)
+	data := sn.WaitResolved(t, "app", 2*time.Minute)
+	if got := testenv.IntOf(t, data["current_version"]); got != before+1 {
+		t.Fatalf("current version %d after recovery, want %d (rolled forward)", got, before+1)
+	}
+	testenv.Eventually(t, "the recovery in the history", 15*time.Second, func() error {
+		hist := sn.Read(t, "history/app").Data["history"].([]interface{})
+		if last := hist[0].(map[string]interface{}); last["trigger"] != "recovery" || last["outcome"] != "success" {
+			return fmt.Errorf("latest history entry is not the recovery: %s", testenv.JSONOf(t, last))
+		}
+		return nil
+	})
+	// Through the new leader and the standby still up.
+	h.assertCredsLogIn(t, haRestartMount, "app", before+1)
+	// Both consumers run the recovered version and are healthy with it (/health logs in).
+	for _, c := range ctrs {
+		testenv.WaitHTTPStatus(t, c.URL("/health"), http.StatusOK, 30*time.Second)
+		if got := demoStartedWith(t, c); got.Version != before+1 || got.Username != "ha_restart_app" {
+			t.Fatalf("%s runs %s version %d after recovery, want version %d", c.Name, got.Username, got.Version, before+1)
+		}
+	}
+	// The killed node comes back as a standby; the next rotation, through the new leader,
+	// restarts both consumers on its value.
+	h.c.RestartNode(t, li)
+	h.assertCredsLogIn(t, haRestartMount, "app", before+1)
+	if rot := sn.Write(t, "rotate/app", nil); rot.Data["outcome"] != "success" {
+		t.Fatalf("rotation after the failover: %s", testenv.JSONOf(t, rot))
+	}
+	h.assertCredsLogIn(t, haRestartMount, "app", before+2)
+	for _, c := range ctrs {
+		testenv.WaitHTTPStatus(t, c.URL("/health"), http.StatusOK, 30*time.Second)
+		if got := demoStartedWith(t, c); got.Version != before+2 {
+			t.Fatalf("%s runs version %d after the next rotation, want %d", c.Name, got.Version, before+2)
+		}
+	}
+	sn.AssertNoSecretIn(t, "the new leader's server log", nl.ServerLog(t))
 }
 
 // leaderFrozen (test 2): SIGSTOP the leader's server (its plugin keeps running) while a rotation
@@ -312,30 +353,28 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 	leader, li := h.leader(t)
 	s := h.on(leader, haFreezeMount)
 	h.pgRole(t, s, "app", "ha_freeze_app", nil)
-	before := intOf(t, s.read(t, "roles/app").Data["current_version"])
-	if err := os.Remove(h.freezeMark); err != nil {
-		t.Fatal(err)
-	}
+	before := testenv.IntOf(t, s.Read(t, "roles/app").Data["current_version"])
+	h.freeze.Arm(t)
 	done := rotateOn(h.c.Client(t, li), haFreezeMount, "app")
-	waitFailpoint(t, h.freezeMark, failpoint.AfterApply, done)
+	h.freeze.Wait(t, done, crashReachBound)
 	reached := time.Now()
 	h.failovers = append(h.failovers, reached)
 	leader.Freeze(t)
 	nl, ni := h.newLeader(t, li)
 	t.Logf("node%d frozen; node%d is the new leader after %s", li, ni, time.Since(reached).Round(time.Millisecond))
 	sn := h.on(nl, haFreezeMount)
-	data := waitResolved(t, sn, "app", 2*time.Minute)
-	if got := intOf(t, data["current_version"]); got != before+1 {
+	data := sn.WaitResolved(t, "app", 2*time.Minute)
+	if got := testenv.IntOf(t, data["current_version"]); got != before+1 {
 		t.Fatalf("current version %d after recovery, want %d", got, before+1)
 	}
-	if rot := sn.write(t, "rotate/app", nil); rot.Data["outcome"] != "success" || intOf(t, rot.Data["version"]) != before+2 {
-		t.Fatalf("rotation on the new leader: %s", jsonOf(t, rot))
+	if rot := sn.Write(t, "rotate/app", nil); rot.Data["outcome"] != "success" || testenv.IntOf(t, rot.Data["version"]) != before+2 {
+		t.Fatalf("rotation on the new leader: %s", testenv.JSONOf(t, rot))
 	}
 	if time.Since(reached) > haFreezePause-2*time.Second {
 		t.Fatalf("the new leader took %s to resolve and rotate: the old plugin may have woken too early", time.Since(reached))
 	}
-	u, pw, _ := sn.creds(t, "app")
-	s.assertLogin(t, u, pw, true)
+	u, pw, _ := sn.Creds(t, "app")
+	s.AssertLogin(t, u, pw, true)
 
 	// The old plugin wakes at reached+pause, its verify meets the new value, and its write of the
 	// restoring phase goes to a frozen server (30 s). A restore would have happened right after.
@@ -357,8 +396,8 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 		t.Log("the frozen leader's rotate request has not ended 20 s after the thaw")
 	}
 	time.Sleep(10 * time.Second) // what the old plugin still sends after the thaw
-	data = waitResolved(t, sn, "app", time.Minute)
-	if got := intOf(t, data["current_version"]); got != before+2 {
+	data = sn.WaitResolved(t, "app", time.Minute)
+	if got := testenv.IntOf(t, data["current_version"]); got != before+2 {
 		t.Fatalf("current version %d after the thaw, want %d", got, before+2)
 	}
 	if err := h.pg.CanLogin(u, pw); err != nil {
@@ -368,7 +407,7 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 	// storage: a 503 (its writes fail) or a value that logs in, never a dead one.
 	old := h.on(leader, haFreezeMount)
 	for range 5 {
-		sec, err := old.vault.Client.Logical().Read(haFreezeMount + "/creds/app")
+		sec, err := old.Vault.Client.Logical().Read(haFreezeMount + "/creds/app")
 		var re *api.ResponseError
 		switch {
 		case errors.As(err, &re) && re.StatusCode == http.StatusServiceUnavailable:
@@ -384,9 +423,9 @@ func (h *haEnv) leaderFrozen(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	hist := sn.read(t, "history/app").Data["history"].([]interface{})
-	if last := hist[0].(map[string]interface{}); last["trigger"] != "manual" || intOf(t, last["version_after"]) != before+2 {
-		t.Fatalf("the latest history entry is not the new leader's rotation: %s", jsonOf(t, last))
+	hist := sn.Read(t, "history/app").Data["history"].([]interface{})
+	if last := hist[0].(map[string]interface{}); last["trigger"] != "manual" || testenv.IntOf(t, last["version_after"]) != before+2 {
+		t.Fatalf("the latest history entry is not the new leader's rotation: %s", testenv.JSONOf(t, last))
 	}
 	// A restart makes the old node a plain standby again (the cases after this one need one
 	// active node).
@@ -454,7 +493,7 @@ func (h *haEnv) rollingRestart(t *testing.T) {
 	wg.Wait()
 	nl, _ := h.leader(t)
 	s := h.on(nl, mount)
-	data := waitResolved(t, s, "stream", 2*time.Minute)
+	data := s.WaitResolved(t, "stream", 2*time.Minute)
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("%d rotations succeeded, %d failed or were cut short by a restart", len(successes), failures)
@@ -466,31 +505,31 @@ func (h *haEnv) rollingRestart(t *testing.T) {
 			t.Fatalf("versions answered by successive rotations do not increase: %v", successes)
 		}
 	}
-	cur := intOf(t, data["current_version"])
+	cur := testenv.IntOf(t, data["current_version"])
 	if cur < successes[len(successes)-1] {
 		t.Fatalf("current version %d below the last answered %d", cur, successes[len(successes)-1])
 	}
 	h.assertCredsLogIn(t, mount, "stream", cur)
 	// History: the successful rotations' versions strictly increase over time.
-	hist := s.read(t, "history/stream").Data["history"].([]interface{})
+	hist := s.Read(t, "history/stream").Data["history"].([]interface{})
 	last := 0
 	for i := len(hist) - 1; i >= 0; i-- {
 		e := hist[i].(map[string]interface{})
 		if e["outcome"] != "success" {
 			continue
 		}
-		v := intOf(t, e["version_after"])
+		v := testenv.IntOf(t, e["version_after"])
 		if v <= last {
-			t.Fatalf("history: success to version %d after one to %d: %s", v, last, jsonOf(t, hist))
+			t.Fatalf("history: success to version %d after one to %d: %s", v, last, testenv.JSONOf(t, hist))
 		}
 		last = v
 	}
 	// Kept versions: distinct numbers and values.
-	list := s.read(t, "versions/stream").Data["versions"].([]interface{})
+	list := s.Read(t, "versions/stream").Data["versions"].([]interface{})
 	seen := map[string]int{}
 	for _, e := range list {
-		n := intOf(t, e.(map[string]interface{})["version"])
-		_, pw, _ := s.creds(t, "stream", "version", fmt.Sprint(n))
+		n := testenv.IntOf(t, e.(map[string]interface{})["version"])
+		_, pw, _ := s.Creds(t, "stream", "version", fmt.Sprint(n))
 		if other, dup := seen[pw]; dup {
 			t.Fatalf("versions %d and %d hold the same value", other, n)
 		}
@@ -520,9 +559,9 @@ func (h *haEnv) scheduleSurvived(t *testing.T) {
 	s := h.on(nl, mount)
 	first := h.failovers[0]
 	var sched []map[string]interface{}
-	eventually(t, "a scheduled rotation after the first failover", 3*time.Minute, func() error {
+	testenv.Eventually(t, "a scheduled rotation after the first failover", 3*time.Minute, func() error {
 		sched = sched[:0]
-		hist := s.read(t, "history/sched").Data["history"].([]interface{})
+		hist := s.Read(t, "history/sched").Data["history"].([]interface{})
 		after := false
 		for _, e := range hist {
 			m := e.(map[string]interface{})
@@ -544,17 +583,17 @@ func (h *haEnv) scheduleSurvived(t *testing.T) {
 	var prev time.Time
 	prevAfter := 0
 	for _, m := range sched {
-		vb, va := intOf(t, m["version_before"]), intOf(t, m["version_after"])
+		vb, va := testenv.IntOf(t, m["version_before"]), testenv.IntOf(t, m["version_after"])
 		ts, _ := time.Parse(time.RFC3339Nano, m["time"].(string))
 		if byBefore[vb] {
-			t.Fatalf("two scheduled runs from version %d (one due time rotated twice): %s", vb, jsonOf(t, sched))
+			t.Fatalf("two scheduled runs from version %d (one due time rotated twice): %s", vb, testenv.JSONOf(t, sched))
 		}
 		byBefore[vb] = true
 		if m["outcome"] == "success" && va <= prevAfter {
-			t.Fatalf("scheduled versions do not increase: %s", jsonOf(t, sched))
+			t.Fatalf("scheduled versions do not increase: %s", testenv.JSONOf(t, sched))
 		}
 		if !prev.IsZero() && ts.Sub(prev) < haSchedPeriod-time.Second {
-			t.Fatalf("two scheduled runs %s apart, less than the period %s: %s", ts.Sub(prev), haSchedPeriod, jsonOf(t, sched))
+			t.Fatalf("two scheduled runs %s apart, less than the period %s: %s", ts.Sub(prev), haSchedPeriod, testenv.JSONOf(t, sched))
 		}
 		if m["outcome"] == "success" {
 			prevAfter = va

@@ -22,12 +22,14 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
 )
 
 // jwtCreds reads the current value of a jwt role as its string parts and remembers its secrets.
 func (s *stack) jwtCreds(t *testing.T, role string) map[string]string {
 	t.Helper()
-	sec := s.read(t, "creds/"+role)
+	sec := s.Read(t, "creds/"+role)
 	if sec == nil {
 		t.Fatalf("creds/%s: not found", role)
 	}
@@ -37,8 +39,8 @@ func (s *stack) jwtCreds(t *testing.T, role string) map[string]string {
 			out[k] = str
 		}
 	}
-	out["version"] = fmt.Sprint(intOf(t, sec.Data["version"]))
-	s.remember(out["private_key"], out["secret"])
+	out["version"] = fmt.Sprint(testenv.IntOf(t, sec.Data["version"]))
+	s.Remember(out["private_key"], out["secret"])
 	return out
 }
 
@@ -46,7 +48,7 @@ func (s *stack) jwtCreds(t *testing.T, role string) map[string]string {
 // party would.
 func (s *stack) fetchJWKS(t *testing.T, role string) (status int, contentType string, body []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, s.vault.Addr+"/v1/"+mount+"/jwks/"+role, nil)
+	req, err := http.NewRequest(http.MethodGet, s.Vault.Addr+"/v1/"+mount+"/jwks/"+role, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +100,7 @@ func (s *stack) jwks(t *testing.T, role string) []byte {
 			t.Fatalf("jwks key lacks use=sig, kid or alg: %v", k)
 		}
 	}
-	s.assertNoSecretIn(t, "the JWKS", string(body))
+	s.AssertNoSecretIn(t, "the JWKS", string(body))
 	return body
 }
 
@@ -182,7 +184,7 @@ func jwkKids(t *testing.T, set []byte) []string {
 // assertRoleHidesSecrets reads the role and fails when it shows a secret field or value.
 func (s *stack) assertRoleHidesSecrets(t *testing.T, role string) {
 	t.Helper()
-	r := s.read(t, "roles/"+role)
+	r := s.Read(t, "roles/"+role)
 	if r == nil {
 		t.Fatalf("roles/%s: not found", role)
 	}
@@ -191,7 +193,7 @@ func (s *stack) assertRoleHidesSecrets(t *testing.T, role string) {
 			t.Fatalf("role read returns %s", k)
 		}
 	}
-	s.assertNoSecretIn(t, "the role read", jsonOf(t, r.Data))
+	s.AssertNoSecretIn(t, "the role read", testenv.JSONOf(t, r.Data))
 }
 
 // TestJWTRotation covers the jwt kind against a real Vault: keys from creds sign tokens that a
@@ -202,10 +204,10 @@ func TestJWTRotation(t *testing.T) {
 
 	t.Run("ES256: unauthenticated JWKS, previous key kept for verification_ttl", func(t *testing.T) {
 		const ttl = 6 * time.Second
-		created := s.write(t, "roles/es", map[string]interface{}{
+		created := s.Write(t, "roles/es", map[string]interface{}{
 			"type": "jwt", "algorithm": "ES256", "rotation_period": "720h", "verification_ttl": "6s",
 		})
-		if created == nil || intOf(t, created.Data["version"]) != 1 {
+		if created == nil || testenv.IntOf(t, created.Data["version"]) != 1 {
 			t.Fatalf("create did not generate a key at once: %#v", created)
 		}
 		c1 := s.jwtCreds(t, "es")
@@ -213,8 +215,8 @@ func TestJWTRotation(t *testing.T) {
 			t.Fatalf("creds parts: algorithm %q kid %q", c1["algorithm"], c1["kid"])
 		}
 		s.assertRoleHidesSecrets(t, "es")
-		role := s.read(t, "roles/es")
-		if role.Data["algorithm"] != "ES256" || intOf(t, role.Data["verification_ttl"]) != 6 || role.Data["type"] != "jwt" {
+		role := s.Read(t, "roles/es")
+		if role.Data["algorithm"] != "ES256" || testenv.IntOf(t, role.Data["verification_ttl"]) != 6 || role.Data["type"] != "jwt" {
 			t.Fatalf("role read: %#v", role.Data)
 		}
 
@@ -235,8 +237,8 @@ func TestJWTRotation(t *testing.T) {
 			t.Fatalf("token signed with the current key does not verify against the JWKS: %v", err)
 		}
 
-		rot := s.write(t, "rotate/es", nil)
-		if intOf(t, rot.Data["version"]) != 2 {
+		rot := s.Write(t, "rotate/es", nil)
+		if testenv.IntOf(t, rot.Data["version"]) != 2 {
 			t.Fatalf("rotate: %#v", rot.Data)
 		}
 		c2 := s.jwtCreds(t, "es")
@@ -265,7 +267,7 @@ func TestJWTRotation(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
-		eventually(t, "the previous key leaves the JWKS", 20*time.Second, func() error {
+		testenv.Eventually(t, "the previous key leaves the JWKS", 20*time.Second, func() error {
 			if verifyJWT(s.jwks(t, "es"), tok1, "one") == nil {
 				return errors.New("the previous key's token still verifies")
 			}
@@ -283,8 +285,8 @@ func TestJWTRotation(t *testing.T) {
 		}
 
 		// A jwt role takes no supplied value.
-		_, re := s.writeErr("rotate/es", map[string]interface{}{"value": "my-own-key"})
-		expectStatus(t, re, http.StatusBadRequest, "value: a jwt role does not take a supplied value")
+		_, re := s.WriteErr("rotate/es", map[string]interface{}{"value": "my-own-key"})
+		testenv.ExpectStatus(t, re, http.StatusBadRequest, "value: a jwt role does not take a supplied value")
 		if c := s.jwtCreds(t, "es"); c["version"] != "2" {
 			t.Fatalf("a refused rotate changed the version to %s", c["version"])
 		}
@@ -297,7 +299,7 @@ func TestJWTRotation(t *testing.T) {
 			if c.alg != "" {
 				data["algorithm"] = c.alg
 			}
-			s.write(t, "roles/"+c.role, data)
+			s.Write(t, "roles/"+c.role, data)
 			creds := s.jwtCreds(t, c.role)
 			want := c.alg
 			if want == "" {
@@ -311,7 +313,7 @@ func TestJWTRotation(t *testing.T) {
 			if creds["algorithm"] != want {
 				t.Fatalf("%s: algorithm %q, want %q", c.role, creds["algorithm"], want)
 			}
-			if got := s.read(t, "roles/"+c.role).Data["algorithm"]; got != want {
+			if got := s.Read(t, "roles/"+c.role).Data["algorithm"]; got != want {
 				t.Fatalf("%s: role algorithm %v", c.role, got)
 			}
 			set := s.jwks(t, c.role)
@@ -333,8 +335,8 @@ func TestJWTRotation(t *testing.T) {
 		}
 		der, _ := x509.MarshalECPrivateKey(k)
 		sec1 := string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
-		s.remember(sec1)
-		res := s.write(t, "roles/imported", map[string]interface{}{
+		s.Remember(sec1)
+		res := s.Write(t, "roles/imported", map[string]interface{}{
 			"type": "jwt", "algorithm": "ES256", "rotation_period": "720h", "private_key": sec1,
 		})
 		if res != nil && res.Data["version"] != nil {
@@ -355,7 +357,7 @@ func TestJWTRotation(t *testing.T) {
 	})
 
 	t.Run("HS256: the JWKS never has the secret", func(t *testing.T) {
-		s.write(t, "roles/hs", map[string]interface{}{"type": "jwt", "algorithm": "HS256", "rotation_period": "720h"})
+		s.Write(t, "roles/hs", map[string]interface{}{"type": "jwt", "algorithm": "HS256", "rotation_period": "720h"})
 		creds := s.jwtCreds(t, "hs")
 		key, err := base64.RawURLEncoding.DecodeString(creds["secret"])
 		if err != nil || len(key) != 32 {
@@ -377,7 +379,7 @@ func TestJWTRotation(t *testing.T) {
 		if string(set) != `{"keys":[]}` {
 			t.Fatalf("HS256 jwks = %s, want an empty set", set)
 		}
-		s.write(t, "rotate/hs", nil)
+		s.Write(t, "rotate/hs", nil)
 		s.jwtCreds(t, "hs")
 		if set := s.jwks(t, "hs"); string(set) != `{"keys":[]}` {
 			t.Fatalf("HS256 jwks after a rotation = %s", set)
@@ -392,7 +394,7 @@ func TestJWTRotation(t *testing.T) {
 		}
 		// A token role exists but publishes no key set: a stranger must not learn that it exists
 		// nor its type.
-		s.write(t, "roles/no-keys", map[string]interface{}{"type": "token", "rotation_period": "2160h"})
+		s.Write(t, "roles/no-keys", map[string]interface{}{"type": "token", "rotation_period": "2160h"})
 		status, _, other := s.fetchJWKS(t, "no-keys")
 		if status != http.StatusNotFound {
 			t.Fatalf("jwks of a role that publishes nothing: %d, want 404", status)
@@ -409,7 +411,7 @@ func TestJWTRotation(t *testing.T) {
 		_, edKey, _ := ed25519.GenerateKey(rand.Reader)
 		edDER, _ := x509.MarshalPKCS8PrivateKey(edKey)
 		edPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: edDER}))
-		s.remember(p384PEM, edPEM)
+		s.Remember(p384PEM, edPEM)
 		base := func(kv ...interface{}) map[string]interface{} {
 			m := map[string]interface{}{"type": "jwt", "rotation_period": "720h"}
 			for i := 0; i+1 < len(kv); i += 2 {
@@ -437,21 +439,21 @@ func TestJWTRotation(t *testing.T) {
 		}
 		for i, c := range cases {
 			role := fmt.Sprintf("bad-%d", i)
-			_, re := s.writeErr("roles/"+role, c.data)
-			expectStatus(t, re, http.StatusBadRequest, c.want)
-			s.assertNoSecretIn(t, "the error of "+c.name, strings.Join(re.Errors, " "))
-			if s.read(t, "roles/"+role) != nil {
+			_, re := s.WriteErr("roles/"+role, c.data)
+			testenv.ExpectStatus(t, re, http.StatusBadRequest, c.want)
+			s.AssertNoSecretIn(t, "the error of "+c.name, strings.Join(re.Errors, " "))
+			if s.Read(t, "roles/"+role) != nil {
 				t.Fatalf("%s: the role was created", c.name)
 			}
 		}
 		// The same checks on update, and key_bits=0 unsets it so that an RSA role can change algorithm.
-		s.write(t, "roles/upd", map[string]interface{}{"type": "jwt", "rotation_period": "720h", "key_bits": 3072})
-		_, re := s.writeErr("roles/upd", map[string]interface{}{"algorithm": "ES256"})
-		expectStatus(t, re, http.StatusBadRequest, "key_bits: only for RSA algorithms")
-		_, re = s.writeErr("roles/upd", map[string]interface{}{"verification_ttl": -1})
-		expectStatus(t, re, http.StatusBadRequest, `field "verification_ttl": cannot provide negative value`)
-		s.write(t, "roles/upd", map[string]interface{}{"algorithm": "ES256", "key_bits": 0, "verification_ttl": 0})
-		s.write(t, "rotate/upd", nil)
+		s.Write(t, "roles/upd", map[string]interface{}{"type": "jwt", "rotation_period": "720h", "key_bits": 3072})
+		_, re := s.WriteErr("roles/upd", map[string]interface{}{"algorithm": "ES256"})
+		testenv.ExpectStatus(t, re, http.StatusBadRequest, "key_bits: only for RSA algorithms")
+		_, re = s.WriteErr("roles/upd", map[string]interface{}{"verification_ttl": -1})
+		testenv.ExpectStatus(t, re, http.StatusBadRequest, `field "verification_ttl": cannot provide negative value`)
+		s.Write(t, "roles/upd", map[string]interface{}{"algorithm": "ES256", "key_bits": 0, "verification_ttl": 0})
+		s.Write(t, "rotate/upd", nil)
 		creds := s.jwtCreds(t, "upd")
 		if creds["algorithm"] != "ES256" {
 			t.Fatalf("after the algorithm change: %s", creds["algorithm"])
@@ -467,7 +469,7 @@ func TestJWTRotation(t *testing.T) {
 // fetchJWKSPath GETs any rotation/ path without a token (to contrast with the JWKS).
 func (s *stack) fetchJWKSPath(t *testing.T, path string) (int, string, []byte) {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(s.vault.Addr + "/v1/" + mount + "/" + path)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(s.Vault.Addr + "/v1/" + mount + "/" + path)
 	if err != nil {
 		t.Fatal(err)
 	}

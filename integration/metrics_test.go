@@ -25,17 +25,17 @@ func TestPrometheusScrapesMetrics(t *testing.T) {
 		t.Fatal("prometheus is missing (scripts/install-deps.sh installs Debian's prometheus package)")
 	}
 	s := newDevStack(t)
-	s.importAdmin(t, "pg-admin", "prom_admin", "prom-admin-pw")
-	s.createLogin(t, "prom_app", "prom-app-pw", "")
-	s.write(t, "roles/app", map[string]interface{}{
+	s.ImportAdmin(t, "pg-admin", "prom_admin", "prom-admin-pw")
+	s.CreateLogin(t, "prom_app", "prom-app-pw", "")
+	s.Write(t, "roles/app", map[string]interface{}{
 		"type": "postgres", "admin_role": "pg-admin", "username": "prom_app", "password": "prom-app-pw", "rotation_period": "720h",
 	})
-	s.write(t, "rotate/app", nil)
+	s.Write(t, "rotate/app", nil)
 
-	if err := s.vault.Client.Sys().PutPolicy("metrics-reader", `path "rotation/metrics" { capabilities = ["read"] }`); err != nil {
+	if err := s.Vault.Client.Sys().PutPolicy("metrics-reader", `path "rotation/metrics" { capabilities = ["read"] }`); err != nil {
 		t.Fatal(err)
 	}
-	reader := policyClient(t, s, "metrics-reader")
+	reader := s.PolicyClient(t, "metrics-reader")
 	if _, err := reader.Logical().Read(mount + "/creds/app"); !isForbidden(err) {
 		t.Fatalf("the metrics token reads creds: %v", err)
 	}
@@ -60,7 +60,7 @@ scrape_configs:
     params: {format: [prometheus]}
     authorization: {credentials_file: %q}
     static_configs: [{targets: [%q]}]
-`, rules, tokenFile, s.vault.Addr[len("http://"):])
+`, rules, tokenFile, s.Vault.Addr[len("http://"):])
 	cfgFile := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ scrape_configs:
 	})
 
 	query := fmt.Sprintf(`http://127.0.0.1:%d/api/v1/query?query=vault_rotation_role_current_version%%7Brole%%3D%%22app%%22%%7D`, port)
-	eventually(t, "prometheus scraped the role's version", 90*time.Second, func() error {
+	testenv.Eventually(t, "prometheus scraped the role's version", 90*time.Second, func() error {
 		resp, err := http.Get(query)
 		if err != nil {
 			return err
@@ -110,5 +110,5 @@ scrape_configs:
 		}
 		return nil
 	})
-	s.assertNoSecretIn(t, "metrics", s.read(t, "metrics").Data["text"].(string))
+	s.AssertNoSecretIn(t, "metrics", s.Read(t, "metrics").Data["text"].(string))
 }

@@ -78,7 +78,7 @@ func TestOpenAPI(t *testing.T) {
 	go func() { validatorReady <- installValidator(root) }() // meanwhile the stack starts
 
 	s := newDevStack(t)
-	resp, err := s.vault.Client.Logical().ReadRawWithContext(context.Background(), "sys/internal/specs/openapi")
+	resp, err := s.Vault.Client.Logical().ReadRawWithContext(context.Background(), "sys/internal/specs/openapi")
 	if err != nil {
 		t.Fatalf("sys/internal/specs/openapi: %v", err)
 	}
@@ -233,7 +233,7 @@ func TestOpenAPI(t *testing.T) {
 	op := broken["paths"].(map[string]interface{})["/"+mount+"/rotate/{name}"].(map[string]interface{})["post"].(map[string]interface{})
 	delete(op, "responses")
 	brokenFile := filepath.Join(dir, "broken.json")
-	if err := os.WriteFile(brokenFile, []byte(jsonOf(t, broken)), 0o644); err != nil {
+	if err := os.WriteFile(brokenFile, []byte(testenv.JSONOf(t, broken)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := runValidator(root, node, brokenFile); err == nil {

@@ -52,7 +52,7 @@ func TestPathHelp(t *testing.T) {
 		p := p
 		seen[p.Request] = true
 		t.Run(p.Request, func(t *testing.T) {
-			h, err := s.vault.Client.HelpWithContext(context.Background(), mount+"/"+p.Request)
+			h, err := s.Vault.Client.HelpWithContext(context.Background(), mount+"/"+p.Request)
 			if err != nil {
 				t.Fatalf("help %s: %v", p.Request, err)
 			}

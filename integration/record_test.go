@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/vault-plugin-rotation/vault-plugin-rotation/internal/testenv"
 )
 
 // hook is a real HTTP receiver for the plugin's notifications.
@@ -74,39 +76,39 @@ func TestRecord(t *testing.T) {
 	t.Parallel()
 	s := newDevStack(t)
 	h := startHook(t)
-	s.write(t, "config", map[string]interface{}{"notify_url": h.url, "max_failures": 1})
+	s.Write(t, "config", map[string]interface{}{"notify_url": h.url, "max_failures": 1})
 	// notify_url is write-only: a read shows its scheme and host, never its path.
-	if got, want := s.read(t, "config").Data["notify_url"], strings.TrimSuffix(h.url, "/hook")+" (set)"; got != want {
+	if got, want := s.Read(t, "config").Data["notify_url"], strings.TrimSuffix(h.url, "/hook")+" (set)"; got != want {
 		t.Fatalf("config notify_url = %v, want %v", got, want)
 	}
 	configNeedsSudo(t, s)
-	s.importAdmin(t, "pg-admin", "oa_admin", "admin-pw")
-	s.createLogin(t, "app", "app-0", "")
-	s.write(t, "roles/app", map[string]interface{}{
+	s.ImportAdmin(t, "pg-admin", "oa_admin", "admin-pw")
+	s.CreateLogin(t, "app", "app-0", "")
+	s.Write(t, "roles/app", map[string]interface{}{
 		"type": "postgres", "admin_role": "pg-admin", "username": "app",
-		"connection_url": s.pg.URLTemplate(), "rotation_schedule": "0 0 1 1,4,7,10 *",
+		"connection_url": s.Postgres.URLTemplate(), "rotation_schedule": "0 0 1 1,4,7,10 *",
 	})
-	s.write(t, "roles/telegram", map[string]interface{}{"type": "token", "value": "123:abc", "auto_rotate": false, "rotation_period": "5s"})
-	s.remember("123:abc")
+	s.Write(t, "roles/telegram", map[string]interface{}{"type": "token", "value": "123:abc", "auto_rotate": false, "rotation_period": "5s"})
+	s.Remember("123:abc")
 
 	// A manual rotation records who asked.
-	self, err := s.vault.Client.Auth().Token().LookupSelf()
+	self, err := s.Vault.Client.Auth().Token().LookupSelf()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.write(t, "rotate/app", nil)
-	entry := s.read(t, "history/app").Data["history"].([]interface{})[0].(map[string]interface{})
+	s.Write(t, "rotate/app", nil)
+	entry := s.Read(t, "history/app").Data["history"].([]interface{})[0].(map[string]interface{})
 	by, _ := entry["requested_by"].(map[string]interface{})
 	if by == nil || by["accessor"] != self.Data["accessor"] {
 		t.Fatalf("history requested_by = %v, want accessor %v", entry["requested_by"], self.Data["accessor"])
 	}
 	for _, k := range []string{"time", "trigger", "outcome", "version_before", "version_after", "steps"} {
 		if entry[k] == nil {
-			t.Fatalf("history entry lacks %s: %s", k, jsonOf(t, entry))
+			t.Fatalf("history entry lacks %s: %s", k, testenv.JSONOf(t, entry))
 		}
 	}
 
-	eventually(t, "success notification", 10*time.Second, func() error {
+	testenv.Eventually(t, "success notification", 10*time.Second, func() error {
 		if len(h.find("app", "success")) == 0 {
 			return errorf("none yet: %s", h.all())
 		}
@@ -120,11 +122,11 @@ func TestRecord(t *testing.T) {
 	}
 
 	// A failure: the admin lost its right to change passwords. max_failures=1 parks the role.
-	s.pg.Exec(t, `ALTER ROLE oa_admin NOCREATEROLE`)
-	_, re := s.writeErr("rotate/app", nil)
-	expectStatus(t, re, http.StatusBadRequest, "failed at apply")
-	s.pg.Exec(t, `ALTER ROLE oa_admin CREATEROLE`)
-	eventually(t, "failure and parked notifications", 10*time.Second, func() error {
+	s.Postgres.Exec(t, `ALTER ROLE oa_admin NOCREATEROLE`)
+	_, re := s.WriteErr("rotate/app", nil)
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, "failed at apply")
+	s.Postgres.Exec(t, `ALTER ROLE oa_admin CREATEROLE`)
+	testenv.Eventually(t, "failure and parked notifications", 10*time.Second, func() error {
 		if len(h.find("app", "failure")) == 0 || len(h.find("app", "parked")) == 0 {
 			return errorf("got: %s", h.all())
 		}
@@ -132,50 +134,50 @@ func TestRecord(t *testing.T) {
 	})
 
 	// The manual-only token passes its period: the status shows it overdue, first.
-	eventually(t, "telegram overdue", 15*time.Second, func() error {
-		if s.read(t, "roles/telegram").Data["overdue"] != true {
+	testenv.Eventually(t, "telegram overdue", 15*time.Second, func() error {
+		if s.Read(t, "roles/telegram").Data["overdue"] != true {
 			return errorf("not yet")
 		}
 		return nil
 	})
-	status := s.read(t, "status").Data
+	status := s.Read(t, "status").Data
 	rows := status["roles"].([]interface{})
-	if len(rows) != 3 || intOf(t, status["total"]) != 3 || intOf(t, status["overdue"]) < 1 {
-		t.Fatalf("status: %s", jsonOf(t, status))
+	if len(rows) != 3 || testenv.IntOf(t, status["total"]) != 3 || testenv.IntOf(t, status["overdue"]) < 1 {
+		t.Fatalf("status: %s", testenv.JSONOf(t, status))
 	}
 	first := rows[0].(map[string]interface{})
 	if first["name"] != "telegram" || first["overdue"] != true || first["auto_rotate"] != false {
-		t.Fatalf("most overdue first: %s", jsonOf(t, rows))
+		t.Fatalf("most overdue first: %s", testenv.JSONOf(t, rows))
 	}
 	for _, r := range rows {
 		row := r.(map[string]interface{})
 		for _, k := range []string{"type", "last_rotated", "age_seconds", "next_rotation", "overdue", "auto_rotate", "last_outcome", "consecutive_failures"} {
 			if _, ok := row[k]; !ok {
-				t.Fatalf("status row lacks %s: %s", k, jsonOf(t, row))
+				t.Fatalf("status row lacks %s: %s", k, testenv.JSONOf(t, row))
 			}
 		}
-		if row["name"] == "app" && (row["failing"] != true || intOf(t, row["consecutive_failures"]) != 1 || row["last_outcome"] != "failed") {
-			t.Fatalf("app row: %s", jsonOf(t, row))
+		if row["name"] == "app" && (row["failing"] != true || testenv.IntOf(t, row["consecutive_failures"]) != 1 || row["last_outcome"] != "failed") {
+			t.Fatalf("app row: %s", testenv.JSONOf(t, row))
 		}
 	}
 
-	list, err := s.vault.Client.Logical().List(mount + "/roles")
+	list, err := s.Vault.Client.Logical().List(mount + "/roles")
 	if err != nil {
 		t.Fatal(err)
 	}
 	info, _ := list.Data["key_info"].(map[string]interface{})
 	if app, _ := info["app"].(map[string]interface{}); app == nil || app["type"] != "postgres" || app["last_outcome"] != "failed" {
-		t.Fatalf("list key_info: %s", jsonOf(t, list.Data))
+		t.Fatalf("list key_info: %s", testenv.JSONOf(t, list.Data))
 	}
 
 	// Every document and the server log are free of secrets.
-	s.creds(t, "app")
-	s.creds(t, "pg-admin")
-	s.assertNoSecretIn(t, "the notifications", h.all())
-	s.assertNoSecretIn(t, "the Vault server log", s.vault.ServerLog(t))
+	s.Creds(t, "app")
+	s.Creds(t, "pg-admin")
+	s.AssertNoSecretIn(t, "the notifications", h.all())
+	s.AssertNoSecretIn(t, "the Vault server log", s.Vault.ServerLog(t))
 	// Rotations are in the server log (scheduled ones are not API requests, so this is where
 	// they show besides history, events and notifications).
-	if log := s.vault.ServerLog(t); !strings.Contains(log, "rotated:") || !strings.Contains(log, "role=app") {
+	if log := s.Vault.ServerLog(t); !strings.Contains(log, "rotated:") || !strings.Contains(log, "role=app") {
 		t.Fatal("the server log does not record the rotations")
 	}
 }
@@ -184,7 +186,7 @@ func TestRecord(t *testing.T) {
 // update on it, but not sudo, is refused both ways; with sudo it may read and write.
 func configNeedsSudo(t *testing.T, s *stack) {
 	t.Helper()
-	root := s.vault.Client
+	root := s.Vault.Client
 	as := func(name, caps string) *api.Client {
 		t.Helper()
 		if err := root.Sys().PutPolicy(name, `path "`+mount+`/config" { capabilities = [`+caps+`] }`); err != nil {

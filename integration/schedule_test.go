@@ -15,32 +15,32 @@ import (
 func TestScheduledRotation(t *testing.T) {
 	t.Parallel()
 	s := newConsumerStack(t)
-	s.write(t, "config", map[string]interface{}{"max_failures": 1, "retry_base": "1s", "retry_max": "2s"})
-	s.importAdmin(t, "pg-admin", "oa_admin", "admin-pw")
-	s.importAdmin(t, "broken-admin", "broken_admin", "broken-pw")
-	s.createLogin(t, "ticker", "ticker-0", "")
-	s.createLogin(t, "parked", "parked-0", "")
-	s.write(t, "roles/ticker", map[string]interface{}{
+	s.Write(t, "config", map[string]interface{}{"max_failures": 1, "retry_base": "1s", "retry_max": "2s"})
+	s.ImportAdmin(t, "pg-admin", "oa_admin", "admin-pw")
+	s.ImportAdmin(t, "broken-admin", "broken_admin", "broken-pw")
+	s.CreateLogin(t, "ticker", "ticker-0", "")
+	s.CreateLogin(t, "parked", "parked-0", "")
+	s.Write(t, "roles/ticker", map[string]interface{}{
 		"type": "postgres", "admin_role": "pg-admin", "username": "ticker",
-		"connection_url": s.pg.URLTemplate(), "rotation_period": "5s",
+		"connection_url": s.Postgres.URLTemplate(), "rotation_period": "5s",
 	})
-	s.write(t, "roles/parked", map[string]interface{}{
+	s.Write(t, "roles/parked", map[string]interface{}{
 		"type": "postgres", "admin_role": "broken-admin", "username": "parked",
-		"connection_url": s.pg.URLTemplate(), "rotation_period": "5s",
+		"connection_url": s.Postgres.URLTemplate(), "rotation_period": "5s",
 	})
-	_, parkedPW, _ := s.creds(t, "parked")
+	_, parkedPW, _ := s.Creds(t, "parked")
 	// The ticker's consumer follows scheduled rotations too.
-	svc := s.demo(t, "ticker", testenv.DemoOptions{})
-	s.write(t, "roles/ticker", map[string]interface{}{"consumers": "docker:" + svc.Name, "health_checks": svc.URL("/health")})
+	svc := s.RunDemo(t, "ticker", testenv.DemoOptions{})
+	s.Write(t, "roles/ticker", map[string]interface{}{"consumers": "docker:" + svc.Name, "health_checks": svc.URL("/health")})
 	// The admin loses its right to change passwords: every rotation of parked now fails.
-	s.pg.Exec(t, `ALTER ROLE broken_admin NOCREATEROLE`)
+	s.Postgres.Exec(t, `ALTER ROLE broken_admin NOCREATEROLE`)
 
 	// The role's current_version moves at promotion (creds already hands out a value staged
 	// for the consumers during deploy).
-	tickerVersion := func() int { return intOf(t, s.read(t, "roles/ticker").Data["current_version"]) }
+	tickerVersion := func() int { return testenv.IntOf(t, s.Read(t, "roles/ticker").Data["current_version"]) }
 	waitTick := func(after int) int {
 		var v int
-		eventually(t, "a periodic tick rotates the due role", 150*time.Second, func() error {
+		testenv.Eventually(t, "a periodic tick rotates the due role", 150*time.Second, func() error {
 			if v = tickerVersion(); v <= after {
 				return fmt.Errorf("ticker still at version %d", v)
 			}
@@ -50,47 +50,47 @@ func TestScheduledRotation(t *testing.T) {
 	}
 
 	v := waitTick(1)
-	_, pw, _ := s.creds(t, "ticker")
-	s.assertLogin(t, "ticker", pw, true)
-	hist := s.read(t, "history/ticker").Data["history"].([]interface{})
+	_, pw, _ := s.Creds(t, "ticker")
+	s.AssertLogin(t, "ticker", pw, true)
+	hist := s.Read(t, "history/ticker").Data["history"].([]interface{})
 	if h := hist[0].(map[string]interface{}); h["trigger"] != "schedule" || len(h["consumers"].([]interface{})) != 1 {
-		t.Fatalf("history: %s", jsonOf(t, hist[0]))
+		t.Fatalf("history: %s", testenv.JSONOf(t, hist[0]))
 	}
 	if got := demoStartedWith(t, svc); got.Version < v {
 		t.Fatalf("the consumer runs version %d after the scheduled rotation to %d", got.Version, v)
 	}
 
-	eventually(t, "the failing role is parked", 150*time.Second, func() error {
-		role := s.read(t, "roles/parked").Data
+	testenv.Eventually(t, "the failing role is parked", 150*time.Second, func() error {
+		role := s.Read(t, "roles/parked").Data
 		if role["failing"] != true {
 			return fmt.Errorf("failing=%v consecutive_failures=%v", role["failing"], role["consecutive_failures"])
 		}
 		return nil
 	})
-	parked := s.read(t, "roles/parked").Data
-	if intOf(t, parked["consecutive_failures"]) != 1 || parked["next_rotation"] != nil {
+	parked := s.Read(t, "roles/parked").Data
+	if testenv.IntOf(t, parked["consecutive_failures"]) != 1 || parked["next_rotation"] != nil {
 		t.Fatalf("parked role: %#v", parked)
 	}
-	s.assertLogin(t, "parked", parkedPW, true) // the failed rotations left the old password live
+	s.AssertLogin(t, "parked", parkedPW, true) // the failed rotations left the old password live
 
 	// Another tick passes: a parked role is not retried.
 	waitTick(v + 1)
-	if n := intOf(t, s.read(t, "roles/parked").Data["consecutive_failures"]); n != 1 {
+	if n := testenv.IntOf(t, s.Read(t, "roles/parked").Data["consecutive_failures"]); n != 1 {
 		t.Fatalf("a parked role was retried: %d consecutive failures", n)
 	}
 
 	// The operator repairs the admin and writes the role: the schedule takes it again.
-	s.pg.Exec(t, `ALTER ROLE broken_admin CREATEROLE`)
-	s.write(t, "roles/parked", map[string]interface{}{"rotation_period": "5s"})
-	if s.read(t, "roles/parked").Data["failing"] != false {
+	s.Postgres.Exec(t, `ALTER ROLE broken_admin CREATEROLE`)
+	s.Write(t, "roles/parked", map[string]interface{}{"rotation_period": "5s"})
+	if s.Read(t, "roles/parked").Data["failing"] != false {
 		t.Fatal("writing the role did not clear failing")
 	}
-	eventually(t, "the repaired role rotates on schedule", 150*time.Second, func() error {
-		_, pw, version := s.creds(t, "parked")
+	testenv.Eventually(t, "the repaired role rotates on schedule", 150*time.Second, func() error {
+		_, pw, version := s.Creds(t, "parked")
 		if version < 2 {
 			return fmt.Errorf("parked still at version %d", version)
 		}
-		return s.pg.CanLogin("parked", pw)
+		return s.Postgres.CanLogin("parked", pw)
 	})
 }
 
@@ -101,25 +101,25 @@ func TestScheduledRotation(t *testing.T) {
 func TestSchedulePrecision(t *testing.T) {
 	t.Parallel()
 	s := newDevStack(t)
-	s.importAdmin(t, "pg-admin", "sp_admin", "sp-admin-pw")
+	s.ImportAdmin(t, "pg-admin", "sp_admin", "sp-admin-pw")
 	for _, u := range []string{"sp_cron", "sp_period"} {
-		s.createLogin(t, u, "pw-"+u, "")
+		s.CreateLogin(t, u, "pw-"+u, "")
 	}
 	created := time.Now().UTC()
-	s.write(t, "roles/cron", map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": "sp_cron",
+	s.Write(t, "roles/cron", map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": "sp_cron",
 		"password": "pw-sp_cron", "rotation_schedule": "* * * * *"})
-	s.write(t, "roles/period", map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": "sp_period",
+	s.Write(t, "roles/period", map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": "sp_period",
 		"password": "pw-sp_period", "rotation_period": "5s"})
 
 	scheduled := func(role string) []time.Time {
 		var at []time.Time
-		for _, h := range s.read(t, "history/"+role).Data["history"].([]interface{}) {
+		for _, h := range s.Read(t, "history/"+role).Data["history"].([]interface{}) {
 			m := h.(map[string]interface{})
 			if m["trigger"] != "schedule" {
 				continue
 			}
 			if m["outcome"] != "success" {
-				t.Fatalf("%s: scheduled rotation failed: %s", role, jsonOf(t, m))
+				t.Fatalf("%s: scheduled rotation failed: %s", role, testenv.JSONOf(t, m))
 			}
 			ts, err := time.Parse(time.RFC3339Nano, m["time"].(string))
 			if err != nil {
@@ -133,7 +133,7 @@ func TestSchedulePrecision(t *testing.T) {
 
 	// The cron role: due at the first minute boundary after it was written.
 	due := created.Truncate(time.Minute).Add(time.Minute)
-	eventually(t, "the cron role rotates at its minute", time.Until(due)+30*time.Second, func() error {
+	testenv.Eventually(t, "the cron role rotates at its minute", time.Until(due)+30*time.Second, func() error {
 		if len(scheduled("cron")) == 0 {
 			return fmt.Errorf("no scheduled rotation yet (due %s)", due.Format(time.TimeOnly))
 		}
@@ -147,8 +147,8 @@ func TestSchedulePrecision(t *testing.T) {
 	if late := runs[0].Sub(due); late < 0 || late > precision {
 		t.Fatalf("cron role due %s rotated at %s (%s late), want within %s", due.Format(time.TimeOnly), runs[0].Format(time.TimeOnly), late, precision)
 	}
-	_, pw, version := s.creds(t, "cron")
-	s.assertLogin(t, "sp_cron", pw, true)
+	_, pw, version := s.Creds(t, "cron")
+	s.AssertLogin(t, "sp_cron", pw, true)
 	if version != 2 {
 		t.Fatalf("cron role at version %d after one scheduled rotation", version)
 	}
@@ -168,6 +168,6 @@ func TestSchedulePrecision(t *testing.T) {
 			t.Fatalf("period role: rotation %d came %s after the previous one, want 5 s to %s; all: %v", i, gap, 5*time.Second+precision, period)
 		}
 	}
-	_, pw, _ = s.creds(t, "period")
-	s.assertLogin(t, "sp_period", pw, true)
+	_, pw, _ = s.Creds(t, "period")
+	s.AssertLogin(t, "sp_period", pw, true)
 }

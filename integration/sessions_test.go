@@ -18,7 +18,7 @@ func (s *stack) holdSession(t *testing.T, user, password, appName string) *pgx.C
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, s.pg.DSN(user, password)+"&application_name="+appName)
+	conn, err := pgx.Connect(ctx, s.Postgres.DSN(user, password)+"&application_name="+appName)
 	if err != nil {
 		t.Fatalf("hold a session of %s: %v", user, err)
 	}
@@ -29,7 +29,7 @@ func (s *stack) holdSession(t *testing.T, user, password, appName string) *pgx.C
 // sessionsOf reads sessions/ROLE and returns its rows with the given application_name.
 func (s *stack) sessionsOf(t *testing.T, role, appName string) (rows []map[string]interface{}, all map[string]interface{}) {
 	t.Helper()
-	sec := s.read(t, "sessions/"+role)
+	sec := s.Read(t, "sessions/"+role)
 	if sec == nil {
 		t.Fatalf("sessions/%s: not found", role)
 	}
@@ -60,18 +60,18 @@ func TestForgottenConsumers(t *testing.T) {
 	t.Parallel()
 	s := newConsumerStack(t)
 	h := startHook(t)
-	s.write(t, "config", map[string]interface{}{"notify_url": h.url})
-	s.importAdmin(t, "pg-admin", "oa_admin", "admin-pw")
+	s.Write(t, "config", map[string]interface{}{"notify_url": h.url})
+	s.ImportAdmin(t, "pg-admin", "oa_admin", "admin-pw")
 	// Without it the admin sees other logins' sessions without address, start or state.
-	s.pg.Exec(t, "GRANT pg_read_all_stats TO oa_admin")
+	s.Postgres.Exec(t, "GRANT pg_read_all_stats TO oa_admin")
 
 	t.Run("an unlisted client is reported after a rotation, and sessions shows it", func(t *testing.T) {
-		s.createLogin(t, "fg", "fg-0", "")
-		s.write(t, "roles/fg", map[string]interface{}{
+		s.CreateLogin(t, "fg", "fg-0", "")
+		s.Write(t, "roles/fg", map[string]interface{}{
 			"type": "postgres", "admin_role": "pg-admin", "username": "fg",
-			"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+			"connection_url": s.Postgres.URLTemplate(), "rotation_period": "720h",
 		})
-		_, pw, _ := s.creds(t, "fg")
+		_, pw, _ := s.Creds(t, "fg")
 		s.holdSession(t, "fg", pw, "forgotten-worker")
 
 		rows, _ := s.sessionsOf(t, "fg", "forgotten-worker")
@@ -81,28 +81,28 @@ func TestForgottenConsumers(t *testing.T) {
 		r := rows[0]
 		if r["login"] != "fg" || r["current"] != true || r["opened_before_current"] != false || r["client_addr"] != "127.0.0.1" ||
 			r["client_port"] == nil || r["backend_start"] == nil || r["database"] != "postgres" || r["state"] != "idle" {
-			t.Fatalf("held session before the rotation: %s", jsonOf(t, r))
+			t.Fatalf("held session before the rotation: %s", testenv.JSONOf(t, r))
 		}
 
-		api := s.demo(t, "fg", testenv.DemoOptions{})
-		s.write(t, "roles/fg", map[string]interface{}{"consumers": "docker:" + api.Name, "health_checks": api.URL("/health")})
-		rot := s.write(t, "rotate/fg", nil)
+		api := s.RunDemo(t, "fg", testenv.DemoOptions{})
+		s.Write(t, "roles/fg", map[string]interface{}{"consumers": "docker:" + api.Name, "health_checks": api.URL("/health")})
+		rot := s.Write(t, "rotate/fg", nil)
 		if rot.Data["outcome"] != "success" {
-			t.Fatalf("rotation: %s", jsonOf(t, rot.Data))
+			t.Fatalf("rotation: %s", testenv.JSONOf(t, rot.Data))
 		}
 		found := forgottenIn(rot.Data)
 		if len(found) != 1 || found[0]["application_name"] != "forgotten-worker" || found[0]["client_addr"] != "127.0.0.1" ||
 			found[0]["login"] != "fg" || found[0]["age_seconds"] == nil {
-			t.Fatalf("rotate answer's possible_forgotten_consumers: %s", jsonOf(t, rot.Data))
+			t.Fatalf("rotate answer's possible_forgotten_consumers: %s", testenv.JSONOf(t, rot.Data))
 		}
 		if len(rot.Warnings) == 0 || !strings.Contains(strings.Join(rot.Warnings, " "), "forgotten-worker") {
 			t.Fatalf("rotate answer's warnings do not name the forgotten client: %v", rot.Warnings)
 		}
-		entry := s.read(t, "history/fg").Data["history"].([]interface{})[0].(map[string]interface{})
+		entry := s.Read(t, "history/fg").Data["history"].([]interface{})[0].(map[string]interface{})
 		if f := forgottenIn(entry); len(f) != 1 || f[0]["application_name"] != "forgotten-worker" {
-			t.Fatalf("history entry: %s", jsonOf(t, entry))
+			t.Fatalf("history entry: %s", testenv.JSONOf(t, entry))
 		}
-		eventually(t, "success notification naming the forgotten client", 10*time.Second, func() error {
+		testenv.Eventually(t, "success notification naming the forgotten client", 10*time.Second, func() error {
 			for _, d := range h.find("fg", "success") {
 				if f := forgottenIn(d); len(f) == 1 && f[0]["application_name"] == "forgotten-worker" {
 					return nil
@@ -113,161 +113,161 @@ func TestForgottenConsumers(t *testing.T) {
 
 		rows, _ = s.sessionsOf(t, "fg", "forgotten-worker")
 		if len(rows) != 1 || rows[0]["opened_before_current"] != true {
-			t.Fatalf("after the rotation the held session is not opened_before_current: %s", jsonOf(t, rows))
+			t.Fatalf("after the rotation the held session is not opened_before_current: %s", testenv.JSONOf(t, rows))
 		}
 
 		// Once the forgotten client is gone, the next rotation reports nothing.
-		s.pg.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'forgotten-worker'")
-		eventually(t, "the held session gone", 10*time.Second, func() error {
+		s.Postgres.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'forgotten-worker'")
+		testenv.Eventually(t, "the held session gone", 10*time.Second, func() error {
 			if rows, _ := s.sessionsOf(t, "fg", "forgotten-worker"); len(rows) > 0 {
 				return errorf("still listed")
 			}
 			return nil
 		})
-		rot = s.write(t, "rotate/fg", nil)
+		rot = s.Write(t, "rotate/fg", nil)
 		if f := forgottenIn(rot.Data); len(f) != 0 {
-			t.Fatalf("a rotation whose clients all restarted reports %s", jsonOf(t, f))
+			t.Fatalf("a rotation whose clients all restarted reports %s", testenv.JSONOf(t, f))
 		}
 
-		s.assertNoSecretIn(t, "the rotate answer", jsonOf(t, rot.Data))
-		s.assertNoSecretIn(t, "the sessions answer", jsonOf(t, s.read(t, "sessions/fg").Data))
-		s.assertNoSecretIn(t, "the history", jsonOf(t, s.read(t, "history/fg").Data))
-		s.assertNoSecretIn(t, "the notifications", h.all())
+		s.AssertNoSecretIn(t, "the rotate answer", testenv.JSONOf(t, rot.Data))
+		s.AssertNoSecretIn(t, "the sessions answer", testenv.JSONOf(t, s.Read(t, "sessions/fg").Data))
+		s.AssertNoSecretIn(t, "the history", testenv.JSONOf(t, s.Read(t, "history/fg").Data))
+		s.AssertNoSecretIn(t, "the notifications", h.all())
 	})
 
 	t.Run("strict_consumers fails the rotation and rolls back", func(t *testing.T) {
-		s.createLogin(t, "st", "st-0", "")
-		s.write(t, "roles/st", map[string]interface{}{
+		s.CreateLogin(t, "st", "st-0", "")
+		s.Write(t, "roles/st", map[string]interface{}{
 			"type": "postgres", "admin_role": "pg-admin", "username": "st",
-			"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+			"connection_url": s.Postgres.URLTemplate(), "rotation_period": "720h",
 		})
-		_, oldPW, oldVersion := s.creds(t, "st")
+		_, oldPW, oldVersion := s.Creds(t, "st")
 		s.holdSession(t, "st", oldPW, "forgotten-cron")
-		api := s.demo(t, "st", testenv.DemoOptions{})
-		s.write(t, "roles/st", map[string]interface{}{
+		api := s.RunDemo(t, "st", testenv.DemoOptions{})
+		s.Write(t, "roles/st", map[string]interface{}{
 			"consumers": "docker:" + api.Name, "health_checks": api.URL("/health"), "strict_consumers": true,
 		})
-		if s.read(t, "roles/st").Data["strict_consumers"] != true {
+		if s.Read(t, "roles/st").Data["strict_consumers"] != true {
 			t.Fatal("role read lacks strict_consumers=true")
 		}
-		sec, re := s.writeErr("rotate/st", nil)
-		expectStatus(t, re, http.StatusBadRequest, "failed at deploy")
+		sec, re := s.WriteErr("rotate/st", nil)
+		testenv.ExpectStatus(t, re, http.StatusBadRequest, "failed at deploy")
 		if !strings.Contains(strings.Join(re.Errors, " "), "forgotten-cron") {
 			t.Fatalf("the error does not name the forgotten client: %v", re.Errors)
 		}
 		_ = sec
-		_, pw, v := s.creds(t, "st")
+		_, pw, v := s.Creds(t, "st")
 		if pw != oldPW || v != oldVersion {
 			t.Fatalf("creds after a strict failure: v%d, want v%d with the old password", v, oldVersion)
 		}
-		s.assertLogin(t, "st", oldPW, true)
-		entry := s.read(t, "history/st").Data["history"].([]interface{})[0].(map[string]interface{})
+		s.AssertLogin(t, "st", oldPW, true)
+		entry := s.Read(t, "history/st").Data["history"].([]interface{})[0].(map[string]interface{})
 		if entry["rolled_back"] != true || entry["failed_step"] != "deploy" || len(forgottenIn(entry)) != 1 {
-			t.Fatalf("history of the strict failure: %s", jsonOf(t, entry))
+			t.Fatalf("history of the strict failure: %s", testenv.JSONOf(t, entry))
 		}
 		if got := demoStartedWith(t, api); got.Version != oldVersion {
 			t.Fatalf("the consumer runs v%d after the rollback, want v%d", got.Version, oldVersion)
 		}
-		s.assertNoSecretIn(t, "the history", jsonOf(t, entry))
+		s.AssertNoSecretIn(t, "the history", testenv.JSONOf(t, entry))
 	})
 
 	t.Run("alternating: both logins, the current one marked", func(t *testing.T) {
-		s.createLogin(t, "alt_blue", "ab-0", "")
-		s.createLogin(t, "alt_green", "ag-0", "")
-		s.write(t, "roles/alt", map[string]interface{}{
+		s.CreateLogin(t, "alt_blue", "ab-0", "")
+		s.CreateLogin(t, "alt_green", "ag-0", "")
+		s.Write(t, "roles/alt", map[string]interface{}{
 			"type": "postgres", "admin_role": "pg-admin", "strategy": "alternating", "usernames": "alt_blue,alt_green",
-			"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+			"connection_url": s.Postgres.URLTemplate(), "rotation_period": "720h",
 		})
-		user, pw, _ := s.creds(t, "alt")
+		user, pw, _ := s.Creds(t, "alt")
 		s.holdSession(t, user, pw, "old-login-service")
-		api := s.demo(t, "alt", testenv.DemoOptions{})
-		s.write(t, "roles/alt", map[string]interface{}{"consumers": "docker:" + api.Name, "health_checks": api.URL("/health")})
-		rot := s.write(t, "rotate/alt", nil)
+		api := s.RunDemo(t, "alt", testenv.DemoOptions{})
+		s.Write(t, "roles/alt", map[string]interface{}{"consumers": "docker:" + api.Name, "health_checks": api.URL("/health")})
+		rot := s.Write(t, "rotate/alt", nil)
 		if f := forgottenIn(rot.Data); len(f) != 1 || f[0]["login"] != user || f[0]["application_name"] != "old-login-service" {
-			t.Fatalf("a service left on the previous login is not reported: %s", jsonOf(t, rot.Data))
+			t.Fatalf("a service left on the previous login is not reported: %s", testenv.JSONOf(t, rot.Data))
 		}
-		newUser, newPW, _ := s.creds(t, "alt")
+		newUser, newPW, _ := s.Creds(t, "alt")
 		s.holdSession(t, newUser, newPW, "new-login-service")
 		old, _ := s.sessionsOf(t, "alt", "old-login-service")
 		cur, _ := s.sessionsOf(t, "alt", "new-login-service")
 		if len(old) != 1 || old[0]["login"] != user || old[0]["current"] != false || old[0]["opened_before_current"] != true {
-			t.Fatalf("session on the previous login: %s", jsonOf(t, old))
+			t.Fatalf("session on the previous login: %s", testenv.JSONOf(t, old))
 		}
 		if len(cur) != 1 || cur[0]["login"] != newUser || cur[0]["current"] != true || cur[0]["opened_before_current"] != false {
-			t.Fatalf("session on the current login: %s", jsonOf(t, cur))
+			t.Fatalf("session on the current login: %s", testenv.JSONOf(t, cur))
 		}
 	})
 
 	t.Run("without pg_read_all_stats: a warning, never a failure, strict or not", func(t *testing.T) {
-		s.importAdmin(t, "pg-admin-np", "oa_admin_np", "admin-np-pw")
-		s.createLogin(t, "np", "np-0", "")
-		s.write(t, "roles/np", map[string]interface{}{
+		s.ImportAdmin(t, "pg-admin-np", "oa_admin_np", "admin-np-pw")
+		s.CreateLogin(t, "np", "np-0", "")
+		s.Write(t, "roles/np", map[string]interface{}{
 			"type": "postgres", "admin_role": "pg-admin-np", "username": "np",
-			"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+			"connection_url": s.Postgres.URLTemplate(), "rotation_period": "720h",
 		})
-		_, pw, _ := s.creds(t, "np")
+		_, pw, _ := s.Creds(t, "np")
 		s.holdSession(t, "np", pw, "hidden-worker")
-		sec := s.read(t, "sessions/np")
+		sec := s.Read(t, "sessions/np")
 		data := sec.Data
 		list, _ := data["sessions"].([]interface{})
 		if len(list) != 1 {
-			t.Fatalf("sessions/np without the privilege: %s", jsonOf(t, data))
+			t.Fatalf("sessions/np without the privilege: %s", testenv.JSONOf(t, data))
 		}
 		if r := list[0].(map[string]interface{}); r["client_addr"] != nil || r["opened_before_current"] != nil || r["backend_start"] != nil {
-			t.Fatalf("a hidden session shows details: %s", jsonOf(t, r))
+			t.Fatalf("a hidden session shows details: %s", testenv.JSONOf(t, r))
 		}
 		if w := strings.Join(sec.Warnings, " "); !strings.Contains(w, "pg_read_all_stats") {
-			t.Fatalf("sessions/np does not say what the admin lacks: %s", jsonOf(t, data))
+			t.Fatalf("sessions/np does not say what the admin lacks: %s", testenv.JSONOf(t, data))
 		}
 
-		api := s.demo(t, "np", testenv.DemoOptions{})
-		s.write(t, "roles/np", map[string]interface{}{"consumers": "docker:" + api.Name, "health_checks": api.URL("/health")})
-		rot := s.write(t, "rotate/np", nil)
-		if rot.Data["outcome"] != "success" || !strings.Contains(jsonOf(t, rot.Data["warnings"]), "pg_read_all_stats") {
-			t.Fatalf("rotation without the privilege: %s", jsonOf(t, rot.Data))
+		api := s.RunDemo(t, "np", testenv.DemoOptions{})
+		s.Write(t, "roles/np", map[string]interface{}{"consumers": "docker:" + api.Name, "health_checks": api.URL("/health")})
+		rot := s.Write(t, "rotate/np", nil)
+		if rot.Data["outcome"] != "success" || !strings.Contains(testenv.JSONOf(t, rot.Data["warnings"]), "pg_read_all_stats") {
+			t.Fatalf("rotation without the privilege: %s", testenv.JSONOf(t, rot.Data))
 		}
-		_, _, v := s.creds(t, "np")
+		_, _, v := s.Creds(t, "np")
 		// Strict fails on sessions found only: a look that cannot be made would otherwise roll
 		// back every rotation of the role after its consumers were healthy.
-		s.write(t, "roles/np", map[string]interface{}{"strict_consumers": true})
-		rot = s.write(t, "rotate/np", nil)
-		if rot.Data["outcome"] != "success" || !strings.Contains(jsonOf(t, rot.Data["warnings"]), "pg_read_all_stats") {
-			t.Fatalf("strict rotation without the privilege: %s", jsonOf(t, rot.Data))
+		s.Write(t, "roles/np", map[string]interface{}{"strict_consumers": true})
+		rot = s.Write(t, "rotate/np", nil)
+		if rot.Data["outcome"] != "success" || !strings.Contains(testenv.JSONOf(t, rot.Data["warnings"]), "pg_read_all_stats") {
+			t.Fatalf("strict rotation without the privilege: %s", testenv.JSONOf(t, rot.Data))
 		}
-		u, pw, nv := s.creds(t, "np")
+		u, pw, nv := s.Creds(t, "np")
 		if nv != v+1 {
 			t.Fatalf("version %d after a strict rotation that could not look, want %d", nv, v+1)
 		}
-		s.assertLogin(t, u, pw, true)
+		s.AssertLogin(t, u, pw, true)
 	})
 
 	t.Run("self-managed: the plugin's own pooled sessions are not consumers", func(t *testing.T) {
-		s.createLogin(t, "selfm", "selfm-0", "")
-		s.write(t, "roles/selfm", map[string]interface{}{
+		s.CreateLogin(t, "selfm", "selfm-0", "")
+		s.Write(t, "roles/selfm", map[string]interface{}{
 			"type": "postgres", "username": "selfm", "password": "selfm-0",
-			"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+			"connection_url": s.Postgres.URLTemplate(), "rotation_period": "720h",
 		})
 		// A read opens the plugin's pool on the login's current credential, before the rotation.
-		sec := s.read(t, "sessions/selfm")
-		if n := intOf(t, sec.Data["count"]); n != 0 {
-			t.Fatalf("sessions/selfm lists the plugin's own session: %s", jsonOf(t, sec.Data))
+		sec := s.Read(t, "sessions/selfm")
+		if n := testenv.IntOf(t, sec.Data["count"]); n != 0 {
+			t.Fatalf("sessions/selfm lists the plugin's own session: %s", testenv.JSONOf(t, sec.Data))
 		}
-		api := s.demo(t, "selfm", testenv.DemoOptions{})
-		s.write(t, "roles/selfm", map[string]interface{}{"consumers": "docker:" + api.Name, "health_checks": api.URL("/health"), "strict_consumers": true})
-		rot := s.write(t, "rotate/selfm", nil)
+		api := s.RunDemo(t, "selfm", testenv.DemoOptions{})
+		s.Write(t, "roles/selfm", map[string]interface{}{"consumers": "docker:" + api.Name, "health_checks": api.URL("/health"), "strict_consumers": true})
+		rot := s.Write(t, "rotate/selfm", nil)
 		if f := forgottenIn(rot.Data); len(f) != 0 || rot.Data["warnings"] != nil {
-			t.Fatalf("the plugin's own session is reported: %s", jsonOf(t, rot.Data))
+			t.Fatalf("the plugin's own session is reported: %s", testenv.JSONOf(t, rot.Data))
 		}
 	})
 
 	t.Run("other kinds have no sessions", func(t *testing.T) {
-		s.write(t, "roles/tok", map[string]interface{}{"type": "token", "rotation_period": "720h"})
-		_, re := s.vault.Client.Logical().ReadWithContext(context.Background(), s.mnt()+"/sessions/tok")
+		s.Write(t, "roles/tok", map[string]interface{}{"type": "token", "rotation_period": "720h"})
+		_, re := s.Vault.Client.Logical().ReadWithContext(context.Background(), s.Mount+"/sessions/tok")
 		if re == nil || !strings.Contains(re.Error(), "a token role has no sessions") || !strings.Contains(re.Error(), "400") {
 			t.Fatalf("sessions/tok: %v", re)
 		}
-		if sec := s.read(t, "sessions/nope"); sec != nil { // the API client answers a 404 as nil
-			t.Fatalf("sessions of a missing role: %s", jsonOf(t, sec))
+		if sec := s.Read(t, "sessions/nope"); sec != nil { // the API client answers a 404 as nil
+			t.Fatalf("sessions of a missing role: %s", testenv.JSONOf(t, sec))
 		}
 	})
 }

@@ -15,13 +15,11 @@ import (
 // its own authorized_keys.
 func TestSSHRotation(t *testing.T) {
 	t.Parallel()
-	s := newDevStack(t)
-	user := testenv.NewSSHUser(t)
-	a := testenv.StartSSHHost(t, user)
-	b := testenv.StartSSHHost(t, user)
+	s := &stack{testenv.NewStack(t, testenv.StackOptions{Postgres: true, PostgresOpts: []string{"log_statement=all"}, SSHHosts: 2})}
+	user, a, b := s.SSHUser, s.SSH[0], s.SSH[1]
 
 	key0, line0 := testenv.NewSSHKey(t, "operator@laptop")
-	s.remember(key0)
+	s.Remember(key0)
 	_, otherLine := testenv.NewSSHKey(t, "someone else")
 	// Lines that are not ours, with options, a comment, CRLF and no final newline.
 	foreignA := "# managed by hand\r\n" + `from="127.0.0.1",no-agent-forwarding ` + otherLine + "\n\n"
@@ -56,33 +54,33 @@ func TestSSHRotation(t *testing.T) {
 			{map[string]interface{}{"private_key": key0, "host_keys": nil}, "host_keys: required"},
 			{map[string]interface{}{}, "private_key: required"},
 		} {
-			_, re := s.writeErr("roles/bad", role(c.extra))
-			expectStatus(t, re, http.StatusBadRequest, c.want)
+			_, re := s.WriteErr("roles/bad", role(c.extra))
+			testenv.ExpectStatus(t, re, http.StatusBadRequest, c.want)
 		}
-		if s.read(t, "roles/bad") != nil {
+		if s.Read(t, "roles/bad") != nil {
 			t.Fatal("a refused role was created")
 		}
 	})
 
 	t.Run("import, rotate on both hosts, creds, versions, rollback", func(t *testing.T) {
-		s.write(t, "roles/deploy", role(map[string]interface{}{"private_key": key0}))
+		s.Write(t, "roles/deploy", role(map[string]interface{}{"private_key": key0}))
 		if !bytes.Equal(a.ReadAuthorizedKeys(t), []byte(foreignA+line0)) {
 			t.Fatal("import changed host A")
 		}
-		read := s.read(t, "roles/deploy")
-		if _, ok := read.Data["private_key"]; ok || strings.Contains(jsonOf(t, read.Data), "PRIVATE KEY") {
+		read := s.Read(t, "roles/deploy")
+		if _, ok := read.Data["private_key"]; ok || strings.Contains(testenv.JSONOf(t, read.Data), "PRIVATE KEY") {
 			t.Fatal("role read returns the private key")
 		}
 
-		rot := s.write(t, "rotate/deploy", nil)
-		if intOf(t, rot.Data["version"]) != 2 {
+		rot := s.Write(t, "rotate/deploy", nil)
+		if testenv.IntOf(t, rot.Data["version"]) != 2 {
 			t.Fatalf("rotate: %#v", rot.Data)
 		}
-		cr := s.read(t, "creds/deploy")
+		cr := s.Read(t, "creds/deploy")
 		key1, _ := cr.Data["private_key"].(string)
 		pub1, _ := cr.Data["public_key"].(string)
 		fp1, _ := cr.Data["fingerprint"].(string)
-		s.remember(key1)
+		s.Remember(key1)
 		if !strings.HasPrefix(key1, "-----BEGIN OPENSSH PRIVATE KEY-----") || !strings.HasPrefix(pub1, "ssh-ed25519 ") ||
 			!strings.HasSuffix(pub1, " vault-plugin-rotation") || !strings.HasPrefix(fp1, "SHA256:") || cr.Data["username"] != user {
 			t.Fatalf("creds: %v %v %v", pub1, fp1, cr.Data["username"])
@@ -105,16 +103,16 @@ func TestSSHRotation(t *testing.T) {
 		if gotB := string(b.ReadAuthorizedKeys(t)); !strings.HasPrefix(gotB, otherLine+"\n") || !strings.Contains(gotB, blob1) {
 			t.Fatalf("host B authorized_keys:\n%q", gotB)
 		}
-		if k, _ := s.read(t, "creds/deploy", "version", "1").Data["private_key"].(string); !strings.Contains(k, "OPENSSH PRIVATE KEY") {
+		if k, _ := s.Read(t, "creds/deploy", "version", "1").Data["private_key"].(string); !strings.Contains(k, "OPENSSH PRIVATE KEY") {
 			t.Fatal("creds version=1 has no key")
 		}
-		versions := s.read(t, "versions/deploy")
-		if strings.Contains(jsonOf(t, versions.Data), "PRIVATE KEY") || len(versions.Data["versions"].([]interface{})) != 2 {
-			t.Fatalf("versions: %s", jsonOf(t, versions.Data))
+		versions := s.Read(t, "versions/deploy")
+		if strings.Contains(testenv.JSONOf(t, versions.Data), "PRIVATE KEY") || len(versions.Data["versions"].([]interface{})) != 2 {
+			t.Fatalf("versions: %s", testenv.JSONOf(t, versions.Data))
 		}
 
-		rb := s.write(t, "rollback/deploy", nil)
-		if intOf(t, rb.Data["version"]) != 3 {
+		rb := s.Write(t, "rollback/deploy", nil)
+		if testenv.IntOf(t, rb.Data["version"]) != 3 {
 			t.Fatalf("rollback: %#v", rb.Data)
 		}
 		for _, h := range []*testenv.SSHHost{a, b} {
@@ -129,13 +127,13 @@ func TestSSHRotation(t *testing.T) {
 		if got := string(a.ReadAuthorizedKeys(t)); !strings.HasPrefix(got, foreignA) {
 			t.Fatalf("host A after rollback:\n%q", got)
 		}
-		s.write(t, "rotate/deploy", nil)
-		_, _ = s.read(t, "creds/deploy").Data["private_key"].(string)
+		s.Write(t, "rotate/deploy", nil)
+		_, _ = s.Read(t, "creds/deploy").Data["private_key"].(string)
 	})
 
 	current := func(t *testing.T) string {
-		k, _ := s.read(t, "creds/deploy").Data["private_key"].(string)
-		s.remember(k)
+		k, _ := s.Read(t, "creds/deploy").Data["private_key"].(string)
+		s.Remember(k)
 		return k
 	}
 
@@ -154,8 +152,8 @@ func TestSSHRotation(t *testing.T) {
 		if err := b.CanLogin(user, key); err != nil {
 			t.Fatalf("symlinked authorized_keys refuses the key: %v", err)
 		}
-		_, re := s.writeErr("rotate/deploy", nil)
-		expectStatus(t, re, http.StatusBadRequest, "host "+b.Addr)
+		_, re := s.WriteErr("rotate/deploy", nil)
+		testenv.ExpectStatus(t, re, http.StatusBadRequest, "host "+b.Addr)
 		if !bytes.Equal(a.ReadAuthorizedKeys(t), beforeA) {
 			t.Fatalf("host A not put back:\n%q\nwant\n%q", a.ReadAuthorizedKeys(t), beforeA)
 		}
@@ -180,8 +178,8 @@ func TestSSHRotation(t *testing.T) {
 		key := current(t)
 		beforeA := a.ReadAuthorizedKeys(t)
 		b.Stop(t)
-		_, re := s.writeErr("rotate/deploy", nil)
-		expectStatus(t, re, http.StatusBadRequest, "host "+b.Addr)
+		_, re := s.WriteErr("rotate/deploy", nil)
+		testenv.ExpectStatus(t, re, http.StatusBadRequest, "host "+b.Addr)
 		if !bytes.Equal(a.ReadAuthorizedKeys(t), beforeA) {
 			t.Fatal("host A changed although host B was down")
 		}
@@ -195,14 +193,14 @@ func TestSSHRotation(t *testing.T) {
 		beforeA, beforeB := a.ReadAuthorizedKeys(t), b.ReadAuthorizedKeys(t)
 		// Host B's line carries host A's key.
 		wrongB := strings.Replace(a.KnownHostsLine, strings.Fields(a.KnownHostsLine)[0], strings.Fields(b.KnownHostsLine)[0], 1)
-		s.write(t, "roles/deploy", map[string]interface{}{"host_keys": []string{a.KnownHostsLine, wrongB}})
-		_, re := s.writeErr("rotate/deploy", nil)
-		expectStatus(t, re, http.StatusBadRequest, "host key does not match")
+		s.Write(t, "roles/deploy", map[string]interface{}{"host_keys": []string{a.KnownHostsLine, wrongB}})
+		_, re := s.WriteErr("rotate/deploy", nil)
+		testenv.ExpectStatus(t, re, http.StatusBadRequest, "host key does not match")
 		if !bytes.Equal(a.ReadAuthorizedKeys(t), beforeA) || !bytes.Equal(b.ReadAuthorizedKeys(t), beforeB) {
 			t.Fatal("a host changed although host B's key was wrong")
 		}
-		s.write(t, "roles/deploy", map[string]interface{}{"host_keys": []string{a.KnownHostsLine, b.KnownHostsLine}})
-		s.write(t, "rotate/deploy", nil)
+		s.Write(t, "roles/deploy", map[string]interface{}{"host_keys": []string{a.KnownHostsLine, b.KnownHostsLine}})
+		s.Write(t, "rotate/deploy", nil)
 		key := current(t)
 		for _, h := range []*testenv.SSHHost{a, b} {
 			if err := h.CanLogin(user, key); err != nil {
@@ -216,7 +214,7 @@ func TestSSHRotation(t *testing.T) {
 
 	t.Run("no secret in role reads, versions or history", func(t *testing.T) {
 		for _, p := range []string{"roles/deploy", "versions/deploy", "history/deploy"} {
-			s.assertNoSecretIn(t, p, jsonOf(t, s.read(t, p).Data))
+			s.AssertNoSecretIn(t, p, testenv.JSONOf(t, s.Read(t, p).Data))
 		}
 	})
 }

@@ -135,49 +135,49 @@ func (p *lossyProxy) serve(client net.Conn) {
 func TestLostReplyIsUnknownAndResolvedToWhatPostgresHolds(t *testing.T) {
 	t.Parallel()
 	s := newDevStack(t)
-	proxy := startLossyProxy(t, fmt.Sprintf("127.0.0.1:%d", s.pg.Port))
-	viaProxy := strings.Replace(s.pg.URLTemplate(), fmt.Sprintf(":%d/", s.pg.Port), fmt.Sprintf(":%d/", proxy.port()), 1)
+	proxy := startLossyProxy(t, fmt.Sprintf("127.0.0.1:%d", s.Postgres.Port))
+	viaProxy := strings.Replace(s.Postgres.URLTemplate(), fmt.Sprintf(":%d/", s.Postgres.Port), fmt.Sprintf(":%d/", proxy.port()), 1)
 
-	s.createLogin(t, "lossy_admin", "lossy-admin-pw", "CREATEROLE")
-	s.write(t, "roles/lossy-admin", map[string]interface{}{
+	s.CreateLogin(t, "lossy_admin", "lossy-admin-pw", "CREATEROLE")
+	s.Write(t, "roles/lossy-admin", map[string]interface{}{
 		"type": "postgres", "connection_url": viaProxy, "username": "lossy_admin", "password": "lossy-admin-pw",
 		"rotation_period": "2160h", "allowed_usernames": "lossy_*",
 	})
-	s.createLogin(t, "lossy_app", "lossy-app-initial", "")
-	s.write(t, "roles/lossy-app", map[string]interface{}{
+	s.CreateLogin(t, "lossy_app", "lossy-app-initial", "")
+	s.Write(t, "roles/lossy-app", map[string]interface{}{
 		"type": "postgres", "admin_role": "lossy-admin", "username": "lossy_app", "password": "lossy-app-initial",
 		"rotation_period": "2160h", // connection_url: the admin's, through the proxy
 	})
 
 	proxy.armed.Store(true)
-	_, re := s.writeErr("rotate/lossy-app", nil)
-	expectStatus(t, re, http.StatusBadRequest, "not yet known which value is live")
+	_, re := s.WriteErr("rotate/lossy-app", nil)
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, "not yet known which value is live")
 	if proxy.dropped.Load() != 1 {
 		t.Fatalf("the proxy dropped %d replies, want 1", proxy.dropped.Load())
 	}
 	// PostgreSQL took the change: the old password is dead, and Vault must not have lost the new one.
-	s.assertLogin(t, "lossy_app", "lossy-app-initial", false)
-	if role := s.read(t, "roles/lossy-app").Data; role["pending"] != true || role["last_outcome"] != "unresolved" {
+	s.AssertLogin(t, "lossy_app", "lossy-app-initial", false)
+	if role := s.Read(t, "roles/lossy-app").Data; role["pending"] != true || role["last_outcome"] != "unresolved" {
 		t.Fatalf("role after a lost reply: pending=%v last_outcome=%v", role["pending"], role["last_outcome"])
 	}
 
-	eventually(t, "recovery promotes the value PostgreSQL holds", 3*time.Minute, func() error {
-		if s.read(t, "roles/lossy-app").Data["pending"] != false {
+	testenv.Eventually(t, "recovery promotes the value PostgreSQL holds", 3*time.Minute, func() error {
+		if s.Read(t, "roles/lossy-app").Data["pending"] != false {
 			return fmt.Errorf("still pending")
 		}
-		_, pw, v := s.creds(t, "lossy-app")
+		_, pw, v := s.Creds(t, "lossy-app")
 		if v != 2 {
 			return fmt.Errorf("version %d", v)
 		}
-		return s.pg.CanLogin("lossy_app", pw)
+		return s.Postgres.CanLogin("lossy_app", pw)
 	})
-	hist := s.read(t, "history/lossy-app").Data["history"].([]interface{})
+	hist := s.Read(t, "history/lossy-app").Data["history"].([]interface{})
 	if first := hist[0].(map[string]interface{}); first["trigger"] != "recovery" || first["outcome"] != "success" {
-		t.Fatalf("latest history entry: %s", jsonOf(t, first))
+		t.Fatalf("latest history entry: %s", testenv.JSONOf(t, first))
 	}
-	s.write(t, "rotate/lossy-app", nil)
-	_, pw, _ := s.creds(t, "lossy-app")
-	s.assertLogin(t, "lossy_app", pw, true)
+	s.Write(t, "rotate/lossy-app", nil)
+	_, pw, _ := s.Creds(t, "lossy-app")
+	s.AssertLogin(t, "lossy_app", pw, true)
 }
 
 // TestAlternatingRollbackRestoresBothLogins: with strategy=alternating a rotation changes the
@@ -187,36 +187,36 @@ func TestLostReplyIsUnknownAndResolvedToWhatPostgresHolds(t *testing.T) {
 func TestAlternatingRollbackRestoresBothLogins(t *testing.T) {
 	t.Parallel()
 	s := newDevStack(t)
-	s.importAdmin(t, "alt-admin", "altr_admin", "altr-admin-pw")
-	s.createLogin(t, "altr_blue", "blue-0", "")
-	s.createLogin(t, "altr_green", "green-0", "")
-	s.write(t, "roles/alt", map[string]interface{}{
+	s.ImportAdmin(t, "alt-admin", "altr_admin", "altr-admin-pw")
+	s.CreateLogin(t, "altr_blue", "blue-0", "")
+	s.CreateLogin(t, "altr_green", "green-0", "")
+	s.Write(t, "roles/alt", map[string]interface{}{
 		"type": "postgres", "admin_role": "alt-admin", "strategy": "alternating", "usernames": "altr_blue,altr_green",
-		"connection_url": s.pg.URLTemplate(), "rotation_period": "720h",
+		"connection_url": s.Postgres.URLTemplate(), "rotation_period": "720h",
 	})
-	s.write(t, "rotate/alt", nil)
-	u2, p2, v2 := s.creds(t, "alt")
-	u1, p1, v1 := s.creds(t, "alt", "version", fmt.Sprint(v2-1))
-	s.assertLogin(t, u1, p1, true)
-	s.assertLogin(t, u2, p2, true)
+	s.Write(t, "rotate/alt", nil)
+	u2, p2, v2 := s.Creds(t, "alt")
+	u1, p1, v1 := s.Creds(t, "alt", "version", fmt.Sprint(v2-1))
+	s.AssertLogin(t, u1, p1, true)
+	s.AssertLogin(t, u2, p2, true)
 
 	// The next rotation changes u1's password, then fails its health check and rolls back.
 	closed := testenv.FreePort(t)
-	s.write(t, "roles/alt", map[string]interface{}{
+	s.Write(t, "roles/alt", map[string]interface{}{
 		"health_checks": fmt.Sprintf("tcp://127.0.0.1:%d", closed), "health_timeout": "1s",
 	})
-	_, re := s.writeErr("rotate/alt", nil)
-	expectStatus(t, re, http.StatusBadRequest, "failed at deploy")
+	_, re := s.WriteErr("rotate/alt", nil)
+	testenv.ExpectStatus(t, re, http.StatusBadRequest, "failed at deploy")
 
-	u, p, v := s.creds(t, "alt")
+	u, p, v := s.Creds(t, "alt")
 	if u != u2 || p != p2 || v != v2 {
 		t.Fatalf("current after the rollback is %s v%d, want %s v%d", u, v, u2, v2)
 	}
-	s.assertLogin(t, u2, p2, true)
+	s.AssertLogin(t, u2, p2, true)
 	// The displaced login has its previous password back.
-	_, pOld, _ := s.creds(t, "alt", "version", fmt.Sprint(v1))
-	s.assertLogin(t, u1, pOld, true)
-	if role := s.read(t, "roles/alt").Data; role["pending"] != false {
+	_, pOld, _ := s.Creds(t, "alt", "version", fmt.Sprint(v1))
+	s.AssertLogin(t, u1, pOld, true)
+	if role := s.Read(t, "roles/alt").Data; role["pending"] != false {
 		t.Fatal("pending record left after the rollback")
 	}
 }
@@ -228,14 +228,14 @@ func TestAlternatingRollbackRestoresBothLogins(t *testing.T) {
 func TestCredsNeverHandsOutADeadValue(t *testing.T) {
 	t.Parallel()
 	s := newDevStack(t)
-	s.importAdmin(t, "ham-admin", "ham_admin", "ham-admin-pw")
+	s.ImportAdmin(t, "ham-admin", "ham_admin", "ham-admin-pw")
 	const roles, rotations, readers = 4, 120, 4
 	for i := 0; i < roles; i++ {
 		user := fmt.Sprintf("ham_%d", i)
-		s.createLogin(t, user, "ham-initial-"+user, "")
-		s.write(t, "roles/ham-"+fmt.Sprint(i), map[string]interface{}{
+		s.CreateLogin(t, user, "ham-initial-"+user, "")
+		s.Write(t, "roles/ham-"+fmt.Sprint(i), map[string]interface{}{
 			"type": "postgres", "admin_role": "ham-admin", "username": user,
-			"connection_url": s.pg.URLTemplate(), "rotation_period": "2160h",
+			"connection_url": s.Postgres.URLTemplate(), "rotation_period": "2160h",
 		})
 	}
 	var done atomic.Bool
@@ -253,7 +253,7 @@ func TestCredsNeverHandsOutADeadValue(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for rotated.Add(1) <= rotations {
-				if _, re := s.writeErr(fmt.Sprintf("rotate/ham-%d", rand.IntN(roles)), nil); re != nil {
+				if _, re := s.WriteErr(fmt.Sprintf("rotate/ham-%d", rand.IntN(roles)), nil); re != nil {
 					report(fmt.Errorf("rotate: %v", re.Errors))
 				}
 			}
@@ -261,13 +261,13 @@ func TestCredsNeverHandsOutADeadValue(t *testing.T) {
 		}()
 	}
 	readOnce := func(role string) (string, string, int, error) {
-		sec, err := s.vault.Client.Logical().Read(mount + "/creds/" + role)
+		sec, err := s.Vault.Client.Logical().Read(mount + "/creds/" + role)
 		if err != nil || sec == nil {
 			return "", "", 0, fmt.Errorf("read creds: %v", err)
 		}
 		u, _ := sec.Data["username"].(string)
 		p, _ := sec.Data["password"].(string)
-		return u, p, intOf(t, sec.Data["version"]), nil
+		return u, p, testenv.IntOf(t, sec.Data["version"]), nil
 	}
 	for r := 0; r < readers; r++ {
 		wg.Add(1)
@@ -281,7 +281,7 @@ func TestCredsNeverHandsOutADeadValue(t *testing.T) {
 					return
 				}
 				reads.Add(1)
-				if s.pg.CanLogin(u, p) == nil {
+				if s.Postgres.CanLogin(u, p) == nil {
 					continue
 				}
 				retries.Add(1)
@@ -291,7 +291,7 @@ func TestCredsNeverHandsOutADeadValue(t *testing.T) {
 					return
 				}
 				if v2 == v {
-					if err := s.pg.CanLogin(u, p2); err != nil {
+					if err := s.Postgres.CanLogin(u, p2); err != nil {
 						report(fmt.Errorf("%s: creds answered version %d twice and it does not log in: %v", role, v, err))
 					}
 				}

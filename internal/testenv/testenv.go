@@ -111,13 +111,34 @@ func PluginBinaryTags(t testing.TB, tags string) (dir, sha256hex string) {
 	return dir, sum
 }
 
+// PluginBinaryVersion is PluginBinaryTags stamped with another version (as `make release` stamps a release's:
+// -ldflags -X internal/version.stamped=VERSION): a second build of the plugin, with its own sha256, that reports
+// version to Vault. Each distinct tag set and version is built once per test binary.
+func PluginBinaryVersion(t testing.TB, tags, version string) (dir, sha256hex string) {
+	t.Helper()
+	dir, sum, err := buildPlugin(RepoRoot(t), tags, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, sum
+}
+
 // BuildPlugin is the non-fatal form of PluginBinaryTags (cached per tag set, errors included).
 func BuildPlugin(repoRoot, tags string) (dir, sha256hex string, err error) {
+	return buildPlugin(repoRoot, tags, "")
+}
+
+// versionPackage is where the version a release build is stamped with lives.
+const versionPackage = "github.com/vault-plugin-rotation/vault-plugin-rotation/internal/version"
+
+// buildPlugin builds the plugin with build tags and, unless version is "", stamped with version.
+func buildPlugin(repoRoot, tags, version string) (dir, sha256hex string, err error) {
+	key := tags + "\x00" + version
 	pluginMu.Lock()
-	b := pluginBuilds[tags]
+	b := pluginBuilds[key]
 	if b == nil {
 		b = &pluginBuild{}
-		pluginBuilds[tags] = b
+		pluginBuilds[key] = b
 	}
 	pluginMu.Unlock()
 	b.once.Do(func() {
@@ -133,6 +154,9 @@ func BuildPlugin(repoRoot, tags string) (dir, sha256hex string, err error) {
 		args := []string{"build", "-o", filepath.Join(d, PluginName)}
 		if tags != "" {
 			args = append(args, "-tags", tags)
+		}
+		if version != "" {
+			args = append(args, "-ldflags", "-X "+versionPackage+".stamped="+version)
 		}
 		args = append(args, "./cmd/vault-plugin-rotation")
 		cmd := exec.Command(goBin(), args...)

@@ -36,10 +36,8 @@ func TestDockerEngine(t *testing.T) {
 // its /health proves that credential logs in right now.
 func TestDockerDemoConsumer(t *testing.T) {
 	t.Parallel()
-	pg := StartPostgres(t)
-	pluginDir, sha := PluginBinary(t)
-	v := StartDevVault(t, pluginDir)
-	v.MountPlugin(t, pluginDir, sha, "rotation")
+	st := NewStack(t, StackOptions{Postgres: true})
+	pg, v := st.Postgres, st.Vault
 	ctx := context.Background()
 
 	role := func(name, user, password string) {

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -96,38 +95,47 @@ func TestFileVaultKillRestart(t *testing.T) {
 	}
 }
 
-// TestMountPlugin needs ./cmd/vault-plugin-rotation to build (or $ROTATION_PLUGIN_DIR); it is skipped, with the build
-// error, when it does not yet.
+// TestMountPlugin mounts the plugin through NewStack on a dev and a file-storage Vault: the mount runs the
+// registered build at PluginVersion, and a killed file-storage Vault comes back with the mount answering.
 func TestMountPlugin(t *testing.T) {
 	t.Parallel()
-	var dir, sha string
-	if os.Getenv("ROTATION_PLUGIN_DIR") != "" {
-		dir, sha = PluginBinary(t)
-	} else {
-		var err error
-		if dir, sha, err = BuildPlugin(RepoRoot(t), ""); err != nil {
-			t.Skipf("plugin does not build yet: %v", err)
-		}
-	}
-	for _, dev := range []bool{true, false} {
-		name := map[bool]string{true: "dev", false: "file"}[dev]
-		t.Run(name, func(t *testing.T) {
+	for _, storage := range []Storage{StorageDev, StorageFile} {
+		t.Run(string(storage), func(t *testing.T) {
 			t.Parallel()
-			v := StartVault(t, VaultOptions{Dev: dev, PluginDir: dir})
-			v.MountPlugin(t, dir, sha, "rotation")
-			m, err := v.Client.Sys().GetMountWithContext(context.Background(), "rotation")
+			s := NewStack(t, StackOptions{Storage: storage})
+			m, err := s.Client().Sys().GetMountWithContext(context.Background(), s.Mount)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m.Type != PluginName || m.RunningVersion != PluginVersion || m.RunningSha256 != sha {
-				t.Fatalf("mount: type %q running version %q sha %q; want %q %q %q", m.Type, m.RunningVersion, m.RunningSha256, PluginName, PluginVersion, sha)
+			if m.Type != PluginName || m.RunningVersion != PluginVersion || m.RunningSha256 != s.PluginSHA {
+				t.Fatalf("mount: type %q running version %q sha %q; want %q %q %q", m.Type, m.RunningVersion, m.RunningSha256, PluginName, PluginVersion, s.PluginSHA)
 			}
-			if !dev {
-				v.Kill(t)
+			if storage == StorageFile {
+				s.Vault.Kill(t)
 				start := time.Now()
-				v.Restart(t)
+				s.Vault.Restart(t)
 				t.Logf("restart + plugin ready in %s", time.Since(start))
 			}
 		})
 	}
+}
+
+// TestStack is the ten-line scenario NewStack is for: a role rotated through its admin logs in with what creds
+// hands out, the old password is dead, and the server log holds neither.
+func TestStack(t *testing.T) {
+	t.Parallel()
+	s := NewStack(t, StackOptions{Postgres: true})
+	s.ImportAdmin(t, "pg-admin", "st_admin", "st-admin-pw")
+	s.CreateLogin(t, "st_app", "st-app-pw", "")
+	s.Write(t, "roles/app", map[string]interface{}{"type": "postgres", "admin_role": "pg-admin", "username": "st_app",
+		"connection_url": s.Postgres.URLTemplate(), "rotation_period": "2160h"})
+	user, pw, v := s.Creds(t, "app")
+	if user != "st_app" || v != 1 || len(s.List(t, "roles")) != 2 {
+		t.Fatalf("creds %s v%d, roles %v", user, v, s.List(t, "roles"))
+	}
+	s.AssertLogin(t, user, pw, true)
+	s.AssertLogin(t, user, "st-app-pw", false)
+	_, re := s.WriteErr("roles/app", map[string]interface{}{"type": "token"})
+	ExpectStatus(t, re, 400, "type")
+	s.AssertNoSecretIn(t, "the Vault server log", s.Vault.ServerLog(t))
 }
