@@ -7,7 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -374,4 +377,75 @@ func (b *browser) console(command, want string, timeout time.Duration) {
 	b.until("console output of "+command, fmt.Sprintf(
 		`(() => { const e = document.querySelector(".console-ui-panel-content"); return !!e && e.innerText.split(%q).length - 1 > %d; })()`,
 		want, before), timeout)
+}
+
+// TestVaultClientStandIn: our @hashicorp/vault-client-typescript (bootstrap/vault-ui/packages/vault-client-typescript),
+// generated from this Vault's OpenAPI document as build-vault-ui.sh does, called from node the way the UI calls it
+// against the real server (testdata/client-check.mjs): responses, errors, path/query/body/header parameters,
+// initOverrides, a login, and an Enterprise-only operation.
+func TestVaultClientStandIn(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is missing: run scripts/install-deps.sh")
+	}
+	v := testenv.StartDevVault(t, "")
+	ctx := context.Background()
+	if err := v.Client.Sys().EnableAuthWithOptionsWithContext(ctx, "userpass", &api.EnableAuthOptions{Type: "userpass"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Client.Logical().WriteWithContext(ctx, "auth/userpass/users/ui-user", map[string]interface{}{"password": "ui-pass"}); err != nil {
+		t.Fatal(err)
+	}
+	// Vault's OpenAPI document as build-vault-ui.sh gets it
+	hreq, err := http.NewRequestWithContext(ctx, "POST", v.Addr+"/v1/sys/internal/specs/openapi", strings.NewReader(`{"generic_mount_paths": true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hreq.Header.Set("X-Vault-Token", v.Token)
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(hreq)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("openapi: %v %v", err, resp)
+	}
+	defer resp.Body.Close()
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "openapi.json")
+	f, err := os.Create(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	pkg := filepath.Join(testenv.RepoRoot(t), "bootstrap", "vault-ui", "packages", "vault-client-typescript")
+	for _, name := range []string{"package.json", "runtime.js"} {
+		b, err := os.ReadFile(filepath.Join(pkg, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(env []string, args ...string) string {
+		t.Helper()
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(cctx, node, args...)
+		cmd.Env = append(os.Environ(), env...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("node %s: %v\n%s\n%s", strings.Join(args, " "), err, out, stderr.String())
+		}
+		return string(out)
+	}
+	index := run(nil, filepath.Join(pkg, "gen.mjs"), spec)
+	if err := os.WriteFile(filepath.Join(dir, "index.js"), []byte(index), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := run([]string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token}, filepath.Join("testdata", "client-check.mjs"), filepath.Join(dir, "index.js"))
+	t.Log(strings.TrimSpace(out))
 }
