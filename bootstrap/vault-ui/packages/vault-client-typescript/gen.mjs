@@ -28,9 +28,16 @@ const enumKey = (v) => {
   const k = String(v).replace(/[^A-Za-z0-9]+/g, '_').replace(/^_+|_+$/g, '').toUpperCase();
   return /^[0-9]/.test(k) || k === '' ? `_${k}` : k;
 };
+const RESERVED = new Set(
+  ('arguments await break case catch class const continue debugger default delete do else enum eval export extends ' +
+    'false finally for function if implements import in instanceof interface let new null package private protected ' +
+    'public return static super switch this throw true try typeof var void while with yield initOverrides r')
+    .split(' ')
+);
+// ident is a parameter's name as a JavaScript identifier (X-Vault-Token: X_Vault_Token; a reserved word gets a _).
 const ident = (s) => {
   const id = String(s).replace(/[^A-Za-z0-9_$]/g, '_');
-  return /^[0-9]/.test(id) ? `_${id}` : id;
+  return /^[0-9]/.test(id) || RESERVED.has(id) ? `_${id}` : id;
 };
 const resolve = (schema) => {
   let s = schema;
