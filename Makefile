@@ -5,7 +5,7 @@ GO ?= go
 PLUGIN := bin/vault-plugin-rotation
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build release vault test lint fuzz dev dev-ha dev-stop bench deps clean
+.PHONY: all build release vault vault-ui ui-screenshots test lint fuzz dev dev-ha dev-stop bench deps clean
 
 all: build
 
@@ -18,8 +18,15 @@ release: ## versioned, reproducible binaries (linux amd64/arm64, darwin arm64) i
 vault: ## a Vault server binary (PATH vault >= 1.15, else the pinned build cached in ~/.cache/vault-plugin-rotation)
 	bootstrap/build-vault.sh
 
-test: deps build lint ## gofmt, vet, staticcheck + every test, against the real Vault, PostgreSQL, Docker engine and sshd, then the fuzz targets
-	VAULT_BIN="$$(bootstrap/build-vault.sh)"; export VAULT_BIN; echo "VAULT_BIN=$$VAULT_BIN"; \
+vault-ui: ## the pinned Vault with its web UI at /ui/ (what make test and make dev run; ~20 min cold, then cached)
+	bootstrap/build-vault-ui.sh
+
+ui-screenshots: deps build ## run the browser test (uitest) and keep its screenshots in docs/ui/ (README "Using the Vault UI")
+	VAULT_UI_BIN="$$(bootstrap/build-vault-ui.sh)"; export VAULT_UI_BIN; \
+	UI_SCREENSHOTS="$(CURDIR)/docs/ui" $(GO) test -count=1 -run TestVaultUI ./uitest/
+
+test: deps build lint ## gofmt, vet, staticcheck + every test, against the real Vault (with its UI, driven in Chromium), PostgreSQL, Docker engine and sshd, then the fuzz targets
+	VAULT_BIN="$$(bootstrap/build-vault-ui.sh)"; export VAULT_BIN VAULT_UI_BIN="$$VAULT_BIN"; echo "VAULT_BIN=$$VAULT_BIN"; \
 	scripts/with-dockerd.sh $(GO) test -count=1 -timeout 40m ./...
 	GO=$(GO) scripts/fuzz.sh
 
@@ -42,7 +49,7 @@ dev-stop:
 	scripts/dev.sh stop
 
 bench: build
-	VAULT_BIN="$$(bootstrap/build-vault.sh)"; export VAULT_BIN; \
+	VAULT_BIN="$$(bootstrap/build-vault-ui.sh)"; export VAULT_BIN; \
 	$(GO) test -run '^$$' -bench . ./...
 
 deps: ## system packages (PostgreSQL 15, openssh-server, docker.io, ...): only what is missing; quick when all are present

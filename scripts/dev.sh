@@ -168,7 +168,7 @@ ha-node)
 	[ -f "$ha_dir/node$n/vault.hcl" ] || die "no cluster here; start one with make dev-ha"
 	VAULT_PORT="$(cat "$ha_dir/port")" # the cluster's, whatever DEV_VAULT_PORT says now
 	if [ -f "$ha_dir/node$n.pid" ] && pid_alive "$(cat "$ha_dir/node$n.pid")"; then die "node$n is running"; fi
-	VAULT="$(bootstrap/build-vault.sh)"
+	VAULT="$(bootstrap/build-vault-ui.sh)"
 	say "starting node$n on $(ha_addr "$n") and unsealing it"
 	ha_start_node "$n"
 	ha_unseal "$n"
@@ -195,8 +195,8 @@ fi
 
 say "building the plugin"
 make -s build
-say "locating/building the Vault server"
-VAULT="$(bootstrap/build-vault.sh)"
+say "locating/building the Vault server with its web UI (the first build takes about 20 minutes, then it is cached)"
+VAULT="$(bootstrap/build-vault-ui.sh)"
 # The cached build is named by its pin; give the commands printed below a plain `vault`.
 mkdir -p "$state/bin"
 ln -sfn "$VAULT" "$state/bin/vault"
@@ -404,6 +404,8 @@ fi
 cat <<EOT
 
 The stack is up (Vault $VAULT_ADDR, PostgreSQL 127.0.0.1:$PG_PORT, logs in $state/).
+The Vault UI: $VAULT_ADDR/ui/ (sign in with the token $TOKEN; the plugin is used there through the web console,
+the >_ button, and Tools > API Explorer: README "Using the Vault UI").
 Try:
 
   export VAULT_ADDR=$VAULT_ADDR

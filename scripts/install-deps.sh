@@ -22,6 +22,9 @@ have_cmd jq || need+=(jq) # scripts/dev.sh cluster mode reads `vault status -for
 have_cmd node || need+=(nodejs)
 have_cmd npm || need+=(npm)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# the web UI: bootstrap/build-vault-ui.sh applies a patch; uitest drives Debian's headless Chromium
+have_cmd patch || need+=(patch)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ "${#need[@]}" -eq 0 ]; then
 	echo "install-deps: all present"

@@ -2,7 +2,9 @@
 // (dev mode or file storage) and the plugin binary, all on 127.0.0.1 only.
 //
 // Binaries:
-//   - Vault: $VAULT_BIN, else the output of bootstrap/build-vault.sh (vault on PATH >= 1.15, else the pinned build).
+//   - Vault: $VAULT_BIN, else the output of bootstrap/build-vault.sh (vault on PATH >= 1.15, else the pinned build);
+//     make test sets it to the pinned build with the web UI. VaultUIBinary: $VAULT_UI_BIN, else
+//     bootstrap/build-vault-ui.sh.
 //   - Plugin: built once per test binary from ./cmd/vault-plugin-rotation (per build-tag set); $ROTATION_PLUGIN_DIR
 //     points PluginBinary at a prebuilt directory instead.
 //   - PostgreSQL: bootstrap/postgres.sh (PostgreSQL 15 in /usr/lib/postgresql/15/bin, or $PGBIN).

@@ -48,6 +48,7 @@ type VaultOptions struct {
 	PluginDir string   // plugin directory ("" = none)
 	Env       []string // extra KEY=VALUE for the server process; plugin processes inherit it
 	LogLevel  string   // default "debug"
+	Bin       string   // vault binary ("" = VaultBinary)
 }
 
 // StartDevVault starts `vault server -dev` with a known root token on a free 127.0.0.1 port, plugin directory pluginDir.
@@ -93,11 +94,46 @@ func VaultBinary(t testing.TB) string {
 	return vaultBin
 }
 
+var (
+	vaultUIBinOnce sync.Once
+	vaultUIBin     string
+	vaultUIBinErr  error
+)
+
+// VaultUIBinary returns $VAULT_UI_BIN, else the output of bootstrap/build-vault-ui.sh (run once per test binary): the
+// pinned Vault with its web UI at /ui/. Cold, that script builds for about 20 minutes.
+func VaultUIBinary(t testing.TB) string {
+	t.Helper()
+	if b := os.Getenv("VAULT_UI_BIN"); b != "" {
+		return b
+	}
+	root := RepoRoot(t)
+	vaultUIBinOnce.Do(func() {
+		cmd := exec.Command("bash", filepath.Join(root, "bootstrap", "build-vault-ui.sh"))
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			vaultUIBinErr = fmt.Errorf("testenv: bootstrap/build-vault-ui.sh: %v\n%s", err, stderr.String())
+			return
+		}
+		vaultUIBin = strings.TrimSpace(string(out))
+	})
+	if vaultUIBinErr != nil {
+		t.Fatal(vaultUIBinErr)
+	}
+	return vaultUIBin
+}
+
 // StartVault starts a Vault server; cleanup stops it (and its plugin processes) and removes Dir.
 func StartVault(t testing.TB, o VaultOptions) *Vault {
 	t.Helper()
 	if o.LogLevel == "" {
 		o.LogLevel = "debug"
+	}
+	bin := o.Bin
+	if bin == "" {
+		bin = VaultBinary(t)
 	}
 	if o.PluginDir != "" {
 		abs, err := filepath.Abs(o.PluginDir)
@@ -109,7 +145,7 @@ func StartVault(t testing.TB, o VaultOptions) *Vault {
 	v := &Vault{
 		Dev:       o.Dev,
 		PluginDir: o.PluginDir,
-		Bin:       VaultBinary(t),
+		Bin:       bin,
 		Dir:       sharedTempDir(t, "testenv-vault-"),
 		opts:      o,
 		port:      freePortPair(t),
