@@ -73,21 +73,29 @@ func (e *Engine) record(ctx context.Context, r *run) {
 }
 
 // trimHistory deletes a history entry that fell out of history_limit, in the background: the
-// rotation has answered by then (docs/benchmarks.md §1). An entry left behind (a failed delete, a
-// closing engine) is harmless: reads page up to the limit, and the first rotation after a
-// restart trims what lies beyond it.
+// rotation has answered by then (docs/benchmarks.md §1). The delete runs under the role's lock
+// and only while the role is the one that wrote the entry (a role deleted and created again
+// meanwhile starts a new history, whose entry of the same number is not the one to trim). An
+// entry left behind (a failed delete, a closing engine) is harmless: reads page up to the limit,
+// and the first rotation after a restart trims what lies beyond it.
 func (e *Engine) trimHistory(ctx context.Context, name string, seq uint64) {
+	epoch := e.histSeq.epochOf(name)
 	del := func() {
+		if e.histSeq.epochOf(name) != epoch {
+			return
+		}
 		if err := deleteKey(ctx, e.storage, historyKey(name, seq)); err != nil {
 			e.logger.Warn("trim history", "role", name, "error", err)
 		}
 	}
 	if !e.flights.start() {
-		del()
+		del() // the caller holds the role's lock
 		return
 	}
 	go func() {
 		defer e.flights.done()
+		unlock := e.locks.lock(name)
+		defer unlock()
 		del()
 	}()
 }
@@ -188,6 +196,14 @@ func listHistory(ctx context.Context, s logical.Storage, name string) ([]uint64,
 type historySeqs struct {
 	mu   sync.Mutex
 	last map[string]uint64
+	// epochs count the deletions of each role: a role created again is another history.
+	epochs map[string]uint64
+}
+
+func (h *historySeqs) epochOf(name string) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.epochs[name]
 }
 
 func (h *historySeqs) next(ctx context.Context, s logical.Storage, name string, limit int) (uint64, error) {
@@ -222,6 +238,10 @@ func (h *historySeqs) next(ctx context.Context, s logical.Storage, name string, 
 func (h *historySeqs) forget(name string) {
 	h.mu.Lock()
 	delete(h.last, name)
+	if h.epochs == nil {
+		h.epochs = map[string]uint64{}
+	}
+	h.epochs[name]++
 	h.mu.Unlock()
 }
 

@@ -292,6 +292,8 @@ func (e *Engine) trimJobs(ctx context.Context) {
 		}
 	}
 	sort.Slice(jobs, func(a, b int) bool { return jobs[a].created.After(jobs[b].created) })
+	e.jobsMu.Lock() // jobRoleResolved rewrites a record under it: never one deleted here
+	defer e.jobsMu.Unlock()
 	for _, j := range jobs[min(maxJobsKept, len(jobs)):] {
 		if err := deleteKey(ctx, e.storage, jobPrefix+j.id); err != nil {
 			e.logger.Warn("rotate-many: trim job records", "error", err)
@@ -329,12 +331,14 @@ func (e *Engine) interruptJobs(ctx context.Context, pendings []string) error {
 			}
 			o.Result = JobInterrupted
 			if inFlight[o.Role] {
-				o.Detail = "a rotation was in flight when the plugin stopped; recovery is resolving its pending record"
+				o.Detail = "a rotation (this job's, or another trigger's) was in flight when the plugin stopped; recovery is resolving its pending record"
 				e.interrupted.watch(o.Role, id)
 				continue
 			}
 			o.Version = e.currentVersion(ctx, o.Role)
-			o.Detail = "not rotated by this job: the plugin stopped before its turn"
+			// The job writes its record about once a second, so a role it finished just before
+			// the stop may show here too: the version says where the role stands either way.
+			o.Detail = "no outcome recorded before the plugin stopped, and no rotation in flight: version is current"
 		}
 		j.State, j.Finished = JobInterrupted, e.now()
 		if err := e.putJob(ctx, &j); err != nil {
@@ -395,7 +399,7 @@ func (e *Engine) jobRoleResolved(ctx context.Context, role string) {
 	for i := range j.Outcomes {
 		if o := &j.Outcomes[i]; o.Role == role && o.Result == JobInterrupted {
 			o.Version = e.currentVersion(ctx, role)
-			o.Detail = fmt.Sprintf("a rotation was in flight when the plugin stopped; recovery resolved it: version %d is current (rotation/history/%s)", o.Version, role)
+			o.Detail = fmt.Sprintf("a rotation (this job's, or another trigger's) was in flight when the plugin stopped; recovery resolved it: version %d is current (rotation/history/%s)", o.Version, role)
 		}
 	}
 	if err := e.putJob(ctx, j); err != nil {

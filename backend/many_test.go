@@ -226,7 +226,7 @@ func TestInterruptedJobResolvesEveryRole(t *testing.T) {
 		t.Fatalf("job state %q", got.State)
 	}
 	k0, k1, k2 := got.Outcomes[0], got.Outcomes[1], got.Outcomes[2]
-	if k0.Result != JobInterrupted || k0.Version != 1 || !strings.Contains(k0.Detail, "not rotated") {
+	if k0.Result != JobInterrupted || k0.Version != 1 || !strings.Contains(k0.Detail, "no outcome recorded") {
 		t.Fatalf("the role never started: %+v", k0)
 	}
 	if k1.Result != JobInterrupted || k1.Version != 2 || !strings.Contains(k1.Detail, "resolved it: version 2 is current") {

@@ -1,48 +1,52 @@
 package backend
 
 import (
-	"hash/fnv"
 	"strings"
 	"sync"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// recordCacheSize bounds the records kept: a role and its state are two, so a rotation-heavy
-// mount keeps the hot half of ~2,000 roles without growing with the mount (docs/benchmarks.md §1).
-const recordCacheSize = 4096
-
-// recordCacheStripes is the number of write generations kept; keys share them by hash.
-const recordCacheStripes = 256
+// recordCacheSize and recordCacheBytes bound the records kept: a role and its state are two, so
+// a rotation-heavy mount keeps the hot part of ~2,000 roles without growing with the mount, and
+// records larger than recordCacheMaxValue (a state with many kept keys) are never kept
+// (docs/benchmarks.md §1, §3).
+const (
+	recordCacheSize     = 4096
+	recordCacheBytes    = 16 << 20
+	recordCacheMaxValue = 64 << 10
+)
 
 // recordCache keeps the bytes of role and state records as storage last held them, so that a
 // rotation reads its role, its state and its admin's from memory instead of four storage round
-// trips (docs/benchmarks.md §1). It stays true the way the role index does:
-//   - a write through engineStorage stores what it wrote once storage answered yes, and drops
-//     the key when storage answered no or did not answer (the record is then unknown);
-//   - a read from storage is kept only when no write or invalidation of its key began while it
-//     ran (a generation per stripe of keys);
+// trips (docs/benchmarks.md §1). It never answers a record older than storage's:
+//   - while a write (put or delete) of a key is in flight, nothing is kept for it, and every read
+//     that began before the write ended is discarded (a generation per key, bumped when a write
+//     starts and when it ends);
+//   - a write that storage took is kept (a delete: nothing), unless another write of the key
+//     began meanwhile;
+//   - a write storage refused or did not answer leaves the key unknown: it may still land, so the
+//     key is read from storage, never kept, until a later write of it succeeds;
 //   - Invalidate (a write by another node) drops the key.
 //
 // State records hold values; they stay inside the plugin process, which holds them anyway while
 // it rotates and serves creds.
 type recordCache struct {
-	mu      sync.Mutex
-	entries map[string][]byte
-	gens    [recordCacheStripes]uint64
+	mu       sync.Mutex
+	entries  map[string][]byte
+	bytes    int
+	gens     map[string]uint64 // bumped at the start and end of every write and at every drop; one per record key seen (two per role)
+	inflight map[string]int    // writes in flight per key
+	unknown  map[string]bool   // the last write's outcome is unknown
 }
 
-func newRecordCache() *recordCache { return &recordCache{entries: map[string][]byte{}} }
+func newRecordCache() *recordCache {
+	return &recordCache{entries: map[string][]byte{}, gens: map[string]uint64{}, inflight: map[string]int{}, unknown: map[string]bool{}}
+}
 
 // cachedKey says whether key is a record the cache keeps.
 func cachedKey(key string) bool {
 	return strings.HasPrefix(key, rolePrefix) || strings.HasPrefix(key, statePrefix)
-}
-
-func cacheStripe(key string) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	return int(h.Sum32() % recordCacheStripes)
 }
 
 // get returns a copy of the cached entry, if any.
@@ -66,69 +70,94 @@ func (c *recordCache) token(key string) uint64 {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.gens[cacheStripe(key)]
+	return c.gens[key]
 }
 
-// keep stores what a read found, unless a write or invalidation of the stripe began since token.
+// keep stores what a read found, unless a write of the key began since token (or is in flight),
+// the key's last write is unknown, or it was dropped meanwhile.
 func (c *recordCache) keep(key string, token uint64, e *logical.StorageEntry) {
 	if c == nil || !cachedKey(key) || e == nil {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gens[cacheStripe(key)] != token {
+	if c.gens[key] != token || c.inflight[key] > 0 || c.unknown[key] {
 		return
 	}
 	c.put(key, e.Value)
 }
 
-// writing marks the start of a write of key: reads and writes begun before it are not kept.
-// The returned generation is handed to wrote.
+// writing marks the start of a write of key. The returned generation is handed to wrote.
 func (c *recordCache) writing(key string) uint64 {
-	if c == nil {
+	if c == nil || !cachedKey(key) {
 		return 0
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := cacheStripe(key)
-	c.gens[s]++
-	delete(c.entries, key)
-	return c.gens[s]
+	c.gens[key]++
+	c.inflight[key]++
+	c.remove(key)
+	return c.gens[key]
 }
 
-// wrote records the answer to a write begun at gen: value (nil: deleted) is kept when storage
-// took it and no other write of the stripe began since; otherwise the key is left out.
+// wrote records the answer to a write begun at gen: value (nil: a delete) is kept when storage
+// took it and no other write of the key began since; a failed write leaves the key unknown.
 func (c *recordCache) wrote(key string, gen uint64, value []byte, err error) {
 	if c == nil || !cachedKey(key) {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err != nil || value == nil || c.gens[cacheStripe(key)] != gen {
+	mine := c.gens[key] == gen
+	c.gens[key]++ // reads that began during the write are not kept
+	if c.inflight[key]--; c.inflight[key] <= 0 {
+		delete(c.inflight, key)
+	}
+	if err != nil {
+		c.unknown[key] = true
+		c.remove(key)
 		return
 	}
-	c.put(key, value)
+	if mine {
+		delete(c.unknown, key)
+	}
+	if mine && value != nil && c.inflight[key] == 0 {
+		c.put(key, value)
+	}
 }
 
 // drop forgets key (written elsewhere): the next read goes to storage.
 func (c *recordCache) drop(key string) {
-	if c == nil {
+	if c == nil || !cachedKey(key) {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gens[cacheStripe(key)]++
-	delete(c.entries, key)
+	c.gens[key]++
+	c.remove(key)
 }
 
-// put stores a copy of value, making room by dropping an arbitrary entry when full. The caller
+// remove deletes key's cached bytes. The caller holds mu.
+func (c *recordCache) remove(key string) {
+	if v, ok := c.entries[key]; ok {
+		c.bytes -= len(v)
+		delete(c.entries, key)
+	}
+}
+
+// put stores a copy of value, making room by dropping arbitrary entries when full. The caller
 // holds mu.
 func (c *recordCache) put(key string, value []byte) {
-	if _, ok := c.entries[key]; !ok && len(c.entries) >= recordCacheSize {
-		for k := range c.entries {
-			delete(c.entries, k)
+	c.remove(key)
+	if len(value) > recordCacheMaxValue {
+		return
+	}
+	for k := range c.entries {
+		if len(c.entries) < recordCacheSize && c.bytes+len(value) <= recordCacheBytes {
 			break
 		}
+		c.remove(k)
 	}
 	c.entries[key] = append([]byte(nil), value...)
+	c.bytes += len(value)
 }

@@ -18,6 +18,7 @@ type relations struct {
 
 	mu       sync.Mutex
 	built    bool
+	marks    uint64 // stale marks so far: a relate that saw one arrive reads again
 	dirty    map[string]bool
 	held     map[string]heldRelations              // role name → what it links to and claims
 	linkedBy map[string]map[string]bool            // role name → the roles linking to it
@@ -37,13 +38,16 @@ func (x *relations) stale(name string) {
 	if !x.built {
 		return
 	}
+	x.marks++
 	x.dirty[name] = true
 	for dep := range x.linkedBy[name] {
 		x.dirty[dep] = true
 	}
 }
 
-// refresh brings the relations up to date with the role index.
+// refreshRelations brings the relations up to date with the role index. A role whose read
+// overlapped a write (a mark arrived meanwhile) is read again, up to three passes; what is still
+// marked then waits for the next call.
 func (e *Engine) refreshRelations(ctx context.Context) error {
 	x := &e.relations
 	x.refreshMu.Lock()
@@ -51,15 +55,7 @@ func (e *Engine) refreshRelations(ctx context.Context) error {
 
 	x.mu.Lock()
 	built := x.built
-	var names []string
-	if built {
-		for n := range x.dirty {
-			names = append(names, n)
-		}
-		x.dirty = map[string]bool{}
-	}
 	x.mu.Unlock()
-
 	if !built {
 		// Marks that arrive while the first build reads the index are kept from here on.
 		x.mu.Lock()
@@ -73,25 +69,46 @@ func (e *Engine) refreshRelations(ctx context.Context) error {
 			x.mu.Unlock()
 			return err
 		}
+		x.mu.Lock()
 		for _, r := range all {
-			names = append(names, r.Role.Name)
+			x.dirty[r.Role.Name] = true
 		}
+		x.mu.Unlock()
 	}
-	for i, name := range names {
-		if err := e.relate(ctx, name); err != nil {
-			x.mu.Lock()
-			for _, n := range names[i:] {
-				x.dirty[n] = true // looked at again next time
+	for pass := 0; pass < 3; pass++ {
+		x.mu.Lock()
+		names := make([]string, 0, len(x.dirty))
+		for n := range x.dirty {
+			names = append(names, n)
+		}
+		x.dirty = map[string]bool{}
+		x.mu.Unlock()
+		if len(names) == 0 {
+			return nil
+		}
+		for i, name := range names {
+			if err := e.relate(ctx, name); err != nil {
+				x.mu.Lock()
+				for _, n := range names[i:] {
+					x.dirty[n] = true // looked at again next time
+				}
+				x.mu.Unlock()
+				return err
 			}
-			x.mu.Unlock()
-			return err
 		}
 	}
 	return nil
 }
 
+// relateRead, when set (tests), runs after relate has read a role and before it records it.
+var relateRead func(name string)
+
 // relate records what role name links to and claims now (nothing, once it is gone).
 func (e *Engine) relate(ctx context.Context, name string) error {
+	x := &e.relations
+	x.mu.Lock()
+	marks := x.marks
+	x.mu.Unlock()
 	role, err := e.indexedRole(ctx, name)
 	if err != nil {
 		return err
@@ -111,9 +128,15 @@ func (e *Engine) relate(ctx context.Context, name string) error {
 			}
 		}
 	}
-	x := &e.relations
+	if relateRead != nil {
+		relateRead(name)
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.marks != marks {
+		// A role was written while this one was read (its admin, perhaps): read it again.
+		x.dirty[name] = true
+	}
 	old := x.held[name]
 	for _, ref := range old.links {
 		delete(x.linkedBy[ref], name)

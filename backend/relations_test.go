@@ -54,3 +54,51 @@ func TestRelationsFollowOtherNodes(t *testing.T) {
 		t.Fatalf("dependents of first: %v %v", deps, err)
 	}
 }
+
+// An admin moved while a dependent's claim was being read: the dependent is read again, so its
+// claim follows the admin to the new place at once (found by review: it stayed at the old one
+// until one of the two was written again, letting another role claim the same login there).
+func TestRelationsRereadWhenALinkMoves(t *testing.T) {
+	te := newEnv(t)
+	ctx := context.Background()
+	at := func(loc string) func(*RoleInput) {
+		return func(in *RoleInput) { in.Settings[fFaultLocation] = loc; in.Settings[fFaultGrants] = []string{"x"} }
+	}
+	te.importRole(t, "admin-a", "pw-a", at("one"))
+	if err := te.e.refreshRelations(ctx); err != nil { // built before dep exists
+		t.Fatal(err)
+	}
+	te.importRole(t, "dep", "pw-d", func(in *RoleInput) { in.Settings[fFaultAdmin] = "admin-a"; in.Settings[fFaultAccount] = "x" })
+	// dep is stored and marked; its first read comes at the next refresh, when no role is
+	// known to link to admin-a yet.
+	moved := false
+	relateRead = func(name string) {
+		if name != "dep" || moved {
+			return
+		}
+		moved = true
+		// admin-a moves to two while dep's read (which saw it at one) is not yet recorded.
+		admin, err := te.e.loadRole(ctx, "admin-a")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		admin.Settings.Strings[fFaultLocation] = "two"
+		if err := putJSON(ctx, te.e.storage, rolePrefix+"admin-a", admin); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { relateRead = nil })
+	if err := te.e.refreshRelations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !moved {
+		t.Fatal("the hook did not run")
+	}
+	if holder := te.e.relations.claimHolder(faultType, "account x at two", ""); holder != "dep" {
+		t.Fatalf("after the move, x at two is held by %q, want dep", holder)
+	}
+	if holder := te.e.relations.claimHolder(faultType, "account x at one", ""); holder != "" {
+		t.Fatalf("x at one is still held by %q", holder)
+	}
+}

@@ -158,7 +158,7 @@ func TestRotateManyJobInterrupted(t *testing.T) {
 	for i, o := range job["outcomes"].([]interface{}) {
 		m := o.(map[string]interface{})
 		role := fmt.Sprintf("mj-%02d", i)
-		want, detail := 1, "not rotated"
+		want, detail := 1, "no outcome recorded"
 		if i == 0 {
 			want, detail = 2, "resolved it: version 2 is current"
 		}
