@@ -62,6 +62,24 @@ func (s *stack) writeAt(b *testing.B, path string, data map[string]interface{}) 
 	return sec
 }
 
+// databaseEngine mounts Vault's database engine at database/ with connection pg: this
+// PostgreSQL through its own CREATEROLE login db_admin (password db-admin-pw, created by the
+// caller), so that the two engines never change each other's credential.
+func (s *stack) databaseEngine(b *testing.B) {
+	b.Helper()
+	if err := s.Vault.Client.Sys().MountWithContext(context.Background(), "database", &api.MountInput{Type: "database"}); err != nil {
+		b.Fatalf("enable database engine: %v", err)
+	}
+	s.writeAt(b, "database/config/pg", map[string]interface{}{
+		"plugin_name":       "postgresql-database-plugin",
+		"connection_url":    fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", s.Postgres.Port),
+		"username":          "db_admin",
+		"password":          "db-admin-pw",
+		"allowed_roles":     "*",
+		"verify_connection": true,
+	})
+}
+
 func envInt(b *testing.B, name string, def int) int {
 	b.Helper()
 	v := os.Getenv(name)
@@ -137,17 +155,7 @@ func BenchmarkRotateLatency(b *testing.B) {
 	})
 
 	// Theirs: Vault's database engine with a static role.
-	if err := s.Vault.Client.Sys().MountWithContext(ctx, "database", &api.MountInput{Type: "database"}); err != nil {
-		b.Fatalf("enable database engine: %v", err)
-	}
-	s.writeAt(b, "database/config/pg", map[string]interface{}{
-		"plugin_name":       "postgresql-database-plugin",
-		"connection_url":    fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", s.Postgres.Port),
-		"username":          "db_admin",
-		"password":          "db-admin-pw",
-		"allowed_roles":     "*",
-		"verify_connection": true,
-	})
+	s.databaseEngine(b)
 	s.writeAt(b, "database/static-roles/app2", map[string]interface{}{
 		"db_name": "pg", "username": "app2", "rotation_period": "24h",
 	})

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -67,17 +66,7 @@ END $$`, quoteLiteral(verifier), n-1))
 	fmt.Printf("ours:   %d roles imported (each login verified) in %.1f s, %d clients\n", n, time.Since(start).Seconds(), clients)
 
 	// Theirs: the database engine, one connection config, n static roles.
-	if err := s.Vault.Client.Sys().MountWithContext(ctx, "database", &api.MountInput{Type: "database"}); err != nil {
-		b.Fatalf("enable database engine: %v", err)
-	}
-	s.writeAt(b, "database/config/pg", map[string]interface{}{
-		"plugin_name":       "postgresql-database-plugin",
-		"connection_url":    fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", s.Postgres.Port),
-		"username":          "db_admin",
-		"password":          "db-admin-pw",
-		"allowed_roles":     "*",
-		"verify_connection": true,
-	})
+	s.databaseEngine(b)
 	start = time.Now()
 	parallel(b, clients, theirs, func(name string) error {
 		_, err := vc.WriteWithContext(ctx, "database/static-roles/"+name, map[string]interface{}{
