@@ -25,7 +25,32 @@ type Cluster struct {
 
 // StartRaftCluster starts an n-node raft cluster (n >= 1) with plugin directory pluginDir on every node, initializes it
 // through node 0, unseals every node, and waits until all n are voters and node 0 is active. Cleanup stops every node.
+//
+// A node whose API or cluster port was taken by another process between choosing it and binding it (other tests run
+// alongside) never joins: the whole cluster is then started again on new ports, at most three times.
 func StartRaftCluster(t testing.TB, n int, pluginDir string) *Cluster {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		c, taken := startRaftCluster(t, n, pluginDir)
+		if !taken {
+			return c
+		}
+		for _, v := range c.Nodes {
+			v.shutdown(t)
+		}
+		if attempt == 3 {
+			t.Fatalf("testenv: raft cluster: a node's port was taken by another process three times")
+		}
+		t.Logf("testenv: a raft node's port was taken by another process before it bound; starting the cluster again on new ports")
+	}
+}
+
+// portTaken reports whether the node's log says one of its listeners could not bind.
+func (v *Vault) portTaken(t testing.TB) bool {
+	return strings.Contains(v.ServerLog(t), "address already in use")
+}
+
+func startRaftCluster(t testing.TB, n int, pluginDir string) (c *Cluster, portTaken bool) {
 	t.Helper()
 	if pluginDir != "" {
 		abs, err := filepath.Abs(pluginDir)
@@ -36,7 +61,7 @@ func StartRaftCluster(t testing.TB, n int, pluginDir string) *Cluster {
 	}
 	bin := VaultBinary(t)
 	root := sharedTempDir(t, "testenv-raft-")
-	c := &Cluster{}
+	c = &Cluster{}
 	for i := 0; i < n; i++ {
 		v := &Vault{
 			PluginDir: pluginDir,
@@ -67,7 +92,11 @@ func StartRaftCluster(t testing.TB, n int, pluginDir string) *Cluster {
 		v.startProcess(t)
 	}
 	first := c.Nodes[0]
-	first.waitResponding(t)
+	for _, v := range c.Nodes {
+		if v.waitUp(t); v.portTaken(t) {
+			return c, true
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	init, err := first.Client.Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
@@ -87,11 +116,53 @@ func StartRaftCluster(t testing.TB, n int, pluginDir string) *Cluster {
 		t.Fatalf("testenv: autopilot configuration: %v", err)
 	}
 	for _, v := range c.Nodes[1:] {
-		v.waitResponding(t)
-		v.unsealJoining(t)
+		if !v.unsealJoiningOrTaken(t) {
+			return c, true
+		}
 	}
 	c.WaitVoters(t, n, 2*time.Minute)
-	return c
+	return c, false
+}
+
+// waitUp waits until the node answers or has exited (a port taken); a node that neither
+// answers nor exits within the bound fails the test.
+func (v *Vault) waitUp(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !v.exited() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := v.Client.Sys().HealthWithContext(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: vault at %s did not answer within 60 s: %v\n--- server log ---\n%s", v.Addr, err, v.ServerLog(t))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// unsealJoiningOrTaken is unsealJoining for a node of a cluster being started: false as soon as
+// the node's log shows a port taken (it would never join).
+func (v *Vault) unsealJoiningOrTaken(t testing.TB) bool {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if v.portTaken(t) {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := v.Client.Sys().UnsealWithContext(ctx, v.UnsealKey)
+		cancel()
+		if err == nil && !st.Sealed {
+			return true
+		}
+		if v.exited() || time.Now().After(deadline) {
+			t.Fatalf("testenv: node at %s did not join and unseal (last error: %v, sealed %v)\n--- server log ---\n%s", v.Addr, err, st != nil && st.Sealed, v.ServerLog(t))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // config is node i's server configuration: raft storage in Dir/raft, retry_join to every other node.
