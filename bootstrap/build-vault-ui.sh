@@ -20,12 +20,23 @@ uisrc="$root/bootstrap/vault-ui"
 mkdir -p "$bin_dir"
 # One build at a time (parallel test packages, make dev): the UI build alone peaks at 5-8 GB.
 exec 8>"$bin_dir/.vault-ui.lock"
-flock 8
+flock -w 3600 8 || { echo "build-vault-ui: another build has held $bin_dir/.vault-ui.lock for an hour" >&2; exit 1; }
 
+# The key covers what the build reads from this checkout, as git has it: a file git does not track would be built
+# into the binary but missing from every other clone, so it stops the build (found by review: the lineal stand-in's
+# dist/ was ignored by git and built only here).
+if command -v git >/dev/null && git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+	extra="$(cd "$root" && git ls-files --others -- bootstrap/vault-ui bootstrap/vault)"
+	if [ -n "$extra" ]; then
+		echo "build-vault-ui: files that git does not track would go into the build: commit or remove them:" >&2
+		echo "$extra" >&2
+		exit 1
+	fi
+fi
 key="$(
 	cd "$root"
 	{
-		sha256sum bootstrap/vault/go.mod bootstrap/build-vault-ui.sh
+		sha256sum bootstrap/vault/go.mod bootstrap/vault/go.sum bootstrap/vault/*.go bootstrap/build-vault-ui.sh
 		find bootstrap/vault-ui -type f ! -name '*.md' | LC_ALL=C sort | xargs sha256sum
 	} | sha256sum | cut -c1-16
 )"
@@ -40,6 +51,9 @@ command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 for c in go node curl flock patch; do
 	command -v "$c" >/dev/null || { log "$c is missing (run scripts/install-deps.sh)"; exit 1; }
 done
+# Vault 1.21's ui/package.json asks for node 20 ("engines"); Debian 12's own nodejs is 18.
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 20 ] || { log "node $(node --version) is too old: the pinned Vault's UI needs node 20 or newer"; exit 1; }
 start=$(date +%s)
 
 # 1. The plain pinned Vault: it serves the OpenAPI document our vault-client-typescript is generated from.

@@ -109,7 +109,11 @@ func VaultUIBinary(t testing.TB) string {
 	}
 	root := RepoRoot(t)
 	vaultUIBinOnce.Do(func() {
-		cmd := exec.Command("bash", filepath.Join(root, "bootstrap", "build-vault-ui.sh"))
+		// A cold build takes ~20 min: bounded, so that a stuck one ends (and frees the build lock) by itself.
+		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "bootstrap", "build-vault-ui.sh"))
+		cmd.WaitDelay = 10 * time.Second
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

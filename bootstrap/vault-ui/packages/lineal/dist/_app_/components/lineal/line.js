@@ -1,0 +1,1 @@
+export { default } from '@lineal-viz/lineal/components/lineal/line/index.js';

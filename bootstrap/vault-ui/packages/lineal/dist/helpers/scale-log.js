@@ -1,0 +1,5 @@
+// vault-plugin-rotation: stand-in for Lineal's (scale-log) helper.
+import { helper } from '@ember/component/helper';
+import { EmptyScale } from '../scale.js';
+
+export default helper(() => new EmptyScale());
