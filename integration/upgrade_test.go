@@ -141,6 +141,7 @@ func TestUpgradeResolvesPendingRecord(t *testing.T) {
 	t.Logf("vault plugin reload answered after %s", took.Round(time.Millisecond))
 	s.assertRunning(t, u.version, u.sha)
 	log := s.Vault.ServerLog(t)[logFrom:]
+	s.AssertNoSecretIn(t, "the server log after the reload", log) // before any of it is printed
 	// The new binary starts, then its engine (its logger is named after the binary) finds the record.
 	loc := regexp.MustCompile(`starting plugin: .*path=` + regexp.QuoteMeta(filepath.Join(s.PluginDir, u.file))).FindStringIndex(log)
 	if loc == nil || !regexp.MustCompile(regexp.QuoteMeta(u.file)+`: rotation engine started: .*pending=1`).MatchString(log[loc[0]:]) {

@@ -127,6 +127,19 @@ func TestVaultUI(t *testing.T) {
 	if got := version(); got != 2 {
 		t.Fatalf("after the console's rotate: current_version %d, want 2", got)
 	}
+	// PostgreSQL's password changed: the new one logs in, the initial one no longer does.
+	appCreds, err := root.Logical().ReadWithContext(ctx, "rotation/creds/app")
+	if err != nil || appCreds == nil {
+		t.Fatalf("read rotation/creds/app: %v", err)
+	}
+	appPassword, _ := appCreds.Data["password"].(string)
+	b.hide(appPassword)
+	if err := pg.CanLogin("app", appPassword); err != nil {
+		t.Fatalf("the rotated password of app does not log in: %v", err)
+	}
+	if pg.CanLogin("app", "ui-app-initial-pw") == nil {
+		t.Fatal("app's initial password still logs in after the console's rotate")
+	}
 	b.console("read rotation/status", "overdue", 30*time.Second)
 	out := b.text(".console-ui-panel-content")
 	for _, want := range []string{"pg-admin", "app", "current_version", "last_rotated"} {
@@ -225,6 +238,9 @@ func newBrowser(t *testing.T, chromium, shots string) *browser {
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.Flag("disable-extensions", true),
 		chromedp.Flag("password-store", "basic"),
+		// Loopback only: every other host fails to resolve and no proxy is asked.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"),
+		chromedp.Flag("no-proxy-server", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1440, 900),
 		chromedp.WSURLReadTimeout(60 * time.Second), // bounds the browser's start

@@ -47,7 +47,7 @@ const rejects = async (promise, status) => {
 
 // An operation without a response schema answers the whole document.
 const self = await auth.tokenLookUpSelf();
-assert.ok(self.data.policies.includes('root'), JSON.stringify(self));
+assert.ok(self.data.policies.includes('root'), `policies: ${JSON.stringify(self.data.policies)}`); // never the lookup itself: it holds the token
 
 // One with a schema answers its data, date-time fields as Dates; path parameters in the UI's order, then the body.
 const written = await secrets.kvV2Write('app/db', 'secret', { data: { password: 'kv-value' } });
@@ -62,6 +62,11 @@ assert.deepEqual(list.keys, ['db']);
 
 // Errors: a ResponseError carrying the Response.
 const missing = await rejects(secrets.kvV2Read('nope', 'secret'), 404);
+
+// A path parameter never moves the call to another path ("." and ".." would survive encoding).
+for (const bad of ['..', '.', 'a/../b']) {
+  await assert.rejects(secrets.kvV2Read(bad, 'secret'), /may not be/, `path parameter ${bad}`);
+}
 assert.equal(missing.response.url, `${VAULT_ADDR}/v1/secret/data/nope`);
 
 // initOverrides as headers (the UI's buildHeaders): an unauthenticated call; as a function adding to the query.

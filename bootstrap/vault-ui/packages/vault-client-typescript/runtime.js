@@ -150,7 +150,13 @@ export class BaseAPI {
       if (value === undefined || value === null) {
         throw new RequiredError(placeholder, `${op.name}: path parameter ${placeholder} is required`);
       }
-      path = path.replace(`{${placeholder}}`, encodeURIComponent(String(value)));
+      const segment = String(value);
+      // "." and ".." survive encodeURIComponent and the URL parser would resolve them: a
+      // parameter must never move the call to another path (found by review).
+      if (segment === '.' || segment === '..' || /(^|\/)\.\.?(\/|$)/.test(segment)) {
+        throw new RequiredError(placeholder, `${op.name}: path parameter ${placeholder} may not be "." or ".." or hold such a segment`);
+      }
+      path = path.replace(`{${placeholder}}`, encodeURIComponent(segment));
     }
     const query = {};
     for (const [k, v] of Object.entries(op.query || {})) if (v !== undefined && v !== null) query[k] = v;
