@@ -224,16 +224,7 @@ func (h *haEnv) leaderKilled(t *testing.T) {
 	h.kill.Arm(t)
 	done := rotateOn(h.c.Client(t, li), haKillMount, "app")
 	h.kill.Wait(t, done, crashReachBound)
-	h.failovers = append(h.failovers, time.Now())
-	leader.Kill(t)
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("the rotate request succeeded although its leader was killed inside it")
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("the rotate request did not end within a minute of the kill")
-	}
+	h.killInside(t, leader, done)
 	nl, ni := h.newLeader(t, li)
 	t.Logf("node%d killed; node%d is the new leader", li, ni)
 	data := h.on(nl, haKillMount).WaitResolved(t, "app", 2*time.Minute)
@@ -295,16 +286,7 @@ func (h *haEnv) leaderKilledAfterRestart(t *testing.T) {
 	if got := demoStartedWith(t, ctrs[1]).Version; got != before {
 		t.Fatalf("the second consumer runs version %d before the kill, want the old %d", got, before)
 	}
-	h.failovers = append(h.failovers, time.Now())
-	leader.Kill(t)
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("the rotate request succeeded although its leader was killed inside it")
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("the rotate request did not end within a minute of the kill")
-	}
+	h.killInside(t, leader, done)
 	nl, ni := h.newLeader(t, li)
 	t.Logf("node%d killed after the first consumer restart; node%d is the new leader", li, ni)
 	sn := h.on(nl, haRestartMount)
@@ -602,4 +584,20 @@ func (h *haEnv) scheduleSurvived(t *testing.T) {
 	}
 	t.Logf("%d scheduled runs over %d failovers", len(sched), len(h.failovers))
 	h.assertCredsLogIn(t, mount, "sched", 2)
+}
+
+// killInside SIGKILLs the leader while the rotate request done is paused inside it, and checks
+// that the request fails (it never answers success for a rotation its node did not finish).
+func (h *haEnv) killInside(t *testing.T, leader *testenv.Vault, done <-chan error) {
+	t.Helper()
+	h.failovers = append(h.failovers, time.Now())
+	leader.Kill(t)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the rotate request succeeded although its leader was killed inside it")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the rotate request did not end within a minute of the kill")
+	}
 }
