@@ -185,6 +185,7 @@ func TestUpgradeWaitsForRotationInFlight(t *testing.T) {
 	_, _, before := s.Creds(t, "app")
 	u.register(t, s)
 
+	logFrom := len(s.Vault.ServerLog(t))
 	fp.Arm(t)
 	done := s.RotateUnretried("app")
 	fp.Wait(t, done, crashReachBound)
@@ -202,6 +203,15 @@ func TestUpgradeWaitsForRotationInFlight(t *testing.T) {
 		t.Fatal("the rotate request did not end within a minute of the reload")
 	}
 	s.assertRunning(t, u.version, u.sha)
+	// The old binary's engine (its logger is named after its file) promoted the rotation before
+	// the new binary's engine started.
+	log := s.Vault.ServerLog(t)[logFrom:]
+	s.AssertNoSecretIn(t, "the server log around the reload", log) // before any of it is printed
+	rotatedOld := regexp.MustCompile(regexp.QuoteMeta(testenv.PluginName) + `: rotated: .*role=app`).FindStringIndex(log)
+	startedNew := regexp.MustCompile(regexp.QuoteMeta(u.file) + `: rotation engine started`).FindStringIndex(log)
+	if rotatedOld == nil || startedNew == nil || rotatedOld[0] > startedNew[0] {
+		t.Fatalf("the server log does not show the rotation in flight promoted by the old version before the new one started:\n%s", log)
+	}
 	role := s.Read(t, "roles/app").Data
 	if role["pending"] != false || testenv.IntOf(t, role["current_version"]) != before+1 {
 		t.Fatalf("after the reload: pending=%v current_version=%v, want no record and version %d", role["pending"], role["current_version"], before+1)
